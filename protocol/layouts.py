@@ -1,0 +1,178 @@
+"""Byte layouts of every payload, and allocation-free packers for the board's hot path.
+
+All multi-byte fields are little-endian. Offsets are relative to the payload start
+(``HEADER_LEN`` in the raw frame). PROTOCOL.md documents the same tables for humans; the
+golden vectors pin both.
+"""
+
+from protocol.consts import (
+    CHANNELS,
+    ST_SERIOUS,
+    ST_SLIGHT,
+    T_ACK,
+    T_ASSIGN,
+    T_CONFIG_GET,
+    T_CONFIG_SET,
+    T_CONFIG_VALUE,
+    T_DISCOVER,
+    T_DISCOVER_REPLY,
+    T_GET_INFO,
+    T_IDENTIFY,
+    T_INFO,
+    T_MUTE,
+    T_NAK,
+    T_POLL,
+    T_REPORT,
+    T_STATUS,
+    T_SYNC,
+    T_TELEMETRY,
+)
+
+# Fixed payload sizes.
+POLL_LEN = 1  # u8 requested type
+SYNC_LEN = 9  # u16 cycle, u16 freq 0.01 Hz, u16 slot_us, u8 first_addr, u8 slots, u8 detail
+REPORT_LEN = 25  # u8 flags, 12 x u16 (14-bit current 10 mA | alarm << 14)
+TELEMETRY_FIXED_LEN = 53
+TELEMETRY_OVERLOAD_LEN = 3  # per overloaded channel: u8 channel, u16 time-to-trip 0.1 s
+STATUS_LEN = 14
+INFO_LEN = 20
+CONFIG_HEAD_LEN = 2  # u8 key, u8 index
+CONFIG_MAX_LEN = 103  # head + curve (1 + 10 x 10)
+IDENTIFY_LEN = 1
+DISCOVER_LEN = 16
+DISCOVER_REPLY_LEN = 10
+MUTE_LEN = 9
+ASSIGN_LEN = 10
+ACK_LEN = 1
+NAK_LEN = 2
+
+# TELEMETRY offsets.
+TM_FLAGS = 0
+TM_CURRENTS = 1  # 12 x u16, 10 mA units, 0xFFFF = invalid
+TM_STATES = 25  # 6 bytes, one nibble per channel (even channel low nibble): state | clip bit
+TM_CREST = 31  # 12 x u8, crest factor in 0.1 units (0 = no load)
+TM_UPTIME = 43  # u32 s
+TM_RX_ERRORS = 47  # u16, saturating
+TM_WINDOWS = 49  # u16, wrapping
+TM_FREQ = 51  # u16 0.01 Hz
+TM_OVERLOADS = 53
+
+
+def _lengths():
+    low = bytearray(b"\xff" * 256)
+    high = bytearray(256)
+    for mtype, lo, hi in (
+        (T_POLL, POLL_LEN, POLL_LEN),
+        (T_SYNC, SYNC_LEN, SYNC_LEN),
+        (T_REPORT, REPORT_LEN, REPORT_LEN),
+        (
+            T_TELEMETRY,
+            TELEMETRY_FIXED_LEN,
+            TELEMETRY_FIXED_LEN + CHANNELS * TELEMETRY_OVERLOAD_LEN,
+        ),
+        (T_STATUS, STATUS_LEN, STATUS_LEN),
+        (T_GET_INFO, 0, 0),
+        (T_INFO, INFO_LEN, INFO_LEN),
+        (T_CONFIG_GET, CONFIG_HEAD_LEN, CONFIG_HEAD_LEN),
+        (T_CONFIG_VALUE, CONFIG_HEAD_LEN + 1, CONFIG_MAX_LEN),
+        (T_CONFIG_SET, CONFIG_HEAD_LEN + 1, CONFIG_MAX_LEN),
+        (T_IDENTIFY, IDENTIFY_LEN, IDENTIFY_LEN),
+        (T_DISCOVER, DISCOVER_LEN, DISCOVER_LEN),
+        (T_DISCOVER_REPLY, DISCOVER_REPLY_LEN, DISCOVER_REPLY_LEN),
+        (T_MUTE, MUTE_LEN, MUTE_LEN),
+        (T_ASSIGN, ASSIGN_LEN, ASSIGN_LEN),
+        (T_ACK, ACK_LEN, ACK_LEN),
+        (T_NAK, NAK_LEN, NAK_LEN),
+    ):
+        low[mtype] = lo
+        high[mtype] = hi
+    return bytes(low), bytes(high)
+
+
+# PAYLOAD_MIN[type] == 0xFF marks an unknown type.
+PAYLOAD_MIN, PAYLOAD_MAX = _lengths()
+
+
+def put_u16(buf, off: int, value: int) -> None:
+    buf[off] = value & 0xFF
+    buf[off + 1] = (value >> 8) & 0xFF
+
+
+def put_u32(buf, off: int, value: int) -> None:
+    # Callers keep value < 2**30 on the board so it stays a small int on 32-bit ports.
+    buf[off] = value & 0xFF
+    buf[off + 1] = (value >> 8) & 0xFF
+    buf[off + 2] = (value >> 16) & 0xFF
+    buf[off + 3] = (value >> 24) & 0xFF
+
+
+def get_u16(buf, off: int) -> int:
+    return buf[off] | buf[off + 1] << 8
+
+
+def pack_telemetry(
+    buf,
+    off: int,
+    flags: int,
+    centiamps,
+    states,
+    crest_x10,
+    uptime_s: int,
+    rx_errors: int,
+    windows: int,
+    freq_centihz: int,
+    ttt_ds,
+) -> int:
+    """Write a TELEMETRY payload at ``buf[off:]`` without allocating; returns its length.
+
+    ``centiamps`` (12 x 10 mA), ``states`` (12 x state | STATE_CLIP), ``crest_x10`` (12 x u8)
+    and ``ttt_ds`` (12 x time to trip, 0.1 s) are the firmware's preallocated arrays. One
+    overload entry follows the fixed part for each SLIGHT or SERIOUS channel.
+    """
+    buf[off + TM_FLAGS] = flags
+    o = off + TM_CURRENTS
+    for ch in range(CHANNELS):
+        v = centiamps[ch]
+        buf[o] = v & 0xFF
+        buf[o + 1] = (v >> 8) & 0xFF
+        o += 2
+    o = off + TM_STATES
+    for k in range(0, CHANNELS, 2):
+        buf[o] = (states[k] & 0x0F) | (states[k + 1] & 0x0F) << 4
+        o += 1
+    o = off + TM_CREST
+    for ch in range(CHANNELS):
+        buf[o] = crest_x10[ch]
+        o += 1
+    put_u32(buf, off + TM_UPTIME, uptime_s)
+    put_u16(buf, off + TM_RX_ERRORS, rx_errors if rx_errors < 0xFFFF else 0xFFFF)
+    put_u16(buf, off + TM_WINDOWS, windows & 0xFFFF)
+    put_u16(buf, off + TM_FREQ, freq_centihz)
+    n = TM_OVERLOADS
+    for ch in range(CHANNELS):
+        s = states[ch] & 0x07
+        if s == ST_SLIGHT or s == ST_SERIOUS:
+            buf[off + n] = ch
+            put_u16(buf, off + n + 1, ttt_ds[ch])
+            n += TELEMETRY_OVERLOAD_LEN
+    return n
+
+
+# State -> REPORT alarm code (OFF and OK both map to 0: the current tells them apart).
+_ALARM_OF_STATE = b"\x00\x00\x01\x02\x03\x00\x00\x00"
+
+
+def pack_report(buf, off: int, flags: int, centiamps, states) -> int:
+    """Write a REPORT payload at ``buf[off:]`` without allocating; returns its length."""
+    buf[off] = flags
+    o = off + 1
+    alarm_of = _ALARM_OF_STATE
+    for ch in range(CHANNELS):
+        v = centiamps[ch]
+        if v > 0x3FFE:
+            v = 0x3FFF
+        v |= alarm_of[states[ch] & 0x07] << 14
+        buf[o] = v & 0xFF
+        buf[o + 1] = v >> 8
+        o += 2
+    return REPORT_LEN

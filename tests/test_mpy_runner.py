@@ -1,0 +1,27 @@
+"""The MicroPython runner itself: real unix port, failures surface as test failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.mpy import run_micropython
+
+
+def test_runs_real_micropython() -> None:
+    out = run_micropython("import sys\nprint(sys.implementation.name)")
+    assert out.strip() == "micropython"
+
+
+def test_project_packages_are_importable() -> None:
+    out = run_micropython("import protocol, firmware, boards\nprint('ok')")
+    assert out.strip() == "ok"
+
+
+def test_exception_becomes_failure() -> None:
+    with pytest.raises(pytest.fail.Exception, match="ZeroDivisionError"):
+        run_micropython("1/0")
+
+
+def test_nonzero_exit_becomes_failure() -> None:
+    with pytest.raises(pytest.fail.Exception, match="exited 3"):
+        run_micropython("import sys\nsys.exit(3)")
