@@ -1,0 +1,1 @@
+"""Benchmarks printed by ``smartpdu bench --json NAME``: figures, never timed assertions."""

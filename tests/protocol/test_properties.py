@@ -1,0 +1,250 @@
+"""Property tests: every message type round-trips over its whole field ranges; arbitrary and
+corrupted bytes only ever raise the protocol's own FrameError."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import consts as C
+from protocol.errors import FrameError
+from protocol.framing import FrameReader
+from protocol.messages import (
+    Ack,
+    Assign,
+    ConfigGet,
+    ConfigSet,
+    ConfigValue,
+    Discover,
+    DiscoverReply,
+    GetInfo,
+    Identify,
+    Info,
+    Message,
+    Mute,
+    Nak,
+    Poll,
+    Report,
+    Status,
+    Sync,
+    Telemetry,
+    decode,
+    encode,
+    message_from_reader,
+)
+
+u8 = st.integers(0, 0xFF)
+u16 = st.integers(0, 0xFFFF)
+u32 = st.integers(0, 0xFFFFFFFF)
+board = st.integers(C.ADDR_FIRST_BOARD, C.ADDR_LAST_BOARD)
+uid = st.binary(min_size=8, max_size=8)
+group = st.sampled_from(["", *C.GROUP_LETTERS])
+twelve = lambda s: st.lists(s, min_size=12, max_size=12)  # noqa: E731
+header = st.fixed_dictionaries({"dst": u8, "src": u8, "seq": u8})
+
+
+@st.composite
+def telemetry(draw: st.DrawFn) -> Telemetry:
+    states = draw(twelve(st.integers(C.ST_OFF, C.ST_TRIPPED)))
+    ttt = {
+        ch: draw(u16) for ch, s in enumerate(states) if s in (C.ST_SLIGHT, C.ST_SERIOUS)
+    }
+    return Telemetry(
+        draw(u8),
+        draw(twelve(u16)),
+        states,
+        draw(twelve(st.booleans())),
+        draw(twelve(u8)),
+        draw(u32),
+        draw(u16),
+        draw(u16),
+        draw(u16),
+        ttt,
+        **draw(header),
+    )
+
+
+@st.composite
+def curve(draw: st.DrawFn) -> list[tuple[int, int, int]]:
+    percents = sorted(draw(st.sets(st.integers(100, 5000), min_size=2, max_size=10)))
+    points = []
+    for pct in percents:
+        tmin = draw(u32)
+        points.append((pct, tmin, draw(st.integers(tmin, 0xFFFFFFFF))))
+    return points
+
+
+config_value = st.one_of(
+    st.tuples(st.just(C.K_GROUP), st.just(0), st.sampled_from(list(C.GROUP_LETTERS))),
+    st.tuples(st.just(C.K_ADDRESS), st.just(0), board),
+    st.tuples(st.just(C.K_MAINS_HZ), st.just(0), st.sampled_from([50, 60])),
+    st.tuples(st.just(C.K_CAL_GAIN), st.integers(0, 11), st.integers(500_000, 2_000_000)),
+    st.tuples(st.just(C.K_RATING), st.just(0), st.integers(100, 6300)),
+    st.tuples(st.just(C.K_NOISE_FLOOR), st.just(0), st.integers(0, 2000)),
+    st.tuples(st.just(C.K_CURVE), st.just(0), curve()),
+)
+
+
+@st.composite
+def uid_range(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    a, b = sorted([draw(uid), draw(uid)])
+    return a, b
+
+
+messages = st.one_of(
+    st.builds(
+        Poll, st.sampled_from([C.T_REPORT, C.T_TELEMETRY, C.T_STATUS]), dst=u8, src=u8, seq=u8
+    ),
+    st.builds(
+        Sync,
+        u16,
+        st.one_of(st.just(0), st.integers(4000, 7000)),
+        st.integers(1, 0xFFFF),
+        board,
+        st.integers(0, 239),
+        st.integers(0, 239),
+        dst=u8,
+        src=u8,
+        seq=u8,
+    ),
+    st.builds(
+        Report,
+        u8,
+        twelve(st.integers(0, C.REPORT_OVER_RANGE)),
+        twelve(st.integers(0, 3)),
+        dst=u8,
+        src=u8,
+        seq=u8,
+    ),
+    telemetry(),
+    st.builds(
+        Status,
+        st.integers(0, 0x1F),
+        st.integers(0, 4),
+        st.integers(-32768, 32767),
+        u32,
+        u16,
+        u16,
+        u16,
+        dst=u8,
+        src=u8,
+        seq=u8,
+    ),
+    st.builds(GetInfo, dst=u8, src=u8, seq=u8),
+    st.builds(
+        Info,
+        st.tuples(u8, u8, u8),
+        u8,
+        st.integers(1, 4),
+        uid,
+        group,
+        st.integers(0, 12),
+        u32,
+        u8,
+        dst=u8,
+        src=u8,
+        seq=u8,
+    ),
+    st.builds(ConfigGet, u8, u8, dst=u8, src=u8, seq=u8),
+    config_value.flatmap(
+        lambda kiv: st.builds(ConfigValue, st.just(kiv[0]), st.just(kiv[1]), st.just(kiv[2]))
+    ),
+    config_value.flatmap(
+        lambda kiv: st.builds(
+            ConfigSet, st.just(kiv[0]), st.just(kiv[1]), st.just(kiv[2]), seq=u8
+        )
+    ),
+    st.builds(Identify, u8, dst=u8, src=u8, seq=u8),
+    uid_range().flatmap(lambda r: st.builds(Discover, st.just(r[0]), st.just(r[1]), seq=u8)),
+    st.builds(DiscoverReply, uid, u8, st.integers(1, 4), dst=u8, src=u8, seq=u8),
+    st.builds(Mute, uid, st.booleans(), dst=u8, src=u8, seq=u8),
+    st.builds(Assign, uid, board, group, dst=u8, src=u8, seq=u8),
+    st.builds(Ack, u8, dst=u8, src=u8, seq=u8),
+    st.builds(Nak, u8, st.integers(1, 8), dst=u8, src=u8, seq=u8),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(messages)
+def test_round_trip_every_type(message: Message) -> None:
+    wire = encode(message)
+    assert wire.endswith(b"\x00") and b"\x00" not in wire[:-1]
+    assert len(wire) <= C.MAX_WIRE
+    assert decode(wire) == message
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_raise_only_frame_error(data: bytes) -> None:
+    try:
+        decode(data)
+    except FrameError:
+        pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(messages, min_size=1, max_size=5), st.binary(max_size=40))
+def test_stream_reader_resynchronises_after_garbage(batch: list[Message], junk: bytes) -> None:
+    stream = junk + b"\x00" + b"".join(encode(m) for m in batch)
+    reader = FrameReader()
+    got: list[Message] = []
+    i = 0
+    while i < len(stream):
+        i = reader.feed(stream, i, len(stream))
+        if reader.ready:
+            try:
+                reader.decode()
+                got.append(message_from_reader(reader))
+            except FrameError:
+                pass
+    assert got[-len(batch) :] == batch
+
+
+def corrupt(wire: bytes, rng: random.Random) -> bytes:
+    """One random corruption of a frame: bit flips, truncation, insertion or deletion."""
+    data = bytearray(wire[:-1])  # the body; the delimiter is re-added below
+    kind = rng.randrange(4)
+    if kind == 0:
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    elif kind == 1:
+        del data[rng.randrange(1, len(data)) :]
+    elif kind == 2:
+        for _ in range(rng.randint(1, 3)):
+            data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
+    else:
+        for _ in range(rng.randint(1, 3)):
+            if len(data) > 1:
+                del data[rng.randrange(len(data))]
+    return bytes(data) + b"\x00"
+
+
+def sample_frames() -> list[bytes]:
+    from protocol.vectors import load, message_from_vector
+
+    doc = load(str(__import__("pathlib").Path(C.__file__).parent / "vectors.json"))
+    return [encode(message_from_vector(v)) for v in doc["good"]]
+
+
+def test_corrupted_frames_never_accepted() -> None:
+    rng = random.Random(20261123)
+    frames = sample_frames()
+    accepted_corrupt = 0
+    runs = 20_000
+    for _ in range(runs):
+        wire = rng.choice(frames)
+        bad = corrupt(wire, rng)
+        if bad == wire:
+            continue
+        for part in bad.split(b"\x00"):
+            if not part:
+                continue
+            try:
+                decoded = encode(decode(part))
+            except FrameError:
+                continue
+            if decoded != wire:
+                accepted_corrupt += 1
+    assert accepted_corrupt == 0
