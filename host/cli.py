@@ -59,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run benchmarks and print their figures")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    bench.add_argument(
-        "names", nargs="*", default=["all"], help=f"{', '.join(BENCHMARKS)} or all"
-    )
+    bench.add_argument("names", nargs="*", default=["all"], help=f"{', '.join(BENCHMARKS)} or all")
     bench.set_defaults(func=cmd_bench)
 
     run = sub.add_parser("run", help="the main job: a virtual smartPDU (no hardware needed)")

@@ -53,7 +53,7 @@ def main(cycles: int = 0) -> int:
     reader = FrameReader()
     print("smartPDU protocol demo: MicroPython board -> TELEMETRY frames -> host (Ctrl-C stops)")
     try:
-        while chunk := proc.stdout.read1(256):
+        while chunk := os.read(proc.stdout.fileno(), 256):
             i = 0
             while i < len(chunk):
                 i = reader.feed(chunk, i, len(chunk))

@@ -7,9 +7,10 @@ and only write bytes / return 0 or 1, so sealing or checking a frame allocates n
 are checked against each other and against crcmod on the golden vectors.
 """
 
-import micropython
 from array import array
 from binascii import crc32 as _native_crc32
+
+import micropython
 
 _POLY_HI = micropython.const(0xEDB8)
 _POLY_LO = micropython.const(0x8320)
@@ -55,7 +56,7 @@ _scratch = bytearray(4)
 def crc32_put(raw, n):
     """Write the CRC-32 of ``raw[:n]`` little-endian into ``raw[n:n + 4]`` (no allocation)."""
     s = _scratch
-    _crc_into(raw, n, _TABLE, s)
+    _crc_into(raw, n, _TABLE, s)  # pyright: ignore[reportArgumentType]
     raw[n] = s[0]
     raw[n + 1] = s[1]
     raw[n + 2] = s[2]
@@ -65,7 +66,5 @@ def crc32_put(raw, n):
 def crc32_check(raw, n):
     """True when the last 4 bytes of ``raw[:n]`` are the CRC-32 of the bytes before them."""
     s = _scratch
-    _crc_into(raw, n - 4, _TABLE, s)
-    return (
-        s[0] == raw[n - 4] and s[1] == raw[n - 3] and s[2] == raw[n - 2] and s[3] == raw[n - 1]
-    )
+    _crc_into(raw, n - 4, _TABLE, s)  # pyright: ignore[reportArgumentType]
+    return s[0] == raw[n - 4] and s[1] == raw[n - 3] and s[2] == raw[n - 2] and s[3] == raw[n - 1]

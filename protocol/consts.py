@@ -1,11 +1,12 @@
 """Protocol constants. Values are the wire format: never renumber, only add."""
 
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportMissingImports, reportAssignmentType]
 except ImportError:  # CPython (the aggregator)
 
     def const(expr: int) -> int:
         return expr
+
 
 # Version 1. Byte 0 of every header is the version in every version of the protocol.
 VERSION = const(1)

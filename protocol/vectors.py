@@ -32,7 +32,7 @@ def fields_to_json(fields: dict) -> dict:
     out = {}
     for key, value in fields.items():
         if isinstance(value, (bytes, bytearray)):
-            value = hexlify(value).decode()
+            value = hexlify(bytes(value)).decode()
         elif isinstance(value, tuple):
             value = list(value)
         elif isinstance(value, dict):

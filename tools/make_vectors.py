@@ -147,7 +147,8 @@ def bad_frames() -> list[tuple[str, bytes, str]]:
         ("poll_too_long", _raw_frame(b"\x01\x03\x00\x01\x01\x10\x10"), "LengthError"),
         ("poll_bad_want", _raw_frame(b"\x01\x03\x00\x01\x01\x99"), "FieldError"),
         ("config_unknown_key", _raw_frame(b"\x01\x02\x00\x32\x01\x63\x00\x01"), "ConfigKeyError"),
-        ("telemetry_bad_state", _raw_frame(bytes([1, 0, 1, 0x11, 0]) + bytes(25) + b"\x07" + bytes(27)), "FieldError"),
+        ("telemetry_bad_state",
+         _raw_frame(bytes([1, 0, 1, 0x11, 0]) + bytes(25) + b"\x07" + bytes(27)), "FieldError"),
         ("oversized", b"\x01" * 300 + b"\x00", "LengthError"),
     ]  # fmt: skip
 

@@ -123,7 +123,8 @@ for k in range(N):
                 accepted_same += 1
             else:
                 accepted_corrupt += 1
-print("frames", N, "rejected", rejected, "same", accepted_same, "corrupt", accepted_corrupt, "other", other)
+print("frames", N, "rejected", rejected, "same", accepted_same,
+      "corrupt", accepted_corrupt, "other", other)
 """
 
 
