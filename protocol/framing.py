@@ -166,6 +166,7 @@ class FrameReader:
         self.mtype = 0
         self.seq = 0
         self.payload_len = 0
+        self.crc_ok = False  # the last decoded frame passed COBS and CRC (its header is real)
         self.dropped_bytes = 0  # bytes discarded because a frame overflowed MAX_WIRE
 
     def reset(self) -> None:
@@ -207,6 +208,7 @@ class FrameReader:
         n = self._n
         overflow = self._overflow
         self.reset()
+        self.crc_ok = False
         if overflow:
             raise _error(_E_LONG)
         raw = self.raw
@@ -215,6 +217,7 @@ class FrameReader:
             raise _error(_E_SHORT)
         if not crc32_check(raw, length):
             raise _error(_E_CRC)
+        self.crc_ok = True
         self.version = raw[0]
         self.dst = raw[1]
         self.src = raw[2]

@@ -520,7 +520,7 @@ _CONFIG_SCALARS = {
 }
 
 
-def _check_config_value(key: int, index: int, value: object) -> None:
+def check_config_value(key: int, index: int, value: object) -> None:
     _u8(index, "index")
     if key == C.K_CURVE:
         _check(isinstance(value, list), "curve must be a list of (percent, tmin_ms, tmax_ms)")
@@ -588,7 +588,7 @@ def _unpack_config(buf, off: int, n: int) -> tuple:
             raise LengthError("config value length does not match its key")
         raw = struct.unpack_from(spec[0], buf, o)[0]
         value = chr(raw) if key == C.K_GROUP and 0x41 <= raw <= 0x46 else raw
-    _check_config_value(key, index, value)
+    check_config_value(key, index, value)
     return key, index, value
 
 
@@ -637,7 +637,7 @@ class ConfigValue(Message):
     def validate(self) -> None:
         super().validate()
         _u8(self.key, "key")
-        _check_config_value(self.key, self.index, self.value)
+        check_config_value(self.key, self.index, self.value)
 
     def pack(self, buf: bytearray, off: int) -> int:
         return _pack_config(buf, off, self.key, self.index, self.value)

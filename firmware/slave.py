@@ -1,0 +1,301 @@
+"""RS-485 slave of a group board (or the mains status node).
+
+Answers only frames addressed to it or broadcast; every answer goes out within the protocol's
+2 ms turnaround, except TDMA REPORT/TELEMETRY slots after a SYNC, which are scheduled at
+their slot time. The per-cycle path (SYNC/POLL in, REPORT/TELEMETRY out) allocates nothing:
+frames are parsed in the FrameReader's buffer and built in the FrameWriter's. Rare messages
+(INFO, CONFIG, discovery) use the protocol's message classes.
+"""
+
+import time
+
+from firmware.config import BoardConfig, ConfigStore
+from protocol import consts as C
+from protocol.errors import FieldError, FrameError
+from protocol.framing import FrameReader, FrameWriter
+from protocol.layouts import get_u16, pack_report, pack_telemetry
+from protocol.messages import Ack, ConfigValue, DiscoverReply, Info, Nak, encode
+
+FW_VERSION = (1, 0, 0)
+
+_NO_TX = -1
+_TURNAROUND_US = 200  # answer after the master has released its driver
+
+
+class SlaveCounters:
+    def __init__(self) -> None:
+        self.rx_frames = 0
+        self.rx_errors = 0  # COBS / CRC / length errors on any frame seen
+        self.naks = 0
+        self.tx_frames = 0
+
+
+class BusSlave:
+    """Protocol engine between the UART and the board's measurements.
+
+    ``measurements`` must expose ``centiamps`` (array of 12 x 10 mA), ``states`` (bytearray,
+    state | STATE_CLIP), ``crest_x10`` (bytearray), ``ttt_ds`` (array of 12 x 0.1 s),
+    ``windows``, ``freq_centihz`` and ``flags``; a status node passes ``status`` instead: an
+    object with ``pack(buf, off) -> length`` for the STATUS payload.
+    """
+
+    def __init__(
+        self,
+        uid: bytes,
+        board_type: int,
+        config: BoardConfig,
+        store: ConfigStore,
+        measurements=None,
+        status=None,
+        on_config=None,
+        on_identify=None,
+    ) -> None:
+        self.uid = bytes(uid)
+        self.board_type = board_type
+        self.config = config
+        self.store = store
+        self.measurements = measurements
+        self.status = status
+        self.on_config = on_config  # called after a config change was saved
+        self.on_identify = on_identify  # called with the seconds to blink
+        self.reader = FrameReader()
+        self.writer = FrameWriter(config.address)
+        self.counters = SlaveCounters()
+        self.muted = False
+        self.sync_freq_centihz = 0  # last mains frequency broadcast by the master
+        self.boot_ms = time.ticks_ms()
+        self._tx_type = _NO_TX  # scheduled slot answer
+        self._tx_seq = 0
+        self._tx_at_us = 0
+        self._pending = None  # bytes of a rare answer (INFO, CONFIG, ...)
+        self._pending_at_us = 0
+        self._views = [None] * (C.MAX_WIRE + 1)  # memoryview per length, made once
+
+    # -- receive -------------------------------------------------------------------------
+    def receive(self, data, n: int, now_us: int) -> None:
+        """Feed ``data[:n]`` from the UART; ``now_us`` is ticks_us() at the end of the chunk."""
+        reader = self.reader
+        i = 0
+        while i < n:
+            i = reader.feed(data, i, n)
+            if not reader.ready:
+                continue
+            try:
+                mtype = reader.decode()
+            except FrameError as exc:
+                self._bad_frame(exc)
+                continue
+            self.counters.rx_frames += 1
+            dst = reader.dst
+            if dst == self.config.address or dst == C.ADDR_BROADCAST:
+                self._handle(mtype, now_us)
+
+    def _bad_frame(self, exc: FrameError) -> None:
+        reader = self.reader
+        if not reader.crc_ok:
+            # COBS/CRC/overflow: nothing about the frame can be trusted, so never answer.
+            self.counters.rx_errors += 1
+            return
+        # Version, type or length errors in a frame with a valid CRC: NAK if it was addressed
+        # to this board alone (broadcasts are never answered with a NAK).
+        if reader.dst == self.config.address and reader.src == C.ADDR_MASTER:
+            self._nak(reader.mtype, exc.code, reader.seq)
+
+    def _handle(self, mtype: int, now_us: int) -> None:
+        reader = self.reader
+        raw = reader.raw
+        p = C.HEADER_LEN
+        broadcast = reader.dst == C.ADDR_BROADCAST
+        if mtype == C.T_SYNC:
+            self._on_sync(raw, p, now_us, reader.seq)
+        elif mtype == C.T_POLL:
+            want = raw[p]
+            if want == C.T_TELEMETRY or want == C.T_REPORT:
+                if self.measurements is None:
+                    self._nak(mtype, C.E_NOT_SUPPORTED, reader.seq)
+                else:
+                    self._schedule(want, reader.seq, now_us + _TURNAROUND_US)
+            elif want == C.T_STATUS:
+                if self.status is None:
+                    self._nak(mtype, C.E_NOT_SUPPORTED, reader.seq)
+                else:
+                    self._schedule(want, reader.seq, now_us + _TURNAROUND_US)
+            else:
+                self._nak(mtype, C.E_BAD_VALUE, reader.seq)
+        elif broadcast and mtype != C.T_DISCOVER and mtype != C.T_MUTE and mtype != C.T_ASSIGN:
+            return  # only SYNC and discovery are meaningful as broadcasts
+        else:
+            self._handle_rare(mtype, now_us)
+
+    def _on_sync(self, raw, p: int, now_us: int, seq: int) -> None:
+        freq = get_u16(raw, p + 2)
+        if freq:
+            self.sync_freq_centihz = freq
+        me = self.config.address
+        if self.measurements is None or me > C.ADDR_LAST_BOARD:
+            return
+        slot_us = get_u16(raw, p + 4)
+        first = raw[p + 6]
+        count = raw[p + 7]
+        if raw[p + 8] == me:
+            self._schedule(C.T_TELEMETRY, seq, now_us + count * slot_us)
+        elif first <= me < first + count:
+            self._schedule(C.T_REPORT, seq, now_us + (me - first) * slot_us)
+
+    def _schedule(self, mtype: int, seq: int, at_us: int) -> None:
+        self._tx_type = mtype
+        self._tx_seq = seq
+        self._tx_at_us = at_us
+
+    # -- rare messages (allocate; not on the per-cycle path) -----------------------------
+    def _handle_rare(self, mtype: int, now_us: int) -> None:
+        reader = self.reader
+        from protocol.messages import message_from_reader
+
+        try:
+            msg = message_from_reader(reader)
+        except FrameError as exc:
+            if reader.dst != C.ADDR_BROADCAST:
+                self._nak(mtype, exc.code or C.E_BAD_VALUE, reader.seq)
+            return
+        seq = reader.seq
+        if mtype == C.T_GET_INFO:
+            self._answer(self.info(seq), now_us)
+        elif mtype == C.T_CONFIG_GET:
+            try:
+                value = self.config.get(msg.key, msg.index)
+            except FieldError as exc:
+                self._nak(mtype, exc.code, seq)
+                return
+            self._answer(
+                encode(ConfigValue(msg.key, msg.index, value, src=self._src(), seq=seq)), now_us
+            )
+        elif mtype == C.T_CONFIG_SET:
+            self._config_set(msg.key, msg.index, msg.value, seq, now_us)
+        elif mtype == C.T_IDENTIFY:
+            if self.on_identify is not None:
+                self.on_identify(msg.seconds)
+            self._ack(mtype, seq, now_us)
+        elif mtype == C.T_DISCOVER:
+            if not self.muted and msg.uid_lo <= self.uid <= msg.uid_hi:
+                reply = DiscoverReply(self.uid, self.config.address, self.board_type, seq=seq)
+                reply.src = self._src()
+                # Spread replies over 0-3 reply times so two boards rarely overlap exactly;
+                # overlaps that still happen are seen as garbage by the master, who splits.
+                delay = (self.uid[7] & 3) * 1000
+                self._answer(encode(reply), now_us + delay)
+        elif mtype == C.T_MUTE:
+            everyone = msg.uid == b"\xff" * C.UID_LEN
+            if everyone or msg.uid == self.uid:
+                self.muted = msg.mute
+                if not everyone:
+                    self._ack(mtype, seq, now_us)
+        elif mtype == C.T_ASSIGN:
+            if msg.uid == self.uid:
+                self.config.address = msg.address
+                if msg.group:
+                    self.config.group = msg.group
+                self.writer.src = msg.address
+                self._persist(mtype, seq, now_us)
+        elif mtype == C.T_STATUS or mtype == C.T_TELEMETRY or mtype == C.T_REPORT:
+            pass  # another board's answer (bus is shared)
+        elif reader.dst != C.ADDR_BROADCAST and reader.src == C.ADDR_MASTER:
+            self._nak(mtype, C.E_NOT_SUPPORTED, seq)
+
+    def _config_set(self, key: int, index: int, value, seq: int, now_us: int) -> None:
+        try:
+            self.config.set(key, index, value)
+        except FieldError as exc:
+            self._nak(C.T_CONFIG_SET, exc.code, seq)
+            return
+        if key == C.K_ADDRESS:
+            self.writer.src = value
+        self._persist(C.T_CONFIG_SET, seq, now_us)
+
+    def _persist(self, mtype: int, seq: int, now_us: int) -> None:
+        try:
+            self.store.save(self.config)
+        except OSError:
+            self._nak(mtype, C.E_STORAGE, seq)
+            return
+        if self.on_config is not None:
+            self.on_config(self.config)
+        self._ack(mtype, seq, now_us)
+
+    def info(self, seq: int = 0) -> bytes:
+        flags = C.F_CONFIG_DEFAULTS if self.store.fallback else 0
+        if self.measurements is not None:
+            flags |= self.measurements.flags
+        return encode(
+            Info(
+                FW_VERSION,
+                C.VERSION,
+                self.board_type,
+                self.uid,
+                self.config.group,
+                C.CHANNELS if self.measurements is not None else 0,
+                self.config.digest(),
+                flags,
+                src=self._src(),
+                seq=seq,
+            )
+        )
+
+    def _src(self) -> int:
+        return self.config.address
+
+    def _ack(self, mtype: int, seq: int, now_us: int) -> None:
+        self._answer(encode(Ack(mtype, src=self._src(), seq=seq)), now_us)
+
+    def _nak(self, mtype: int, code: int, seq: int) -> None:
+        self.counters.naks += 1
+        self._answer(
+            encode(Nak(mtype, code, src=self._src(), seq=seq)), time.ticks_us() + _TURNAROUND_US
+        )
+
+    def _answer(self, wire: bytes, at_us: int) -> None:
+        self._pending = wire
+        self._pending_at_us = at_us
+
+    # -- transmit ------------------------------------------------------------------------
+    def due(self, now_us: int):
+        """The frame to transmit now, as a buffer, or None. Call often from the main loop."""
+        if self._pending is not None and time.ticks_diff(now_us, self._pending_at_us) >= 0:
+            wire = self._pending
+            self._pending = None
+            self.counters.tx_frames += 1
+            return wire
+        if self._tx_type == _NO_TX or time.ticks_diff(now_us, self._tx_at_us) < 0:
+            return None
+        mtype = self._tx_type
+        self._tx_type = _NO_TX
+        writer = self.writer
+        p = C.HEADER_LEN
+        if mtype == C.T_STATUS:
+            n = self.status.pack(writer.raw, p)
+        else:
+            m = self.measurements
+            rx_errors = self.counters.rx_errors
+            if mtype == C.T_REPORT:
+                n = pack_report(writer.raw, p, m.flags, m.centiamps, m.states)
+            else:
+                uptime_s = time.ticks_diff(time.ticks_ms(), self.boot_ms) // 1000
+                n = pack_telemetry(
+                    writer.raw,
+                    p,
+                    m.flags,
+                    m.centiamps,
+                    m.states,
+                    m.crest_x10,
+                    uptime_s,
+                    rx_errors,
+                    m.windows,
+                    m.freq_centihz,
+                    m.ttt_ds,
+                )
+        length = writer.seal(C.ADDR_MASTER, mtype, self._tx_seq, n)
+        view = self._views[length]
+        if view is None:
+            view = self._views[length] = memoryview(writer.wire)[:length]
+        self.counters.tx_frames += 1
+        return view
