@@ -1,0 +1,141 @@
+"""The RS-485 slave's protocol logic on MicroPython, fed frames directly (the real-stack
+test through the virtual bus lives with the virtual PDU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.mpy import run_micropython
+
+PRELUDE = r"""
+import os, sys, time
+from array import array
+from protocol import consts as C
+from protocol.messages import *
+from firmware.config import BoardConfig, ConfigStore
+from firmware.slave import BusSlave
+
+class Meas:
+    def __init__(self):
+        self.centiamps = array("H", [0, 735, 1600, 2400] + [0] * 8)
+        self.states = bytearray([0, 1, 2, 3] + [0] * 8)
+        self.crest_x10 = bytearray([0, 14, 14, 14] + [0] * 8)
+        self.ttt_ds = array("H", [0, 0, 900, 40] + [0] * 8)
+        self.windows = 7
+        self.freq_centihz = 5000
+        self.flags = 0
+
+d = sys.argv[1]
+store = ConfigStore(d)
+cfg = store.load()
+cfg.address = 3
+cfg.group = "B"
+uid = b"\x10\x20\x30\x40\x50\x60\x70\x80"
+slave = BusSlave(uid, C.BOARD_SIM, cfg, store, measurements=Meas())
+
+def exchange(msg, later_us=100000):
+    wire = encode(msg) if not isinstance(msg, (bytes, bytearray)) else msg
+    now = time.ticks_us()
+    slave.receive(wire, len(wire), now)
+    out = slave.due(time.ticks_add(now, later_us))
+    return None if out is None else decode(bytes(out))
+"""
+
+
+def run(body: str, directory: Path) -> list[str]:
+    return run_micropython(PRELUDE + body, args=[str(directory)]).split("\n")
+
+
+def test_poll_telemetry_and_report(tmp_path: Path) -> None:
+    out = run(
+        r"""
+t = exchange(Poll(C.T_TELEMETRY, dst=3, seq=5))
+print(t.NAME, t.src, t.seq, t.centiamps[1], t.states[3], t.time_to_trip_ds)
+r = exchange(Poll(C.T_REPORT, dst=3, seq=6))
+print(r.NAME, r.centiamps[2], r.alarms[2], r.alarms[3])
+print(exchange(Poll(C.T_REPORT, dst=4, seq=7)))
+""",
+        tmp_path,
+    )
+    assert out[0].startswith("Telemetry 3 5 735 3 ")
+    assert "{2: 900, 3: 40}" in out[0] or "{3: 40, 2: 900}" in out[0]
+    assert out[1] == "Report 1600 1 2"
+    assert out[2] == "None"  # addressed to another board: never answered
+
+
+def test_sync_schedules_slot(tmp_path: Path) -> None:
+    out = run(
+        r"""
+wire = encode(Sync(1, 5012, 4000, 1, 8, 0, seq=9))
+now = time.ticks_us()
+slave.receive(wire, len(wire), now)
+print(slave.due(time.ticks_add(now, 7999)) is None)
+r = decode(bytes(slave.due(time.ticks_add(now, 8000))))
+print(r.NAME, r.seq, slave.sync_freq_centihz)
+wire = encode(Sync(2, 5000, 4000, 1, 8, 3, seq=10))
+slave.receive(wire, len(wire), now)
+print(decode(bytes(slave.due(time.ticks_add(now, 32000)))).NAME)
+""",
+        tmp_path,
+    )
+    assert out[:3] == ["True", "Report 9 5012", "Telemetry"]
+
+
+def test_info_config_identify_and_naks(tmp_path: Path) -> None:
+    out = run(
+        r"""
+i = exchange(GetInfo(dst=3, seq=1))
+print(i.NAME, i.group, i.channels, i.uid == uid, i.config_digest == cfg.digest())
+print(exchange(ConfigSet(C.K_CAL_GAIN, 2, 1002000, dst=3, seq=2)).NAME)
+v = exchange(ConfigGet(C.K_CAL_GAIN, 2, dst=3, seq=3))
+print(v.NAME, v.value, store.load().cal_gain_ppm[2])
+n = exchange(ConfigGet(0x63, 0, dst=3, seq=4))
+print(n.NAME, n.error)
+bad = bytearray(encode(Poll(C.T_REPORT, dst=3)))
+# A version-2 frame with a valid CRC: NAK 1.
+from protocol.crc import crc32
+raw = bytearray([2, 3, 0, 1, 8, 0x10])
+raw += crc32(raw).to_bytes(4, "little")
+from protocol.framing import cobs_encode_into
+out = bytearray(20)
+k = cobs_encode_into(raw, len(raw), out)
+n = exchange(bytes(out[:k]) + b"\x00")
+print(n.NAME, n.error)
+seen = []
+slave.on_identify = seen.append
+print(exchange(Identify(5, dst=3, seq=8)).NAME, seen)
+print(exchange(bad[:-4] + b"\x00"), slave.counters.rx_errors)
+""",
+        tmp_path,
+    )
+    assert out[0] == "Info B 12 True True"
+    assert out[1] == "Ack"
+    assert out[2] == "ConfigValue 1002000 1002000"
+    assert out[3] == "Nak 5"
+    assert out[4] == "Nak 1"
+    assert out[5] == "Ack [5]"
+    assert out[6] == "None 1"
+
+
+def test_discovery_and_assign(tmp_path: Path) -> None:
+    out = run(
+        r"""
+cfg.address = C.ADDR_UNASSIGNED
+r = exchange(Discover(seq=1))
+print(r.NAME, r.address, r.src)
+print(exchange(Discover(b"\x00" * 8, b"\x0f" + b"\xff" * 7, seq=2)))
+a = exchange(Assign(uid, 9, "C", seq=3))
+print(a.NAME, a.src, store.load().address, store.load().group)
+print(exchange(Mute(uid, True, seq=4)).NAME)
+print(exchange(Discover(seq=5)))
+exchange(Mute(b"\xff" * 8, False, seq=6))
+print(exchange(Discover(seq=7)).NAME)
+""",
+        tmp_path,
+    )
+    assert out[0] == "DiscoverReply 254 254"
+    assert out[1] == "None"  # uid outside the branch
+    assert out[2] == "Ack 9 9 C"
+    assert out[3] == "Ack"
+    assert out[4] == "None"  # muted
+    assert out[5] == "DiscoverReply"
