@@ -64,12 +64,12 @@ class FrontPanel:
         self._last_press_ms = 0
         self._identify_until_ms = 0
         self._identify = False
-        self._shown = [OFF] * CHANNELS  # what each LED shows now (to write only changes)
+        self._shown: list = [OFF] * CHANNELS  # what each LED shows now (to write only changes)
         self._text = ""
         self._text_ms = 0
 
     # -- inputs --------------------------------------------------------------------------
-    def press(self, channel: int, now_ms: int) -> None:
+    def press(self, channel: int, now_ms) -> None:
         """A monitor button was pressed (channel 0..11)."""
         if channel == self.selected:
             self.selected = -1
@@ -78,7 +78,7 @@ class FrontPanel:
         self._last_press_ms = now_ms
         self._text_ms = now_ms - _DISPLAY_EVERY_MS  # show the new choice at once
 
-    def identify(self, seconds: int, now_ms: int) -> None:
+    def identify(self, seconds: int, now_ms) -> None:
         self._identify = seconds > 0
         self._identify_until_ms = time.ticks_add(now_ms, seconds * 1000)
 
@@ -87,7 +87,7 @@ class FrontPanel:
         return self._identify
 
     # -- outputs -------------------------------------------------------------------------
-    def colour(self, channel: int, state: int, now_ms: int):
+    def colour(self, channel: int, state: int, now_ms):
         """The colour a button shows now for ``state`` (flash phases from ``now_ms``)."""
         if self._identify:
             return WHITE if (now_ms // _IDENTIFY_HALF_MS) & 1 else OFF
@@ -104,7 +104,7 @@ class FrontPanel:
             return DIM_RED
         return OFF
 
-    def render(self, states, centiamps, now_ms: int) -> None:
+    def render(self, states, centiamps, now_ms) -> None:
         """Update LEDs and display from the latest channel states and currents."""
         if self._identify and time.ticks_diff(now_ms, self._identify_until_ms) >= 0:
             self._identify = False

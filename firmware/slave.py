@@ -10,11 +10,33 @@ frames are parsed in the FrameReader's buffer and built in the FrameWriter's. Ra
 import time
 
 from firmware.config import BoardConfig, ConfigStore
+from firmware.measurements import Measurements
 from protocol import consts as C
 from protocol.errors import FieldError, FrameError
 from protocol.framing import FrameReader, FrameWriter
-from protocol.layouts import get_u16, pack_report, pack_telemetry
-from protocol.messages import Ack, ConfigValue, DiscoverReply, Info, Nak, encode
+from protocol.layouts import (
+    SYNC_DETAIL,
+    get_u16,
+    pack_report,
+    pack_telemetry,
+    sync_slot,
+    sync_slot_count,
+)
+from protocol.messages import (
+    Ack,
+    Assign,
+    ConfigGet,
+    ConfigSet,
+    ConfigValue,
+    Discover,
+    DiscoverReply,
+    Identify,
+    Info,
+    Mute,
+    Nak,
+    encode,
+    message_from_reader,
+)
 
 FW_VERSION = (1, 0, 0)
 
@@ -45,7 +67,7 @@ class BusSlave:
         board_type: int,
         config: BoardConfig,
         store: ConfigStore,
-        measurements=None,
+        measurements: "Measurements | None" = None,
         status=None,
         on_config=None,
         on_identify=None,
@@ -69,10 +91,10 @@ class BusSlave:
         self._tx_at_us = 0
         self._pending = None  # bytes of a rare answer (INFO, CONFIG, ...)
         self._pending_at_us = 0
-        self._views = [None] * (C.MAX_WIRE + 1)  # memoryview per length, made once
+        self._views: list = [None] * (C.MAX_WIRE + 1)  # memoryview per length, made once
 
     # -- receive -------------------------------------------------------------------------
-    def receive(self, data, n: int, now_us: int) -> None:
+    def receive(self, data, n: int, now_us) -> None:
         """Feed ``data[:n]`` from the UART; ``now_us`` is ticks_us() at the end of the chunk."""
         reader = self.reader
         i = 0
@@ -101,7 +123,7 @@ class BusSlave:
         if reader.dst == self.config.address and reader.src == C.ADDR_MASTER:
             self._nak(reader.mtype, exc.code, reader.seq)
 
-    def _handle(self, mtype: int, now_us: int) -> None:
+    def _handle(self, mtype: int, now_us) -> None:
         reader = self.reader
         raw = reader.raw
         p = C.HEADER_LEN
@@ -114,12 +136,12 @@ class BusSlave:
                 if self.measurements is None:
                     self._nak(mtype, C.E_NOT_SUPPORTED, reader.seq)
                 else:
-                    self._schedule(want, reader.seq, now_us + _TURNAROUND_US)
+                    self._schedule(want, reader.seq, time.ticks_add(now_us, _TURNAROUND_US))
             elif want == C.T_STATUS:
                 if self.status is None:
                     self._nak(mtype, C.E_NOT_SUPPORTED, reader.seq)
                 else:
-                    self._schedule(want, reader.seq, now_us + _TURNAROUND_US)
+                    self._schedule(want, reader.seq, time.ticks_add(now_us, _TURNAROUND_US))
             else:
                 self._nak(mtype, C.E_BAD_VALUE, reader.seq)
         elif broadcast and mtype != C.T_DISCOVER and mtype != C.T_MUTE and mtype != C.T_ASSIGN:
@@ -127,7 +149,7 @@ class BusSlave:
         else:
             self._handle_rare(mtype, now_us)
 
-    def _on_sync(self, raw, p: int, now_us: int, seq: int) -> None:
+    def _on_sync(self, raw, p: int, now_us, seq: int) -> None:
         freq = get_u16(raw, p + 2)
         if freq:
             self.sync_freq_centihz = freq
@@ -135,23 +157,22 @@ class BusSlave:
         if self.measurements is None or me > C.ADDR_LAST_BOARD:
             return
         slot_us = get_u16(raw, p + 4)
-        first = raw[p + 6]
-        count = raw[p + 7]
-        if raw[p + 8] == me:
-            self._schedule(C.T_TELEMETRY, seq, now_us + count * slot_us)
-        elif first <= me < first + count:
-            self._schedule(C.T_REPORT, seq, now_us + (me - first) * slot_us)
+        if raw[p + SYNC_DETAIL] == me:
+            at = time.ticks_add(now_us, sync_slot_count(raw, p) * slot_us)
+            self._schedule(C.T_TELEMETRY, seq, at)
+            return
+        slot = sync_slot(raw, p, me)
+        if slot >= 0:
+            self._schedule(C.T_REPORT, seq, time.ticks_add(now_us, slot * slot_us))
 
-    def _schedule(self, mtype: int, seq: int, at_us: int) -> None:
+    def _schedule(self, mtype: int, seq: int, at_us) -> None:
         self._tx_type = mtype
         self._tx_seq = seq
         self._tx_at_us = at_us
 
     # -- rare messages (allocate; not on the per-cycle path) -----------------------------
-    def _handle_rare(self, mtype: int, now_us: int) -> None:
+    def _handle_rare(self, mtype: int, now_us) -> None:
         reader = self.reader
-        from protocol.messages import message_from_reader
-
         try:
             msg = message_from_reader(reader)
         except FrameError as exc:
@@ -161,7 +182,7 @@ class BusSlave:
         seq = reader.seq
         if mtype == C.T_GET_INFO:
             self._answer(self.info(seq), now_us)
-        elif mtype == C.T_CONFIG_GET:
+        elif isinstance(msg, ConfigGet):
             try:
                 value = self.config.get(msg.key, msg.index)
             except FieldError as exc:
@@ -170,27 +191,27 @@ class BusSlave:
             self._answer(
                 encode(ConfigValue(msg.key, msg.index, value, src=self._src(), seq=seq)), now_us
             )
-        elif mtype == C.T_CONFIG_SET:
+        elif isinstance(msg, ConfigSet):
             self._config_set(msg.key, msg.index, msg.value, seq, now_us)
-        elif mtype == C.T_IDENTIFY:
+        elif isinstance(msg, Identify):
             if self.on_identify is not None:
                 self.on_identify(msg.seconds)
             self._ack(mtype, seq, now_us)
-        elif mtype == C.T_DISCOVER:
+        elif isinstance(msg, Discover):
             if not self.muted and msg.uid_lo <= self.uid <= msg.uid_hi:
                 reply = DiscoverReply(self.uid, self.config.address, self.board_type, seq=seq)
                 reply.src = self._src()
                 # Spread replies over 0-3 reply times so two boards rarely overlap exactly;
                 # overlaps that still happen are seen as garbage by the master, who splits.
                 delay = (self.uid[7] & 3) * 1000
-                self._answer(encode(reply), now_us + delay)
-        elif mtype == C.T_MUTE:
+                self._answer(encode(reply), time.ticks_add(now_us, delay))
+        elif isinstance(msg, Mute):
             everyone = msg.uid == b"\xff" * C.UID_LEN
             if everyone or msg.uid == self.uid:
                 self.muted = msg.mute
                 if not everyone:
                     self._ack(mtype, seq, now_us)
-        elif mtype == C.T_ASSIGN:
+        elif isinstance(msg, Assign):
             if msg.uid == self.uid:
                 self.config.address = msg.address
                 if msg.group:
@@ -202,7 +223,7 @@ class BusSlave:
         elif reader.dst != C.ADDR_BROADCAST and reader.src == C.ADDR_MASTER:
             self._nak(mtype, C.E_NOT_SUPPORTED, seq)
 
-    def _config_set(self, key: int, index: int, value, seq: int, now_us: int) -> None:
+    def _config_set(self, key: int, index: int, value, seq: int, now_us) -> None:
         try:
             self.config.set(key, index, value)
         except FieldError as exc:
@@ -212,7 +233,7 @@ class BusSlave:
             self.writer.src = value
         self._persist(C.T_CONFIG_SET, seq, now_us)
 
-    def _persist(self, mtype: int, seq: int, now_us: int) -> None:
+    def _persist(self, mtype: int, seq: int, now_us) -> None:
         try:
             self.store.save(self.config)
         except OSError:
@@ -244,21 +265,22 @@ class BusSlave:
     def _src(self) -> int:
         return self.config.address
 
-    def _ack(self, mtype: int, seq: int, now_us: int) -> None:
+    def _ack(self, mtype: int, seq: int, now_us) -> None:
         self._answer(encode(Ack(mtype, src=self._src(), seq=seq)), now_us)
 
     def _nak(self, mtype: int, code: int, seq: int) -> None:
         self.counters.naks += 1
         self._answer(
-            encode(Nak(mtype, code, src=self._src(), seq=seq)), time.ticks_us() + _TURNAROUND_US
+            encode(Nak(mtype, code, src=self._src(), seq=seq)),
+            time.ticks_add(time.ticks_us(), _TURNAROUND_US),
         )
 
-    def _answer(self, wire: bytes, at_us: int) -> None:
+    def _answer(self, wire: bytes, at_us) -> None:
         self._pending = wire
         self._pending_at_us = at_us
 
     # -- transmit ------------------------------------------------------------------------
-    def due(self, now_us: int):
+    def due(self, now_us):
         """The frame to transmit now, as a buffer, or None. Call often from the main loop."""
         if self._pending is not None and time.ticks_diff(now_us, self._pending_at_us) >= 0:
             wire = self._pending
@@ -271,13 +293,17 @@ class BusSlave:
         self._tx_type = _NO_TX
         writer = self.writer
         p = C.HEADER_LEN
+        m = self.measurements
         if mtype == C.T_STATUS:
+            if self.status is None:
+                return None
             n = self.status.pack(writer.raw, p)
+        elif m is None:
+            return None
         else:
-            m = self.measurements
             rx_errors = self.counters.rx_errors
             if mtype == C.T_REPORT:
-                n = pack_report(writer.raw, p, m.flags, m.centiamps, m.states)
+                n = pack_report(writer.raw, p, m.centiamps, m.states)
             else:
                 uptime_s = time.ticks_diff(time.ticks_ms(), self.boot_ms) // 1000
                 n = pack_telemetry(

@@ -30,8 +30,10 @@ from protocol.consts import (
 
 # Fixed payload sizes.
 POLL_LEN = 1  # u8 requested type
-SYNC_LEN = 9  # u16 cycle, u16 freq 0.01 Hz, u16 slot_us, u8 first_addr, u8 slots, u8 detail
-REPORT_LEN = 25  # u8 flags, 12 x u16 (14-bit current 10 mA | alarm << 14)
+SYNC_LEN = 12  # u16 cycle, u16 freq 0.01 Hz, u16 slot_us, u8 first, u32 slot mask, u8 detail
+SYNC_MASK = 7  # offset of the u32 slot mask
+SYNC_DETAIL = 11
+REPORT_LEN = 24  # 12 x u16 (14-bit current 10 mA | alarm << 14)
 TELEMETRY_FIXED_LEN = 53
 TELEMETRY_OVERLOAD_LEN = 3  # per overloaded channel: u8 channel, u16 time-to-trip 0.1 s
 STATUS_LEN = 14
@@ -110,6 +112,34 @@ def get_u16(buf, off: int) -> int:
     return buf[off] | buf[off + 1] << 8
 
 
+def sync_slot(buf, off: int, address: int) -> int:
+    """Slot index of ``address`` in the SYNC payload at ``buf[off:]``, or -1 if it has none.
+
+    Works byte by byte so the 32-bit mask never becomes a big int on a 32-bit port.
+    """
+    bit = address - buf[off + 6]
+    if bit < 0 or bit > 31:
+        return -1
+    m = off + SYNC_MASK
+    if not buf[m + (bit >> 3)] & (1 << (bit & 7)):
+        return -1
+    slot = 0
+    for k in range(bit):
+        if buf[m + (k >> 3)] & (1 << (k & 7)):
+            slot += 1
+    return slot
+
+
+def sync_slot_count(buf, off: int) -> int:
+    """Number of REPORT slots announced by the SYNC payload at ``buf[off:]``."""
+    count = 0
+    m = off + SYNC_MASK
+    for k in range(32):
+        if buf[m + (k >> 3)] & (1 << (k & 7)):
+            count += 1
+    return count
+
+
 def pack_telemetry(
     buf,
     off: int,
@@ -162,10 +192,9 @@ def pack_telemetry(
 _ALARM_OF_STATE = b"\x00\x00\x01\x02\x03\x00\x00\x00"
 
 
-def pack_report(buf, off: int, flags: int, centiamps, states) -> int:
+def pack_report(buf, off: int, centiamps, states) -> int:
     """Write a REPORT payload at ``buf[off:]`` without allocating; returns its length."""
-    buf[off] = flags
-    o = off + 1
+    o = off
     alarm_of = _ALARM_OF_STATE
     for ch in range(CHANNELS):
         v = centiamps[ch]

@@ -115,13 +115,16 @@ class Poll(Message):
 
 
 class Sync(Message):
-    """Start of a report cycle: boards first_addr .. first_addr+slot_count-1 answer with a
-    REPORT in their slot (slot k starts k * slot_us after the end of this frame); the board
-    ``detail_addr`` answers with a TELEMETRY in one extra slot after the last one."""
+    """Start of a report cycle (TDMA).
+
+    Bit k of ``slot_mask`` gives address ``first_addr + k`` a REPORT slot; slots follow in
+    address order, slot i starting ``i * slot_us`` after the end of this frame. Board
+    ``detail_addr`` (not in the mask) sends a TELEMETRY after the last slot instead.
+    """
 
     TYPE = C.T_SYNC
     NAME = "Sync"
-    FIELDS = ("cycle", "freq_centihz", "slot_us", "first_addr", "slot_count", "detail_addr")
+    FIELDS = ("cycle", "freq_centihz", "slot_us", "first_addr", "slot_mask", "detail_addr")
 
     def __init__(
         self,
@@ -129,7 +132,7 @@ class Sync(Message):
         freq_centihz: int,
         slot_us: int,
         first_addr: int,
-        slot_count: int,
+        slot_mask: int,
         detail_addr: int,
         dst: int = C.ADDR_BROADCAST,
         src: int = C.ADDR_MASTER,
@@ -140,7 +143,7 @@ class Sync(Message):
         self.freq_centihz = freq_centihz
         self.slot_us = slot_us
         self.first_addr = first_addr
-        self.slot_count = slot_count
+        self.slot_mask = slot_mask
         self.detail_addr = detail_addr
 
     def validate(self) -> None:
@@ -149,27 +152,47 @@ class Sync(Message):
         _check(self.freq_centihz == 0 or 4000 <= self.freq_centihz <= 7000, "freq 40..70 Hz")
         _check(isinstance(self.slot_us, int) and 1 <= self.slot_us <= 0xFFFF, "slot_us 1..65535")
         _board_addr(self.first_addr, "first_addr")
-        _check(0 <= self.slot_count <= C.ADDR_LAST_BOARD, "slot_count 0..239")
+        _u32(self.slot_mask, "slot_mask")
+        _check(
+            self.first_addr + _bit_length(self.slot_mask) - 1 <= C.ADDR_LAST_BOARD,
+            "slot_mask reaches past the last board address",
+        )
         _check(self.detail_addr == 0 or 1 <= self.detail_addr <= 239, "detail_addr 0..239")
+        bit = self.detail_addr - self.first_addr
+        _check(
+            self.detail_addr == 0 or not (0 <= bit < 32 and self.slot_mask >> bit & 1),
+            "detail_addr must not also have a REPORT slot",
+        )
+
+    def slot_addresses(self) -> list:
+        return [self.first_addr + k for k in range(32) if self.slot_mask >> k & 1]
 
     def pack(self, buf: bytearray, off: int) -> int:
         struct.pack_into(
-            "<HHHBBB",
+            "<HHHBIB",
             buf,
             off,
             self.cycle,
             self.freq_centihz,
             self.slot_us,
             self.first_addr,
-            self.slot_count,
+            self.slot_mask,
             self.detail_addr,
         )
         return L.SYNC_LEN
 
     @classmethod
     def unpack(cls, buf, off: int, n: int, dst: int, src: int, seq: int) -> "Sync":
-        v = struct.unpack_from("<HHHBBB", buf, off)
+        v = struct.unpack_from("<HHHBIB", buf, off)
         return cls(v[0], v[1], v[2], v[3], v[4], v[5], dst, src, seq)
+
+
+def _bit_length(value: int) -> int:
+    n = 0
+    while value:
+        value >>= 1
+        n += 1
+    return n
 
 
 class Report(Message):
@@ -177,11 +200,10 @@ class Report(Message):
 
     TYPE = C.T_REPORT
     NAME = "Report"
-    FIELDS = ("flags", "centiamps", "alarms")
+    FIELDS = ("centiamps", "alarms")
 
     def __init__(
         self,
-        flags: int,
         centiamps: list,
         alarms: list,
         dst: int = C.ADDR_MASTER,
@@ -189,13 +211,11 @@ class Report(Message):
         seq: int = 0,
     ) -> None:
         super().__init__(dst, src, seq)
-        self.flags = flags
         self.centiamps = list(centiamps)
         self.alarms = list(alarms)
 
     def validate(self) -> None:
         super().validate()
-        _u8(self.flags, "flags")
         _list(self.centiamps, C.CHANNELS, "centiamps")
         _list(self.alarms, C.CHANNELS, "alarms")
         for v in self.centiamps:
@@ -204,15 +224,14 @@ class Report(Message):
             _check(isinstance(v, int) and 0 <= v <= 3, "alarm 0..3")
 
     def pack(self, buf: bytearray, off: int) -> int:
-        buf[off] = self.flags
         for ch in range(C.CHANNELS):
-            L.put_u16(buf, off + 1 + 2 * ch, self.centiamps[ch] | self.alarms[ch] << 14)
+            L.put_u16(buf, off + 2 * ch, self.centiamps[ch] | self.alarms[ch] << 14)
         return L.REPORT_LEN
 
     @classmethod
     def unpack(cls, buf, off: int, n: int, dst: int, src: int, seq: int) -> "Report":
-        words = [L.get_u16(buf, off + 1 + 2 * ch) for ch in range(C.CHANNELS)]
-        return cls(buf[off], [w & 0x3FFF for w in words], [w >> 14 for w in words], dst, src, seq)
+        words = [L.get_u16(buf, off + 2 * ch) for ch in range(C.CHANNELS)]
+        return cls([w & 0x3FFF for w in words], [w >> 14 for w in words], dst, src, seq)
 
 
 class Telemetry(Message):

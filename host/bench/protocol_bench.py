@@ -97,7 +97,7 @@ def run(frames: int = 1_000_000) -> dict[str, float | int]:
         "protocol.false_accepts_per_million": bad * 1_000_000 / max(corrupted, 1),
         "protocol.corrupted_frames_tested": corrupted,
         "protocol.telemetry_frame_bytes": len(encode(typical_telemetry())),
-        "protocol.report_frame_bytes": len(encode(Report(0, [0] * 12, [0] * 12))),
+        "protocol.report_frame_bytes": len(encode(Report([0] * 12, [0] * 12))),
         "protocol.max_frame_bytes": C.MAX_WIRE,
         "protocol.decode_frames_per_s": round(decode_rate()),
         "protocol.bench_seconds": round(time.perf_counter() - started, 1),

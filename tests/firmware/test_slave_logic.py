@@ -66,19 +66,20 @@ print(exchange(Poll(C.T_REPORT, dst=4, seq=7)))
 def test_sync_schedules_slot(tmp_path: Path) -> None:
     out = run(
         r"""
-wire = encode(Sync(1, 5012, 4000, 1, 8, 0, seq=9))
+wire = encode(Sync(1, 5012, 4000, 1, 0b1111_0111, 4, seq=9))
 now = time.ticks_us()
 slave.receive(wire, len(wire), now)
-print(slave.due(time.ticks_add(now, 7999)) is None)
+print(slave.due(time.ticks_add(now, 7999)) is None)  # slot 2: addresses 1, 2 before it
 r = decode(bytes(slave.due(time.ticks_add(now, 8000))))
 print(r.NAME, r.seq, slave.sync_freq_centihz)
-wire = encode(Sync(2, 5000, 4000, 1, 8, 3, seq=10))
+wire = encode(Sync(2, 5000, 4000, 1, 0b1111_1011, 3, seq=10))
 slave.receive(wire, len(wire), now)
-print(decode(bytes(slave.due(time.ticks_add(now, 32000)))).NAME)
+print(slave.due(time.ticks_add(now, 27999)))  # detail after the 7 REPORT slots
+print(decode(bytes(slave.due(time.ticks_add(now, 28000)))).NAME)
 """,
         tmp_path,
     )
-    assert out[:3] == ["True", "Report 9 5012", "Telemetry"]
+    assert out[:4] == ["True", "Report 9 5012", "None", "Telemetry"]
 
 
 def test_info_config_identify_and_naks(tmp_path: Path) -> None:

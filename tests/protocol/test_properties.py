@@ -66,6 +66,24 @@ def telemetry(draw: st.DrawFn) -> Telemetry:
 
 
 @st.composite
+def sync(draw: st.DrawFn) -> Sync:
+    first = draw(board)
+    room = min(32, C.ADDR_LAST_BOARD - first + 1)
+    mask = draw(st.integers(0, (1 << room) - 1))
+    free = [first + k for k in range(room) if not mask >> k & 1]
+    detail = draw(st.sampled_from([0, *free]))
+    return Sync(
+        draw(u16),
+        draw(st.one_of(st.just(0), st.integers(4000, 7000))),
+        draw(st.integers(1, 0xFFFF)),
+        first,
+        mask,
+        detail,
+        **draw(header),
+    )
+
+
+@st.composite
 def curve(draw: st.DrawFn) -> list[tuple[int, int, int]]:
     percents = sorted(draw(st.sets(st.integers(100, 5000), min_size=2, max_size=10)))
     points = []
@@ -96,21 +114,9 @@ messages = st.one_of(
     st.builds(
         Poll, st.sampled_from([C.T_REPORT, C.T_TELEMETRY, C.T_STATUS]), dst=u8, src=u8, seq=u8
     ),
-    st.builds(
-        Sync,
-        u16,
-        st.one_of(st.just(0), st.integers(4000, 7000)),
-        st.integers(1, 0xFFFF),
-        board,
-        st.integers(0, 239),
-        st.integers(0, 239),
-        dst=u8,
-        src=u8,
-        seq=u8,
-    ),
+    sync(),
     st.builds(
         Report,
-        u8,
         twelve(st.integers(0, C.REPORT_OVER_RANGE)),
         twelve(st.integers(0, 3)),
         dst=u8,

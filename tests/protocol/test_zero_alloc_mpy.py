@@ -21,7 +21,7 @@ states = bytearray([0, 1, 2, 3, 1, 0, 4, 1, 1, 0, 1 | C.STATE_CLIP, 1])
 crest = bytearray([0, 14, 14, 30, 14, 0, 0, 14, 14, 0, 14, 14])
 ttt = array("H", [0, 0, 1200, 35, 0, 0, 0, 0, 0, 0, 0, 0])
 poll = encode(Poll(C.T_TELEMETRY, dst=3, seq=9))
-sync = encode(Sync(77, 5000, 3300, 1, 8, 3))
+sync = encode(Sync(77, 5000, 3300, 1, 0xF7, 4))
 foreign = encode(Poll(C.T_REPORT, dst=4, seq=1))
 stream = bytearray(b"\x00" + sync + foreign + poll)
 bad = bytearray(poll)
@@ -44,7 +44,7 @@ def hot_path():
                     writer.raw, C.HEADER_LEN, 0, centiamps, states, crest,
                     86400, 2, 1234, 5000, ttt)
                 writer.seal(C.ADDR_MASTER, C.T_TELEMETRY, reader.seq, p - C.HEADER_LEN)
-                pl = pack_report(writer.raw, C.HEADER_LEN, 0, centiamps, states)
+                pl = pack_report(writer.raw, C.HEADER_LEN, centiamps, states)
                 writer.seal(C.ADDR_MASTER, C.T_REPORT, reader.seq, pl)
     # A corrupted frame raises the preallocated CrcError, also without allocating.
     i = 0
