@@ -68,7 +68,7 @@ def test_permission_denied_is_explained(tmp_path, monkeypatch) -> None:
         raise error
 
     monkeypatch.setattr(serial, "Serial", refuse)
-    with pytest.raises(TransportError, match="permission denied .*dialout"):
+    with pytest.raises(TransportError, match=r"permission denied .*dialout"):
         open_serial(str(device), 115200, what="bus")
 
 

@@ -1,0 +1,874 @@
+"""Virtual RS-485 bus: one half-duplex medium joining pseudo-terminals and UNIX sockets.
+
+The bus is the *line*, not a byte pipe.  Every byte an endpoint writes occupies the line for
+``bits_per_char / baud`` seconds (10 bits for 8N1: start + 8 data + stop), scheduled on absolute
+time from the moment the endpoint's transmitter becomes free, so a long transfer never drifts.
+A byte reaches every other plugged endpoint when its stop bit ends (bytes that are due together
+are delivered in one batch: the event loop wakes about once a millisecond).
+
+Endpoints
+---------
+* **Pseudo-terminals** (``add_pty_endpoint``): for the master (the Pi's serial port) and bus
+  monitors.  The bus keeps the pty pair open and puts it in raw mode; programs open the slave
+  path (``/dev/pts/N``) with pyserial like a real port.  The baud rate they set is ignored, as
+  the line speed belongs to the bus.
+* **UNIX stream socket** (``socket_path``): for virtual boards (the MicroPython unix port has no
+  termios).  Each connection is one transceiver.  Convention: the connection *may* start with
+  one hello line ``@vbus <name>[ echo][ listen]\\n`` (name: ``[A-Za-z0-9_.-]{1,32}``); every
+  other byte is raw line data.  Without a hello the endpoint is called ``sockN``.  The bus never
+  writes anything but line data to a socket.  A newer connection with the same name replaces
+  the older one (a board that restarted); bytes a board wrote before closing still go out.
+  MicroPython's unix port wants the raw ``sockaddr_un``::
+
+      s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+      s.connect(struct.pack("<H", socket.AF_UNIX) + path.encode() + b"\\0")
+      s.send(b"@vbus group-a\\n")
+
+Physics
+-------
+* A transceiver does not hear itself (RE high while DE is high) unless ``echo`` is set.
+* Two transmissions overlapping in time **collide**: every overlapping byte of both is garbled
+  (XOR with a random non-zero byte) at all receivers and counted; a collision never yields a
+  clean frame.
+* Faults on the line: bit-error rate (each data bit inverted with probability ``ber``), dropped
+  bytes (probability ``drop``), noise bursts (random bytes on the line, colliding with traffic),
+  and endpoints unplugged / plugged back (an unplugged endpoint neither sends nor receives;
+  bytes it was sending are cut off).
+* Back-pressure: when an endpoint has more than a few KB waiting for the line (at least 0.2 s
+  of line time), the bus stops reading it (its writes block, like a full UART buffer); a
+  receiver that does not read loses bytes once its kernel buffer is full (counted as overruns).
+
+Run as a process::
+
+    python -m tools.vbus --baud 115200 --pty master --pty monitor,listen --socket /tmp/bus.sock \\
+        [--control /tmp/bus.ctl] [--ber 1e-5] [--drop 0] [--seed 1]
+
+prints one JSON line ``{"pid", "baud", "socket", "control", "pty": {name: path}}`` on stdout
+and runs until SIGINT/SIGTERM.  The control socket speaks JSON lines (see
+``VirtualBus.handle_control``; ``control_request`` is a client helper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import re
+import signal
+import stat
+import sys
+import tempfile
+import tty
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+_LOG = logging.getLogger(__name__)
+
+# More than this many bytes waiting for the line: stop reading the endpoint (a full UART FIFO);
+# read again below the low mark.  The marks grow with the baud rate so at least _TX_SLACK_S of
+# line time stays queued: a briefly descheduled bus process must not leave the line idle.
+_TX_HIGH_WATER = 4096
+_TX_LOW_WATER = 1024
+_TX_SLACK_S = 0.05
+# A socket reader that falls this far behind loses bytes, as a UART RX overrun would.
+_SOCKET_RX_LIMIT = 256 * 1024
+_READ_SIZE = 65536
+
+HELLO_PREFIX = b"@vbus "
+_HELLO_MAX = 80
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+
+
+class VirtualBusError(Exception):
+    """Misuse of the virtual bus (duplicate names, bad settings)."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Line faults.  ``ber``: probability that one data bit is inverted; ``drop``: probability
+    that a byte is lost on the line (no receiver gets it)."""
+
+    ber: float = 0.0
+    drop: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("ber", "drop"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise VirtualBusError(f"{name} must be within [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    """One endpoint's view; bytes are counted where they enter or leave the bus."""
+
+    name: str
+    kind: Literal["pty", "socket"]
+    path: str | None
+    plugged: bool
+    echo: bool
+    listen_only: bool
+    tx_bytes: int  # written by the endpoint and put on the line
+    rx_bytes: int  # handed to the endpoint
+    discarded_bytes: int  # written while unplugged or listen-only: never reached the line
+    overrun_bytes: int  # lost because the endpoint did not read fast enough
+
+
+@dataclass(frozen=True)
+class BusStats:
+    """Line counters since ``start()``."""
+
+    baud: int
+    bits_per_char: int
+    line_bytes: int  # bytes that occupied the line (including noise)
+    collisions: int  # pairs of overlapping transmissions
+    collided_bytes: int  # bytes garbled by collisions
+    bit_errors: int  # bits inverted by the bit-error rate
+    corrupted_bytes: int  # bytes with at least one inverted bit
+    dropped_bytes: int  # bytes lost on the line
+    noise_bytes: int  # random bytes injected by noise bursts
+    endpoints: tuple[EndpointStats, ...]
+
+
+class _Endpoint:
+    """A transceiver on the bus.  Subclasses move bytes to and from the outside world."""
+
+    kind: Literal["pty", "socket"]
+
+    def __init__(self, bus: VirtualBus, name: str, *, echo: bool, listen_only: bool) -> None:
+        self.bus = bus
+        self.name = name
+        self.echo = echo
+        self.listen_only = listen_only
+        self.closed = False
+        self.tx_free_at = 0.0  # when this transmitter finishes its last scheduled byte
+        self.backlog = 0  # bytes scheduled but not yet fully on the line
+        self.tx_bytes = 0
+        self.rx_bytes = 0
+        self.discarded_bytes = 0
+        self.overrun_bytes = 0
+
+    @property
+    def path(self) -> str | None:
+        return None
+
+    def deliver(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def pause_reading(self) -> None:
+        raise NotImplementedError
+
+    def resume_reading(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def snapshot(self) -> EndpointStats:
+        return EndpointStats(
+            name=self.name,
+            kind=self.kind,
+            path=self.path,
+            plugged=self.bus.is_plugged(self.name),
+            echo=self.echo,
+            listen_only=self.listen_only,
+            tx_bytes=self.tx_bytes,
+            rx_bytes=self.rx_bytes,
+            discarded_bytes=self.discarded_bytes,
+            overrun_bytes=self.overrun_bytes,
+        )
+
+
+class _PtyEndpoint(_Endpoint):
+    kind = "pty"
+
+    def __init__(self, bus: VirtualBus, name: str, *, echo: bool, listen_only: bool) -> None:
+        super().__init__(bus, name, echo=echo, listen_only=listen_only)
+        self.master_fd, self.slave_fd = os.openpty()
+        # Raw on both sides: no echo, no line editing, no CR/LF translation, 8-bit clean.
+        tty.setraw(self.slave_fd)
+        tty.setraw(self.master_fd)
+        os.set_blocking(self.master_fd, False)
+        # We keep our slave fd open so the master never sees a hang-up when the program using
+        # the port closes and reopens it; we never read it, so all input goes to that program.
+        self._path = os.ttyname(self.slave_fd)
+        self._reading = False
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def attach(self) -> None:
+        self.resume_reading()
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.master_fd, _READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: nobody on the slave side (cannot happen while we hold it)
+            return
+        if data:
+            self.bus._on_tx(self, data)
+
+    def deliver(self, data: bytes) -> None:
+        try:
+            written = os.write(self.master_fd, data)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError:
+            written = 0
+        self.rx_bytes += written
+        self.overrun_bytes += len(data) - written
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self.bus.loop.remove_reader(self.master_fd)
+            self._reading = False
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self.closed:
+            self.bus.loop.add_reader(self.master_fd, self._on_readable)
+            self._reading = True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        with contextlib.suppress(Exception):
+            self.pause_reading()
+        self.closed = True
+        for fd in (self.master_fd, self.slave_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class _SocketEndpoint(_Endpoint, asyncio.Protocol):
+    kind = "socket"
+
+    def __init__(self, bus: VirtualBus, name: str) -> None:
+        super().__init__(bus, name, echo=False, listen_only=False)
+        self.transport: asyncio.Transport | None = None
+        # Until we know whether the connection starts with a hello, hold its bytes back.
+        self._hello: bytearray | None = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.bus._register(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._hello is None:
+            self.bus._on_tx(self, data)
+            return
+        self._hello += data
+        held = bytes(self._hello)
+        head = held[: len(HELLO_PREFIX)]
+        if not HELLO_PREFIX.startswith(head):
+            self._hello = None  # plain line data from the first byte
+            self.bus._on_tx(self, held)
+            return
+        end = held.find(b"\n")
+        if end < 0:
+            if len(held) > _HELLO_MAX:
+                self._reject("hello line too long")
+            return
+        self._hello = None
+        words = held[len(HELLO_PREFIX) : end].decode("ascii", "replace").split()
+        if not words or not _NAME_RE.match(words[0]):
+            self._reject(f"bad hello {held[:end]!r}")
+            return
+        flags = set(words[1:])
+        self.echo = "echo" in flags
+        self.listen_only = "listen" in flags
+        self.bus._rename(self, words[0])
+        if len(held) > end + 1 and not self.closed:
+            self.bus._on_tx(self, held[end + 1 :])
+
+    def _reject(self, why: str) -> None:
+        _LOG.warning("vbus: closing socket endpoint %s: %s", self.name, why)
+        self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.bus._unregister(self)
+
+    def deliver(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > _SOCKET_RX_LIMIT:
+            self.overrun_bytes += len(data)
+            return
+        transport.write(data)
+        self.rx_bytes += len(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.closed = True
+        self.bus._unregister(self)
+
+
+@dataclass(eq=False)
+class _Segment:
+    """Bytes one transmitter puts on the line back to back, from ``start`` to ``end``."""
+
+    source: _Endpoint | None  # None: a noise burst
+    start: float
+    end: float
+    data: bytearray
+    sent: int = 0  # bytes already delivered
+    garbled: bytearray | None = None  # 1 per byte already garbled by a collision
+
+
+class VirtualBus:
+    """A half-duplex RS-485 line at ``baud`` joining pty and UNIX-socket endpoints.
+
+    ``await start()`` opens the socket (unless ``serve_socket`` is false: a pty-only link) and
+    starts the line; ``add_pty_endpoint`` may be called before or after.  ``seed`` makes
+    collisions, bit errors, drops and noise reproducible.
+    """
+
+    def __init__(
+        self,
+        baud: int = 115200,
+        *,
+        bits_per_char: int = 10,
+        socket_path: str | os.PathLike[str] | None = None,
+        serve_socket: bool = True,
+        faults: Faults | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if baud <= 0 or bits_per_char <= 0:
+            raise VirtualBusError("baud and bits_per_char must be positive")
+        self.baud = baud
+        self.bits_per_char = bits_per_char
+        self.byte_time = bits_per_char / baud
+        self._low_water = max(_TX_LOW_WATER, round(_TX_SLACK_S / self.byte_time))
+        self._high_water = max(_TX_HIGH_WATER, 4 * self._low_water)
+        self._socket_path = Path(socket_path) if socket_path is not None else None
+        self._serve_socket = serve_socket
+        self._own_tmpdir: str | None = None
+        self._faults = faults or Faults()
+        self._rng = random.Random(seed)
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._unplugged: set[str] = set()
+        self._segments: list[_Segment] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = math.inf
+        self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._socket_count = 0
+        # Geometric skips: how many bits / bytes pass before the next bit error / drop.
+        self._bits_to_error = self._skip(self._faults.ber)
+        self._bytes_to_drop = self._skip(self._faults.drop)
+        self._line_bytes = 0
+        self._collisions = 0
+        self._collided_bytes = 0
+        self._bit_errors = 0
+        self._corrupted_bytes = 0
+        self._dropped_bytes = 0
+        self._noise_bytes = 0
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise VirtualBusError("the bus is not started")
+        return self._loop
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    @property
+    def socket_path(self) -> str:
+        """Path of the UNIX socket virtual boards connect to."""
+        if self._socket_path is None:
+            self._own_tmpdir = tempfile.mkdtemp(prefix="vbus-")
+            self._socket_path = Path(self._own_tmpdir) / "bus.sock"
+        return str(self._socket_path)
+
+    async def start(self) -> None:
+        if self._loop is not None:
+            raise VirtualBusError("the bus is already started")
+        self._loop = asyncio.get_running_loop()
+        if self._serve_socket:
+            path = self.socket_path
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)  # stale socket of a bus that died
+            self._server = await self._loop.create_unix_server(self._new_socket_endpoint, path=path)
+        for endpoint in self._endpoints.values():
+            if isinstance(endpoint, _PtyEndpoint):
+                endpoint.attach()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._segments.clear()
+        if self._server is not None:
+            self._server.close()
+        for endpoint in list(self._endpoints.values()):
+            endpoint.close()
+        self._endpoints.clear()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        if self._socket_path is not None and self._serve_socket:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._socket_path)
+        if self._own_tmpdir is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._own_tmpdir)
+            self._own_tmpdir = None
+            self._socket_path = None
+        self._loop = None
+
+    async def __aenter__(self) -> VirtualBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ endpoints
+
+    def add_pty_endpoint(self, name: str, *, echo: bool = False, listen_only: bool = False) -> str:
+        """Add a pseudo-terminal endpoint; returns the device path programs open."""
+        self._check_new_name(name)
+        endpoint = _PtyEndpoint(self, name, echo=echo, listen_only=listen_only)
+        self._endpoints[name] = endpoint
+        if self._loop is not None:
+            endpoint.attach()
+        return endpoint.path
+
+    def pty_path(self, name: str) -> str:
+        endpoint = self._endpoints.get(name)
+        if not isinstance(endpoint, _PtyEndpoint):
+            raise KeyError(name)
+        return endpoint.path
+
+    @property
+    def pty_paths(self) -> dict[str, str]:
+        return {
+            name: ep.path for name, ep in self._endpoints.items() if isinstance(ep, _PtyEndpoint)
+        }
+
+    def endpoint_names(self) -> list[str]:
+        return list(self._endpoints)
+
+    def unplug(self, name: str) -> None:
+        """Disconnect ``name`` from the line (it may connect later: the state is kept by name).
+
+        Bytes it is transmitting are cut off; it neither sends nor receives until ``plug``.
+        """
+        self._unplugged.add(name)
+        endpoint = self._endpoints.get(name)
+        if endpoint is not None:
+            self._cut(endpoint)
+
+    def plug(self, name: str) -> None:
+        self._unplugged.discard(name)
+
+    def is_plugged(self, name: str) -> bool:
+        return name not in self._unplugged
+
+    # ------------------------------------------------------------------ faults and stats
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    def set_faults(self, *, ber: float | None = None, drop: float | None = None) -> Faults:
+        """Change line faults at run time; arguments left out keep their value."""
+        changes: dict[str, float] = {}
+        if ber is not None:
+            changes["ber"] = ber
+        if drop is not None:
+            changes["drop"] = drop
+        self._faults = dataclasses.replace(self._faults, **changes)
+        self._bits_to_error = self._skip(self._faults.ber)
+        self._bytes_to_drop = self._skip(self._faults.drop)
+        return self._faults
+
+    def noise_burst(self, duration: float) -> int:
+        """Put random bytes on the line for ``duration`` seconds from now (they collide with
+        whatever else is sent meanwhile).  Returns the number of noise bytes."""
+        count = max(1, round(duration / self.byte_time))
+        now = self.loop.time()
+        data = bytearray(self._rng.randbytes(count))
+        self._schedule(_Segment(None, now, now + count * self.byte_time, data))
+        self._noise_bytes += count
+        return count
+
+    def stats(self) -> BusStats:
+        return BusStats(
+            baud=self.baud,
+            bits_per_char=self.bits_per_char,
+            line_bytes=self._line_bytes,
+            collisions=self._collisions,
+            collided_bytes=self._collided_bytes,
+            bit_errors=self._bit_errors,
+            corrupted_bytes=self._corrupted_bytes,
+            dropped_bytes=self._dropped_bytes,
+            noise_bytes=self._noise_bytes,
+            endpoints=tuple(ep.snapshot() for ep in self._endpoints.values()),
+        )
+
+    def handle_control(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Runtime control, one request → one reply (used by the control socket).
+
+        ``{"op": "unplug"|"plug", "name": N}``, ``{"op": "faults", "ber": x, "drop": y}``,
+        ``{"op": "noise", "duration": s}``, ``{"op": "stats"}``.
+        """
+        op = request.get("op")
+        try:
+            if op == "unplug":
+                self.unplug(str(request["name"]))
+            elif op == "plug":
+                self.plug(str(request["name"]))
+            elif op == "faults":
+                ber, drop = request.get("ber"), request.get("drop")
+                faults = self.set_faults(
+                    ber=None if ber is None else float(ber),
+                    drop=None if drop is None else float(drop),
+                )
+                return {"ok": True, "faults": dataclasses.asdict(faults)}
+            elif op == "noise":
+                return {"ok": True, "noise_bytes": self.noise_burst(float(request["duration"]))}
+            elif op == "stats":
+                return {"ok": True, "stats": dataclasses.asdict(self.stats())}
+            else:
+                return {"ok": False, "error": f"unknown op {op!r}"}
+        except (KeyError, TypeError, ValueError, VirtualBusError) as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": True}
+
+    # ------------------------------------------------------------------ internals: endpoints
+
+    def _check_new_name(self, name: str) -> None:
+        if not _NAME_RE.match(name):
+            raise VirtualBusError(f"bad endpoint name {name!r}")
+        if name in self._endpoints:
+            raise VirtualBusError(f"endpoint {name!r} already exists")
+
+    def _new_socket_endpoint(self) -> _SocketEndpoint:
+        self._socket_count += 1
+        return _SocketEndpoint(self, f"sock{self._socket_count}")
+
+    def _register(self, endpoint: _Endpoint) -> None:
+        self._endpoints[endpoint.name] = endpoint
+
+    def _unregister(self, endpoint: _Endpoint) -> None:
+        # Bytes it already handed over still go out, as from a UART FIFO: a board that writes
+        # and exits is heard.  (Unplugging, by contrast, cuts them off.)
+        if self._endpoints.get(endpoint.name) is endpoint:
+            del self._endpoints[endpoint.name]
+
+    def _rename(self, endpoint: _SocketEndpoint, name: str) -> None:
+        old = self._endpoints.get(name)
+        if old is endpoint:
+            return
+        if old is not None:
+            if not isinstance(old, _SocketEndpoint):
+                endpoint._reject(f"name {name!r} belongs to a pty endpoint")
+                return
+            old.close()  # the same board connecting again: the newest connection wins
+        if self._endpoints.get(endpoint.name) is endpoint:
+            del self._endpoints[endpoint.name]
+        endpoint.name = name
+        self._endpoints[name] = endpoint
+
+    def _cut(self, endpoint: _Endpoint) -> None:
+        """Remove what ``endpoint`` had not finished sending (it was unplugged)."""
+        kept = [seg for seg in self._segments if seg.source is not endpoint]
+        if len(kept) != len(self._segments):
+            self._segments = kept
+            endpoint.backlog = 0
+            endpoint.tx_free_at = 0.0
+            endpoint.resume_reading()
+
+    # ------------------------------------------------------------------ internals: the line
+
+    def _on_tx(self, endpoint: _Endpoint, data: bytes) -> None:
+        """Bytes written by an endpoint: schedule them on the line behind its earlier bytes."""
+        if self._loop is None or endpoint.closed:
+            return
+        if endpoint.listen_only or endpoint.name in self._unplugged:
+            endpoint.discarded_bytes += len(data)
+            return
+        endpoint.tx_bytes += len(data)
+        start = max(self._loop.time(), endpoint.tx_free_at)
+        segment = _Segment(endpoint, start, start + len(data) * self.byte_time, bytearray(data))
+        endpoint.tx_free_at = segment.end
+        endpoint.backlog += len(data)
+        if endpoint.backlog > self._high_water:
+            endpoint.pause_reading()
+        self._schedule(segment)
+
+    def _schedule(self, segment: _Segment) -> None:
+        # Every transmission that overlaps this one is already scheduled: a byte is scheduled
+        # no earlier than the moment the bus reads it, and a later one starts later still.
+        for other in self._segments:
+            if other.source is not segment.source:
+                self._collide(segment, other)
+        self._segments.append(segment)
+        self._arm_timer()
+
+    def _collide(self, a: _Segment, b: _Segment) -> None:
+        lo, hi = max(a.start, b.start), min(a.end, b.end)
+        if lo >= hi:
+            return
+        self._collisions += 1
+        bt = self.byte_time
+        for seg in (a, b):
+            first = max(seg.sent, int((lo - seg.start) / bt))
+            last = min(len(seg.data), math.ceil((hi - seg.start) / bt - 1e-9))
+            if seg.garbled is None:
+                seg.garbled = bytearray(len(seg.data))
+            for i in range(first, last):
+                if not seg.garbled[i]:
+                    seg.garbled[i] = 1
+                    seg.data[i] ^= self._rng.randrange(1, 256)
+                    self._collided_bytes += 1
+
+    def _arm_timer(self) -> None:
+        if not self._segments or self._loop is None:
+            return
+        bt = self.byte_time
+        due = min(seg.start + (seg.sent + 1) * bt for seg in self._segments)
+        if self._timer is not None:
+            if self._timer_when <= due:
+                return
+            self._timer.cancel()
+        self._timer_when = due
+        self._timer = self._loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = math.inf
+        self._deliver_due()
+        self._arm_timer()
+
+    def _deliver_due(self) -> None:
+        """Hand every byte whose stop bit has ended to the receivers, in one batch."""
+        now = self.loop.time()
+        bt = self.byte_time
+        chunks: list[tuple[float, _Endpoint | None, bytearray]] = []
+        finished: list[_Segment] = []
+        for seg in self._segments:
+            done = min(len(seg.data), int((now - seg.start) / bt + 1e-9))
+            if done > seg.sent:
+                chunk_start = seg.start + seg.sent * bt
+                chunks.append((chunk_start, seg.source, seg.data[seg.sent : done]))
+                if seg.source is not None:
+                    seg.source.backlog -= done - seg.sent
+                    if seg.source.backlog < self._low_water:
+                        seg.source.resume_reading()
+                seg.sent = done
+            if seg.sent >= len(seg.data):
+                finished.append(seg)
+        if finished:
+            self._segments = [seg for seg in self._segments if seg not in finished]
+        if not chunks:
+            return
+        chunks.sort(key=lambda chunk: chunk[0])
+        outgoing: dict[_Endpoint, list[bytes]] = {}
+        receivers = [ep for name, ep in self._endpoints.items() if name not in self._unplugged]
+        for _, source, raw in chunks:
+            self._line_bytes += len(raw)
+            data = self._line_faults(raw)
+            if not data:
+                continue
+            for receiver in receivers:
+                if receiver is not source or receiver.echo:
+                    outgoing.setdefault(receiver, []).append(data)
+        for receiver, parts in outgoing.items():
+            receiver.deliver(b"".join(parts))
+
+    def _line_faults(self, data: bytearray) -> bytes:
+        faults = self._faults
+        if faults.drop > 0.0:
+            n = len(data)
+            skip = self._bytes_to_drop  # index of the next dropped byte in this chunk
+            if skip < n:
+                kept = bytearray()
+                pos = 0
+                while skip < n:
+                    kept += data[pos:skip]
+                    self._dropped_bytes += 1
+                    pos = skip + 1
+                    skip = pos + self._skip(faults.drop)
+                kept += data[pos:]
+                data = kept
+            self._bytes_to_drop = skip - n
+        if faults.ber > 0.0:
+            nbits = len(data) * 8
+            pos = self._bits_to_error
+            last_byte = -1
+            while pos < nbits:
+                data[pos >> 3] ^= 1 << (pos & 7)
+                self._bit_errors += 1
+                if pos >> 3 != last_byte:
+                    last_byte = pos >> 3
+                    self._corrupted_bytes += 1
+                pos += 1 + self._skip(faults.ber)
+            self._bits_to_error = pos - nbits
+        return bytes(data)
+
+    def _skip(self, probability: float) -> int:
+        """Number of trials before the next event of ``probability`` (geometric draw)."""
+        if probability <= 0.0:
+            return sys.maxsize
+        if probability >= 1.0:
+            return 0
+        return int(math.log1p(-self._rng.random()) / math.log1p(-probability))
+
+
+# ---------------------------------------------------------------------- JSON-lines control
+
+
+async def start_control_server(
+    path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]
+) -> asyncio.AbstractServer:
+    """Serve ``handler`` on a UNIX socket: one JSON object per line in, one per line out."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ValueError("request must be a JSON object")
+                    reply = handler(request)
+                except ValueError as exc:
+                    reply = {"ok": False, "error": f"bad request: {exc}"}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return await asyncio.start_unix_server(serve, path=path)
+
+
+async def control_request(
+    path: str, request: Mapping[str, Any], *, timeout: float = 5.0
+) -> dict[str, Any]:
+    """Send one request to a control socket and return its reply."""
+    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+    try:
+        writer.write(json.dumps(dict(request)).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    reply = json.loads(line)
+    if not isinstance(reply, dict):
+        raise VirtualBusError(f"bad control reply {line!r}")
+    return reply
+
+
+# ---------------------------------------------------------------------- process entry point
+
+
+def _parse_pty_spec(spec: str) -> tuple[str, bool, bool]:
+    name, *flags = spec.split(",")
+    unknown = set(flags) - {"echo", "listen"}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown pty flag(s) {sorted(unknown)} in {spec!r}")
+    return name, "echo" in flags, "listen" in flags
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.vbus", description="Virtual RS-485 bus (see module docstring)."
+    )
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--bits-per-char", type=int, default=10, help="10 for 8N1, 11 for 8E1")
+    parser.add_argument(
+        "--pty",
+        action="append",
+        default=[],
+        type=_parse_pty_spec,
+        metavar="NAME[,echo][,listen]",
+        help="add a pseudo-terminal endpoint (repeatable)",
+    )
+    parser.add_argument("--socket", help="UNIX socket for virtual boards (default: a temp path)")
+    parser.add_argument("--control", help="UNIX socket for JSON-lines runtime control")
+    parser.add_argument("--ber", type=float, default=0.0, help="bit-error rate")
+    parser.add_argument("--drop", type=float, default=0.0, help="byte drop probability")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    bus = VirtualBus(
+        args.baud,
+        bits_per_char=args.bits_per_char,
+        socket_path=args.socket,
+        faults=Faults(ber=args.ber, drop=args.drop),
+        seed=args.seed,
+    )
+    for name, echo, listen in args.pty:
+        bus.add_pty_endpoint(name, echo=echo, listen_only=listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await bus.start()
+    control = None
+    try:
+        if args.control:
+            control = await start_control_server(args.control, bus.handle_control)
+        info = {
+            "pid": os.getpid(),
+            "baud": bus.baud,
+            "socket": bus.socket_path,
+            "control": args.control,
+            "pty": bus.pty_paths,
+        }
+        sys.stdout.write(json.dumps(info) + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        if control is not None:
+            control.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(args.control)
+        await bus.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    return asyncio.run(_amain(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
