@@ -22,7 +22,7 @@ def test_profile_blocks_cover_every_register() -> None:
 def test_unknown_profile_is_named() -> None:
     from host.meter import MeterProfileError
 
-    with pytest.raises(MeterProfileError, match="meter.profile 'sdm999': no such profile"):
+    with pytest.raises(MeterProfileError, match=r"meter.profile 'sdm999': no such profile"):
         load_profile("sdm999")
 
 

@@ -1,0 +1,218 @@
+"""RS-485 half-duplex port: a UART plus the transceiver's driver-enable (DE) pin.
+
+The board is a bus slave behind a MAX3485 whose DE and /RE are tied together, so the
+receiver is off while we drive the bus (set ``echo=True`` if /RE is tied low and the port
+hears its own frames: they are then read back, checked and dropped).
+
+Transmit (:meth:`Rs485.write`, blocking, or :meth:`Rs485.send`, async): DE high, the frame
+into the UART, wait until the last stop bit has left the shift register (``uart.flush()``
+/ ``uart.txdone()``; on the rp2 port these wait for the UART BUSY flag since MicroPython
+1.24), then DE low. ``send`` sleeps through most of the frame's wire time and only spins on
+``txdone()`` for the last character, so other tasks run meanwhile and DE is released within
+a few tens of microseconds of the stop bit.
+
+Receive: the UART's own IRQ-fed ring (``rxbuf`` when the board built it) holds incoming
+bytes; :meth:`Rs485.read` / :meth:`Rs485.poll` copy what is there into the preallocated
+:attr:`Rs485.rx_buf` and return the count (the bytes are ``rx_buf[0:n]``).
+:meth:`Rs485.read` waits through ``asyncio.StreamReader`` over the UART (any object that
+``select.poll`` can wait on: ``machine.UART`` or the sim UART).
+
+Overruns are counted in :attr:`Rs485.overruns`: the UART ring found full (bytes were being
+dropped by the port) plus, when the board passes ``line_errors`` (e.g.
+:class:`Rp2UartErrors`), hardware overrun flags.
+"""
+
+import asyncio
+from time import sleep_us, ticks_add, ticks_diff, ticks_us
+
+from micropython import const
+
+_SPIN_US = const(300)  # time left on the wire when send() stops sleeping and starts spinning
+
+
+class Rs485Error(Exception):
+    """Transmit could not complete (UART never reported done, or echo mismatch)."""
+
+
+class Rs485:
+    """Half-duplex RS-485 port.
+
+    ``uart``: ``machine.UART`` (or the sim UART) with ``write``, ``readinto`` (non-blocking:
+    returns None when empty), ``any``, ``flush``, ``txdone``. ``de``: output pin, 1 = drive.
+    ``baud``/``bits_per_char`` give the wire time. ``rx_size``: size of :attr:`rx_buf`.
+    ``ring_size``: the UART's receive ring (``rxbuf``) size, to detect it running full.
+    ``line_errors``: optional object with ``overruns() -> int`` (new overrun events).
+    """
+
+    def __init__(
+        self,
+        uart,
+        de,
+        *,
+        baud=115200,
+        bits_per_char=10,
+        rx_size=256,
+        ring_size=0,
+        line_errors=None,
+        echo=False,
+        tx_timeout_ms=200,
+    ):
+        self.uart = uart
+        self._de = de
+        self.baud = baud
+        # one character on the wire in ns (kept small so wire times stay small ints)
+        self._char_ns = (bits_per_char * 1_000_000_000 + baud // 2) // baud
+        self.rx_buf = bytearray(rx_size)
+        self._ring_size = ring_size
+        self._line_errors = line_errors
+        self._echo = echo
+        self._echo_buf = bytearray(rx_size if echo else 0)
+        self._tx_timeout_us = tx_timeout_ms * 1000
+        self._reader = None
+        self._tx_lock = asyncio.Lock()
+        self.overruns = 0
+        self.tx_frames = 0
+        self.tx_bytes = 0
+        self.rx_bytes = 0
+        self.echo_errors = 0
+        self.last_tx_end_us = ticks_us()
+        de.value(0)
+
+    def wire_time_us(self, nbytes):
+        """Time ``nbytes`` characters take on the wire at the configured baud rate."""
+        return (nbytes * self._char_ns + 999) // 1000
+
+    # -- receive -----------------------------------------------------------------------
+
+    def any(self):
+        """Bytes waiting in the UART (may be 1 for "some" on ports that cannot count)."""
+        return self.uart.any()
+
+    def _check_overrun(self):
+        ring = self._ring_size
+        if ring and self.uart.any() >= ring:
+            self.overruns += 1
+        errors = self._line_errors
+        if errors is not None:
+            self.overruns += errors.overruns()
+
+    def readinto(self, buf):
+        """Copy waiting bytes into ``buf``; return the count (0 if none). Never blocks."""
+        self._check_overrun()
+        n = self.uart.readinto(buf)
+        if not n:
+            return 0
+        self.rx_bytes += n
+        return n
+
+    def poll(self):
+        """Copy waiting bytes into :attr:`rx_buf`; return the count (0 if none)."""
+        return self.readinto(self.rx_buf)
+
+    async def read(self):
+        """Wait for at least one byte, copy what is waiting into :attr:`rx_buf`; return n."""
+        while True:
+            n = self.poll()
+            if n:
+                return n
+            reader = self._reader
+            if reader is None:
+                reader = self._reader = asyncio.StreamReader(self.uart)
+            # Waits until the UART is readable, then reads (non-blocking) into rx_buf.
+            self._check_overrun()
+            n = await reader.readinto(self.rx_buf)
+            if n:
+                self.rx_bytes += n
+                return n
+
+    # -- transmit ----------------------------------------------------------------------
+
+    def _begin(self, buf):
+        self._de.value(1)
+        self.uart.write(buf)
+        self.tx_bytes += len(buf)
+
+    def _end(self, nbytes):
+        self._de.value(0)
+        self.last_tx_end_us = ticks_us()
+        self.tx_frames += 1
+        if self._echo:
+            self._drop_echo(nbytes)
+
+    def _spin_until_done(self, deadline):
+        uart = self.uart
+        while not uart.txdone():
+            if ticks_diff(ticks_us(), deadline) > 0:
+                self._de.value(0)
+                raise Rs485Error("UART transmit did not complete")
+
+    def write(self, buf):
+        """Blocking transmit of ``buf``: returns after DE has been released."""
+        start = ticks_us()
+        self._begin(buf)
+        self.uart.flush()
+        self._spin_until_done(ticks_add(start, self._tx_timeout_us + self.wire_time_us(len(buf))))
+        self._end(len(buf))
+
+    async def send(self, buf):
+        """Transmit ``buf``, yielding to other tasks for most of the frame's wire time.
+
+        Concurrent senders are serialised (one frame on the wire at a time).
+        """
+        async with self._tx_lock:
+            await self._send(buf)
+
+    async def _send(self, buf):
+        start = ticks_us()
+        n = len(buf)
+        wire = self.wire_time_us(n)
+        self._begin(buf)
+        nap = wire - _SPIN_US
+        if nap >= 1000:
+            await asyncio.sleep_ms(nap // 1000)
+        self._spin_until_done(ticks_add(start, self._tx_timeout_us + wire))
+        self._end(n)
+
+    def _drop_echo(self, nbytes):
+        # Our own frame comes back through the receiver: read it and check it.
+        buf = self._echo_buf
+        if nbytes > len(buf):
+            nbytes = len(buf)
+        got = 0
+        deadline = ticks_add(ticks_us(), self.wire_time_us(2) + 2000)
+        mv = memoryview(buf)
+        while got < nbytes and ticks_diff(deadline, ticks_us()) > 0:
+            n = self.uart.readinto(mv[got:nbytes])
+            if n:
+                got += n
+            else:
+                sleep_us(50)
+        if got != nbytes:
+            self.echo_errors += 1
+
+
+class Rp2UartErrors:
+    """RP2040 UART line-error flags (PL011 UARTRSR): counts overrun (OE) events and clears.
+
+    Reading UARTRSR does not disturb MicroPython's UART driver; writing it clears the flags.
+    One call counts at most one event per flag, so poll it at least once per frame.
+    """
+
+    def __init__(self, uart_id):
+        from machine import mem32
+
+        self._mem = mem32
+        self._rsr = 0x40034004 if uart_id == 0 else 0x40038004
+        self.framing = 0
+        self.breaks = 0
+
+    def overruns(self):
+        flags = self._mem[self._rsr] & 0xF
+        if not flags:
+            return 0
+        self._mem[self._rsr] = 0
+        if flags & 0x1:
+            self.framing += 1
+        if flags & 0x4:
+            self.breaks += 1
+        return 1 if flags & 0x8 else 0

