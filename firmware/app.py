@@ -1,0 +1,451 @@
+"""The group-board application (and the mains status node): one asyncio program.
+
+Tasks, each restarted if it raises (the error is logged, counted and flagged in TELEMETRY):
+
+- ``sample``  ADC blocks -> RMS engine -> overload classifier -> ``Measurements``
+- ``bus``     RS-485 bytes -> ``BusSlave``; scheduled answers go out at their slot time
+- ``panel``   buttons -> selection; LEDs and LOAD CURRENT display from the measurements
+- ``console`` debug commands typed on the USB serial console (``firmware.debug``)
+- ``watchdog`` feeds the hardware watchdog only while every other task is alive
+
+``main(board_name)`` is what ``/main.py`` on a board calls; the sim board runs the same code
+on the MicroPython unix port.
+"""
+
+import asyncio
+import json
+import sys
+import time
+from binascii import hexlify, unhexlify
+
+from firmware import debug
+from firmware.config import ConfigStore
+from firmware.measurements import Measurements
+from firmware.slave import FW_VERSION, BusSlave
+from protocol import consts as C
+
+_WDT_TIMEOUT_MS = 5000
+_TASK_STALL_MS = 2000  # a task that has not checked in for this long is hung
+_RESTART_PAUSE_MS = 200
+
+
+class TaskHealth:
+    """Per-task heartbeats and crash counts, read by the watchdog task and the console."""
+
+    def __init__(self, names, watched: int) -> None:
+        self.names = names
+        self.watched = watched  # the first ``watched`` tasks must beat (the console waits)
+        self.beats = [0] * len(names)
+        self.crashes = [0] * len(names)
+        self.last_error = ""
+
+    def beat(self, index: int) -> None:
+        self.beats[index] = time.ticks_ms()
+
+    def stalled(self, now) -> int:
+        """Index of a task that has not beaten for too long, or -1."""
+        for i in range(self.watched):
+            if time.ticks_diff(now, self.beats[i]) > _TASK_STALL_MS:
+                return i
+        return -1
+
+
+def uid_bytes(uid: str) -> bytes:
+    """8-byte unique id from the board's id string (flash id hex on a Pico; a name on sim)."""
+    try:
+        raw = unhexlify(uid)
+        if len(raw) == C.UID_LEN:
+            return raw
+    except ValueError:
+        pass
+    import hashlib
+
+    return hashlib.sha256(uid.encode()).digest()[: C.UID_LEN]
+
+
+def _curve_rows(curve):
+    # The config keeps the manual's "100 % hold" row; the classifier wants trip rows only.
+    return tuple((p, lo, hi) for p, lo, hi in curve if hi > 0)
+
+
+def info_line(board, slave) -> str:
+    cfg = slave.config
+    return "smartPDU-INFO " + json.dumps(
+        {
+            "fw": "%d.%d.%d" % FW_VERSION,
+            "board": board.name,
+            "role": board.role,
+            "group": cfg.group,
+            "address": cfg.address,
+            "uid": hexlify(slave.uid).decode(),
+            "digest": cfg.digest(),
+            "config": "defaults" if slave.store.fallback else "ok",
+        }
+    )
+
+
+class GroupBoardApp:
+    """A group board: 12 supervised outputs."""
+
+    TASKS = ("sample", "bus", "panel", "console")
+
+    def __init__(self, board) -> None:
+        from firmware.overload import OverloadClassifier
+        from firmware.panel import FrontPanel
+        from firmware.rms import RmsEngine
+
+        self.board = board
+        self.store = ConfigStore(board.config_dir)
+        cfg = self.store.load()
+        if not cfg.group and board.group:
+            cfg.group = board.group  # sim boards get their group from the command line
+        self.config = cfg
+        self.measurements = m = Measurements()
+        if self.store.fallback:
+            m.flags |= C.F_CONFIG_DEFAULTS
+        self.engine = RmsEngine(mains_mhz=cfg.mains_hz * 1000, floor_ma=cfg.noise_floor_ma)
+        self.classifier = OverloadClassifier(
+            rating_ma=cfg.rating_ca * 10, curve=_curve_rows(cfg.curve)
+        )
+        self.panel = FrontPanel(board.leds, board.display, cfg.group)
+        board_type = C.BOARD_SIM if board.name == "sim" else C.BOARD_PICO_MCP3208
+        self.slave = BusSlave(
+            uid_bytes(board.uid),
+            board_type,
+            cfg,
+            self.store,
+            measurements=m,
+            on_config=self.apply_config,
+            on_identify=self.identify,
+        )
+        self.health = TaskHealth(self.TASKS, 3)
+        self.apply_config(cfg)
+        self.raw_block = None  # last ADC block, for the console's raw samples
+        self.loadsim = None
+        if board.name == "sim":
+            from firmware.loadsim import LoadSim
+
+            self.loadsim = LoadSim(mains_mhz=cfg.mains_hz * 1000, seed=uid_bytes(board.uid)[0])
+            board.adc.generator = self.loadsim
+            board.panel.on_load = self.on_load
+
+    # -- configuration ------------------------------------------------------------------
+    def apply_config(self, cfg) -> None:
+        for ch in range(C.CHANNELS):
+            self.engine.set_gain(ch, cfg.cal_gain_ppm[ch])
+        self.classifier.configure(cfg.rating_ca * 10, _curve_rows(cfg.curve))
+        self.panel.group = cfg.group
+        if self.slave.sync_freq_centihz == 0:
+            self.engine.set_mains(cfg.mains_hz * 1000)
+        if not self.store.fallback:
+            self.measurements.flags &= ~C.F_CONFIG_DEFAULTS
+
+    def identify(self, seconds: int) -> None:
+        self.panel.identify(seconds, time.ticks_ms())
+        if seconds:
+            self.measurements.flags |= C.F_IDENTIFY
+        else:
+            self.measurements.flags &= ~C.F_IDENTIFY
+
+    def on_load(self, load) -> None:
+        """Sim only: a load change from the virtual PDU (``{"ch": 1..12, "kind", "amps"}``)."""
+        from firmware.loadsim import KINDS
+
+        sim = self.loadsim
+        if sim is None:
+            return
+        if "mains_hz" in load:
+            sim.set_mains(int(float(load["mains_hz"]) * 1000))
+        if "ch" not in load:
+            return
+        ch = int(load["ch"]) - 1
+        kind = load.get("kind", "resistive")
+        if not 0 <= ch < C.CHANNELS or kind not in KINDS:
+            raise ValueError("load: ch 1..12 and kind in " + ",".join(KINDS))
+        options = {}
+        for key in ("angle", "rise_us", "inrush", "inrush_ms"):
+            if key in load:
+                options[key] = load[key]
+        sim.set_load(ch, KINDS.index(kind), int(float(load.get("amps", 0)) * 1000), **options)
+
+    # -- tasks --------------------------------------------------------------------------
+    async def sample(self) -> None:
+        adc = self.board.adc
+        engine = self.engine
+        classifier = self.classifier
+        m = self.measurements
+        health = self.health
+        adc.start()
+        per_block = adc.samples_per_block
+        while True:
+            buf = await adc.block()
+            self.raw_block = buf
+            pos = 0
+            while pos < per_block:
+                pos = engine.feed(buf, pos, per_block)
+                if engine.cycle_done:
+                    classifier.update(engine.period_us, engine.cycle_ua)
+                    self._publish(engine, classifier, m)
+            health.beat(0)
+
+    def _publish(self, engine, classifier, m) -> None:
+        # Per mains cycle: copy the engine's and classifier's outputs into the wire-ready
+        # buffers. Integer maths only; nothing allocated.
+        rms_ua = engine.rms_ua
+        crest = engine.crest_x100
+        clipped = engine.clipped
+        states = classifier.state
+        ttt = classifier.time_to_trip_ds
+        any_clip = 0
+        for ch in range(C.CHANNELS):
+            ca = (rms_ua[ch] + 5000) // 10000
+            m.centiamps[ch] = ca if ca < 0xFFFF else 0xFFFE
+            c = crest[ch] // 10
+            m.crest_x10[ch] = c if c < 256 else 255
+            s = states[ch]
+            if clipped[ch]:
+                s |= C.STATE_CLIP
+                any_clip = 1
+            m.states[ch] = s
+            m.ttt_ds[ch] = ttt[ch]
+        m.windows = (m.windows + 1) & 0xFFFF
+        m.freq_centihz = engine.freq_mhz // 10
+        if any_clip:
+            m.flags |= C.F_CLIPPING
+        else:
+            m.flags &= ~C.F_CLIPPING
+        if engine.ref_ok:
+            m.flags &= ~C.F_NO_VREF
+        else:
+            m.flags |= C.F_NO_VREF
+
+    async def bus(self) -> None:
+        await run_bus(self.board, self.slave, self.health, 1, self._on_sync_freq)
+
+    def _on_sync_freq(self, freq_centihz: int) -> None:
+        # Boards without a voltage reference time their cycles from the meter's frequency.
+        if freq_centihz and not self.engine.ref_ok:
+            self.engine.set_mains(freq_centihz * 10)
+
+    async def panel_task(self) -> None:
+        from firmware.drivers.buttons import PRESS, event_index, event_kind
+
+        buttons = self.board.buttons
+        panel = self.panel
+        m = self.measurements
+        while True:
+            now = time.ticks_ms()
+            buttons.poll(now)
+            while True:
+                event = buttons.pop()
+                if event < 0:
+                    break
+                if event_kind(event) == PRESS:
+                    panel.press(event_index(event), now)
+            panel.render(m.states, m.centiamps, now)
+            self.health.beat(2)
+            await asyncio.sleep_ms(10)
+
+    async def lamp_test(self) -> None:
+        # Boot lamp test, without blocking the other tasks.
+        leds = self.board.leds
+        for colour in ((160, 0, 0), (0, 160, 0), (0, 0, 160)):
+            for ch in range(C.CHANNELS):
+                leds.set(ch, colour[0], colour[1], colour[2])
+            leds.write()
+            await asyncio.sleep_ms(300)
+        self.board.display.show("8.8.8.8.")
+        await asyncio.sleep_ms(400)
+
+    async def run(self) -> None:
+        debug.attach(self)
+        self.tasks = [asyncio.create_task(s.run()) for s in self.board.services or ()]
+        await self.lamp_test()
+        self.panel.lamp_test(sleep_ms=lambda ms: None)  # resets the LED bookkeeping
+        print(info_line(self.board, self.slave))  # the banner says: up and measuring
+        tasks = (self.sample, self.bus, self.panel_task, self.console)
+        for index, task in enumerate(tasks):
+            self.tasks.append(asyncio.create_task(supervise(self, index, task)))
+        await watchdog(self.board, self.health)
+
+    async def console(self) -> None:
+        await debug.console(self.health, 3)
+
+
+async def run_bus(board, slave, health, index, on_sync_freq=None) -> None:
+    """Receive into the slave and transmit what it schedules, at its time."""
+    rs485 = board.rs485
+    buf = rs485.rx_buf
+    last_freq = 0
+    while True:
+        n = rs485.poll()
+        now = time.ticks_us()
+        if n:
+            slave.receive(buf, n, now)
+            if on_sync_freq is not None and slave.sync_freq_centihz != last_freq:
+                last_freq = slave.sync_freq_centihz
+                on_sync_freq(last_freq)
+        out = slave.due(time.ticks_us())
+        if out is not None:
+            await rs485.send(out)
+        health.beat(index)
+        # Slot times are sub-millisecond: spin (yielding) when an answer is about to be due,
+        # otherwise sleep a millisecond so an idle bus costs no CPU.
+        wait = slave.next_tx_in_us(time.ticks_us())
+        await asyncio.sleep_ms(0 if 0 <= wait < 1500 else 1)
+
+
+async def supervise(app, index: int, task) -> None:
+    """Run ``task`` forever; log, count and flag a crash, then restart it."""
+    health = app.health
+    while True:
+        try:
+            await task()
+        except Exception as exc:  # any crash restarts the task
+            health.crashes[index] += 1
+            health.last_error = "%s: %r" % (health.names[index], exc)
+            sys.print_exception(exc)  # pyright: ignore[reportAttributeAccessIssue]
+            m = getattr(app, "measurements", None)
+            if m is not None:
+                m.flags |= C.F_TASK_RESTARTED
+        await asyncio.sleep_ms(_RESTART_PAUSE_MS)
+
+
+async def watchdog(board, health) -> None:
+    """Feed the hardware watchdog only while every task keeps checking in."""
+    wdt = board.wdt
+    now = time.ticks_ms()
+    for i in range(len(health.beats)):
+        health.beats[i] = now
+    wdt.start(_WDT_TIMEOUT_MS)
+    while True:
+        stalled = health.stalled(time.ticks_ms())
+        if stalled < 0:
+            wdt.feed()
+        else:
+            health.last_error = "task %s stalled" % health.names[stalled]
+        await asyncio.sleep_ms(500)
+
+
+class StatusNodeApp:
+    """The mains status node: MCCB contacts, Emergency Stop, loss of Neutral, temperature.
+
+    The trip cause is latched when the MCCB's alarm contact closes: Emergency Stop if its
+    contact is (or was within ``_CAUSE_WINDOW_MS``) active, loss of Neutral if the relay
+    operated, else overload (the breaker's own release). It stays latched until the breaker
+    is closed again, so the aggregator reads it even after a short trip.
+    """
+
+    TASKS = ("inputs", "bus", "console")
+    _CAUSE_WINDOW_MS = 500
+
+    def __init__(self, board) -> None:
+        self.board = board
+        self.store = ConfigStore(board.config_dir)
+        self.config = self.store.load()
+        board_type = C.BOARD_MAINS_STATUS_SIM if board.name == "sim" else C.BOARD_MAINS_STATUS
+        self.slave = BusSlave(
+            uid_bytes(board.uid), board_type, self.config, self.store, status=self
+        )
+        self.health = TaskHealth(self.TASKS, 2)
+        self.inputs = 0
+        self.cause = C.CAUSE_NONE
+        self.trip_count = 0
+        self.trip_ms = 0
+        self.temperature = 250
+        self._estop_ms = -1000000
+        self._neutral_ms = -1000000
+        self.boot_ms = time.ticks_ms()
+
+    def pack(self, buf, off: int) -> int:
+        """STATUS payload (called by the slave when it answers a POLL)."""
+        import struct
+
+        now = time.ticks_ms()
+        uptime = time.ticks_diff(now, self.boot_ms) // 1000
+        since = 0xFFFF
+        if self.trip_count:
+            since = min(time.ticks_diff(now, self.trip_ms) // 1000, 0xFFFF)
+        rx_errors = min(self.slave.counters.rx_errors, 0xFFFF)
+        struct.pack_into(
+            "<BBhIHHH", buf, off, self.inputs, self.cause, self.temperature, uptime,
+            rx_errors, self.trip_count & 0xFFFF, since,
+        )  # fmt: skip
+        return 14
+
+    def _sample_inputs(self, now) -> None:
+        status = self.board.status
+        status.poll(now)
+        while status.pop() >= 0:
+            pass  # levels are what matter; events only keep the ring empty
+        inputs = 0
+        if status.breaker_closed():
+            inputs |= C.IN_BREAKER_CLOSED
+        tripped = status.tripped()
+        if tripped:
+            inputs |= C.IN_BREAKER_TRIPPED
+        if status.estop():
+            inputs |= C.IN_ESTOP
+            self._estop_ms = now
+        if status.neutral_lost():
+            inputs |= C.IN_NEUTRAL_LOST
+            self._neutral_ms = now
+        if tripped and not self.inputs & C.IN_BREAKER_TRIPPED:
+            self.trip_count += 1
+            self.trip_ms = now
+            if time.ticks_diff(now, self._estop_ms) <= self._CAUSE_WINDOW_MS:
+                self.cause = C.CAUSE_ESTOP
+            elif time.ticks_diff(now, self._neutral_ms) <= self._CAUSE_WINDOW_MS:
+                self.cause = C.CAUSE_NEUTRAL_LOST
+            else:
+                self.cause = C.CAUSE_OVERLOAD
+        if inputs & C.IN_BREAKER_CLOSED and not tripped:
+            self.cause = C.CAUSE_NONE if self.trip_count == 0 else self.cause
+        self.inputs = inputs
+
+    async def inputs_task(self) -> None:
+        temperature = self.board.temperature
+        tick = 0
+        while True:
+            now = time.ticks_ms()
+            self._sample_inputs(now)
+            tick += 1
+            if tick % 100 == 0:
+                self.temperature = temperature.read_c10()
+            self.health.beat(0)
+            await asyncio.sleep_ms(5)
+
+    async def bus(self) -> None:
+        await run_bus(self.board, self.slave, self.health, 1)
+
+    async def console(self) -> None:
+        await debug.console(self.health, 2)
+
+    async def run(self) -> None:
+        print(info_line(self.board, self.slave))
+        debug.attach(self)
+        self.tasks = [asyncio.create_task(s.run()) for s in self.board.services or ()]
+        for index, task in enumerate((self.inputs_task, self.bus, self.console)):
+            self.tasks.append(asyncio.create_task(supervise(self, index, task)))
+        await watchdog(self.board, self.health)
+
+
+def build_board(board_name: str, argv=None):
+    module = __import__("boards." + board_name, None, None, ["build"])
+    if argv is not None:
+        return module.build(argv)
+    return module.build()
+
+
+def main(board_name: str = "sim", argv=None) -> None:
+    """Entry point: ``/main.py`` runs ``from firmware.app import main; main("<board>")``."""
+    board = build_board(board_name, argv)
+    app = GroupBoardApp(board) if board.role == "group" else StatusNodeApp(board)
+    try:
+        asyncio.run(app.run())
+    finally:
+        asyncio.new_event_loop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "sim", sys.argv[2:])

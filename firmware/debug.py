@@ -1,0 +1,290 @@
+"""Debug commands for the engineer at the serial console.
+
+While the firmware runs, type commands on the board's USB serial console (``smartpdu
+console PORT`` gives history and line editing); the same functions can be called from the
+REPL after Ctrl-C (``import firmware.debug as d; d.status()``).
+
+    help                 this list
+    status               one line per channel: current, state, crest factor, time to trip
+    currents             live currents, one line per window, until a key is pressed
+    raw CH [N]           the last N raw ADC samples of channel CH (1..12, 13 = VREF)
+    cal CH AMPS          calibrate channel CH against a reference current in amperes
+    noise                learn the ADC noise of every channel (all outputs unloaded!)
+    address N            set the bus address (1..239)
+    group L              set the group letter (A..F)
+    identify [S]         blink all LEDs for S seconds (default 10)
+    errors               bus and task error counters
+    info                 firmware, board, group, address, uid, config digest
+"""
+
+import asyncio
+import sys
+
+from protocol import consts as C
+
+_app = None
+_STATE_NAMES = ("off", "ok", "SLIGHT", "SERIOUS", "TRIPPED")
+
+
+class DebugError(Exception):
+    """A console command that cannot be carried out; the message says why."""
+
+
+def attach(app) -> None:
+    global _app
+    _app = app
+
+
+def _require_app():
+    if _app is None:
+        raise DebugError("firmware not started")
+    return _app
+
+
+def _amps(centiamps: int) -> str:
+    if centiamps == 0xFFFF:
+        return "   over"
+    return "%4d.%02d" % (centiamps // 100, centiamps % 100)
+
+
+def info() -> str:
+    app = _require_app()
+    from firmware.app import info_line
+
+    line = info_line(app.board, app.slave)
+    print(line)
+    return line
+
+
+def status() -> None:
+    """Channel table of a group board, or the inputs of a status node."""
+    app = _require_app()
+    m = getattr(app, "measurements", None)
+    if m is None:
+        print(
+            "inputs 0x%02x  cause %d  trips %d  temperature %d.%d C"
+            % (app.inputs, app.cause, app.trip_count, app.temperature // 10, app.temperature % 10)
+        )
+        return
+    cfg = app.config
+    print(
+        "group %s  address %d  %d.%02d Hz  rating %d.%02d A  windows %d"
+        % (
+            cfg.group or "-",
+            cfg.address,
+            m.freq_centihz // 100,
+            m.freq_centihz % 100,
+            cfg.rating_ca // 100,
+            cfg.rating_ca % 100,
+            m.windows,
+        )
+    )
+    print(" ch       A  state    crest  trip in   gain ppm")
+    for ch in range(C.CHANNELS):
+        s = m.states[ch]
+        ttt = m.ttt_ds[ch]
+        trip = (
+            "      -"
+            if ttt == 0xFFFF or (s & 7) < C.ST_SLIGHT
+            else "%5d.%ds"
+            % (
+                ttt // 10,
+                ttt % 10,
+            )
+        )
+        print(
+            "%3d %s  %-7s %s %2d.%d  %s  %8d"
+            % (
+                ch + 1,
+                _amps(m.centiamps[ch]),
+                _STATE_NAMES[s & 7],
+                "clip" if s & C.STATE_CLIP else "    ",
+                m.crest_x10[ch] // 10,
+                m.crest_x10[ch] % 10,
+                trip,
+                cfg.cal_gain_ppm[ch],
+            )
+        )
+
+
+def currents_line() -> str:
+    m = _require_app().measurements
+    return " ".join(_amps(m.centiamps[ch]).strip() for ch in range(C.CHANNELS))
+
+
+def raw(channel: int, n: int = 32) -> list:
+    """The last ``n`` raw ADC codes of ``channel`` (1..12 CTs, 13 the voltage reference)."""
+    app = _require_app()
+    block = app.raw_block
+    if block is None:
+        raise DebugError("no samples yet")
+    if not 1 <= channel <= 13:
+        raise DebugError("channel is 1..12, or 13 for the voltage reference")
+    stride = 13
+    count = len(block) // stride
+    n = min(n, count)
+    values = [block[(count - n + k) * stride + channel - 1] for k in range(n)]
+    print(" ".join(str(v) for v in values))
+    return values
+
+
+async def calibrate_async(channel: int, amps: float, windows: int = 50, drive: bool = False):
+    """Set channel ``channel``'s gain so it reads ``amps`` (a reference meter's reading).
+
+    Averages the mean square of ``windows`` windows at the present gain, then scales the gain
+    by reference / measured. ``drive`` samples here (REPL use, firmware stopped).
+    """
+    app = _require_app()
+    if not 1 <= channel <= C.CHANNELS:
+        raise DebugError("channel is 1..12")
+    if not 0.5 <= amps <= 63:
+        raise DebugError("reference current must be 0.5..63 A for a usable calibration")
+    ch = channel - 1
+    engine = app.engine
+    total_sq = 0  # sum of (mA)^2: a Python int, allowed to grow here (not a hot path)
+    seen = 0
+    last = engine.cycles
+    while seen < windows:
+        if drive:
+            buf = await app.board.adc.block()
+            pos = 0
+            n = app.board.adc.samples_per_block
+            while pos < n:
+                pos = engine.feed(buf, pos, n)
+        else:
+            await asyncio.sleep_ms(5)
+        if engine.cycles != last:
+            last = engine.cycles
+            ma = engine.rms_ua[ch] // 1000
+            total_sq += ma * ma
+            seen += 1
+    measured_ma = isqrt(total_sq // seen)
+    if measured_ma < 100:
+        raise DebugError(
+            "channel %d reads %d mA: is the reference load on it?" % (channel, measured_ma)
+        )
+    old = app.config.cal_gain_ppm[ch]
+    new = (old * int(amps * 1000) + measured_ma // 2) // measured_ma
+    app.config.set(C.K_CAL_GAIN, ch, new)
+    app.store.save(app.config)
+    app.apply_config(app.config)
+    print(
+        "channel %d: read %d mA, reference %d mA: gain %d -> %d ppm (saved)"
+        % (channel, measured_ma, int(amps * 1000), old, new)
+    )
+    return new
+
+
+def calibrate(channel: int, amps: float, windows: int = 50):
+    """REPL form of ``cal``: runs its own sampling (the firmware is stopped at the REPL)."""
+    app = _require_app()
+    app.board.adc.start()
+    return asyncio.run(calibrate_async(channel, amps, windows, drive=True))
+
+
+def isqrt(n: int) -> int:
+    if n < 2:
+        return n
+    x = n
+    y = (x + 1) // 2
+    while y < x:
+        x = y
+        y = (x + n // x) // 2
+    return x
+
+
+def set_address(address: int) -> None:
+    app = _require_app()
+    app.config.set(C.K_ADDRESS, 0, address)
+    app.slave.writer.src = address
+    app.store.save(app.config)
+    print("address %d (saved)" % address)
+
+
+def set_group(letter: str) -> None:
+    app = _require_app()
+    app.config.set(C.K_GROUP, 0, letter.upper())
+    app.store.save(app.config)
+    if hasattr(app, "apply_config"):
+        app.apply_config(app.config)
+    print("group %s (saved)" % letter.upper())
+
+
+def errors() -> None:
+    app = _require_app()
+    c = app.slave.counters
+    rs485 = app.board.rs485
+    print(
+        "bus: frames %d  rx errors %d  naks %d  tx %d  overruns %d"
+        % (c.rx_frames, c.rx_errors, c.naks, c.tx_frames, rs485.overruns)
+    )
+    h = app.health
+    for i in range(len(h.names)):
+        print("task %-8s crashes %d" % (h.names[i], h.crashes[i]))
+    if h.last_error:
+        print("last error: " + h.last_error)
+    adc = getattr(app.board, "adc", None)
+    if adc is not None:
+        print("adc: blocks %d  overruns %d" % (adc.blocks, adc.overruns))
+
+
+async def run_command(line: str) -> None:
+    """Parse and run one console line; errors are printed, never raised."""
+    words = line.split()
+    if not words:
+        return
+    cmd = words[0].lower()
+    args = words[1:]
+    try:
+        if cmd in ("help", "?"):
+            print(__doc__)
+        elif cmd == "status":
+            status()
+        elif cmd == "currents":
+            for _ in range(int(args[0]) if args else 10):
+                print(currents_line())
+                await asyncio.sleep_ms(200)
+        elif cmd == "raw":
+            raw(int(args[0]), int(args[1]) if len(args) > 1 else 32)
+        elif cmd == "cal":
+            await calibrate_async(int(args[0]), float(args[1]))
+        elif cmd == "noise":
+            app = _require_app()
+            app.engine.calibrate_noise()
+            while app.engine.calibrating:
+                await asyncio.sleep_ms(50)
+            print("noise learned")
+        elif cmd == "address":
+            set_address(int(args[0]))
+        elif cmd == "group":
+            set_group(args[0])
+        elif cmd == "identify":
+            app = _require_app()
+            app.identify(int(args[0]) if args else 10)
+            print("identify")
+        elif cmd == "errors":
+            errors()
+        elif cmd == "info":
+            info()
+        else:
+            print("unknown command %r: type help" % cmd)
+    except (IndexError, ValueError) as exc:
+        print("bad arguments for %s (%s): type help" % (cmd, exc))
+    except DebugError as exc:
+        print("error: %s" % exc)
+    except Exception as exc:  # the console must survive any command
+        print("error: %r" % exc)
+    print("smartpdu> ", end="")
+
+
+async def console(health, index: int) -> None:
+    """Read commands from the console (stdin) without stopping the other tasks."""
+    reader = asyncio.StreamReader(sys.stdin)  # pyright: ignore[reportArgumentType]
+    print("smartpdu> ", end="")
+    while True:
+        line = await reader.readline()
+        if not line:
+            # No console attached (stdin closed): nothing to read, ever.
+            while True:
+                await asyncio.sleep_ms(1000)
+        await run_command(line.decode() if isinstance(line, bytes) else line)
