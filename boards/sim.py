@@ -111,7 +111,7 @@ def build(argv=None, generator=None, **overrides):
         panel.temperature = board.temperature
     board.panel = panel
     board.services = [panel]
-    board.uart = SimUart(conf["bus"], baud=board.baud)
+    board.uart = SimUart(conf["bus"], baud=board.baud, name=board.uid)
     board.rs485 = Rs485(board.uart, SimPin(0), baud=board.baud)
     board.wdt = SimWatchdog()
     panel.wdt = board.wdt

@@ -206,12 +206,16 @@ class BusMaster:
             self.foreign_frames += 1
             return
         self._seen(link, received_at)
-        if isinstance(message, Report):
-            self.listener.report(link, message, received_at)
-        elif isinstance(message, Telemetry):
-            self.listener.telemetry(link, message, received_at)
-        elif isinstance(message, Status):
-            self.listener.status(link, message, received_at)
+        try:
+            if isinstance(message, Report):
+                self.listener.report(link, message, received_at)
+            elif isinstance(message, Telemetry):
+                self.listener.telemetry(link, message, received_at)
+            elif isinstance(message, Status):
+                self.listener.status(link, message, received_at)
+        except Exception:
+            # A fault above must not stop the bus: log it and keep receiving.
+            _LOG.exception("listener failed on %s from board %d", message.NAME, link.address)
 
     def _seen(self, link: BoardLink, received_at: float) -> None:
         link.last_seen = received_at

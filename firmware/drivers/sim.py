@@ -141,10 +141,15 @@ class SimUart(io.IOBase):
     """The RS-485 UART as a client of the virtual bus's UNIX-domain stream socket.
 
     ``path`` None gives a detached UART (writes are counted and dropped, nothing arrives).
+    ``name`` is announced to the bus (``@vbus <name>``) so the bus can unplug this board by
+    name, as a person pulls one board's connector.
     """
 
-    def __init__(self, path=None, *, baud=115200, bits_per_char=10, connect_timeout_ms=10000):
+    def __init__(
+        self, path=None, *, baud=115200, bits_per_char=10, connect_timeout_ms=10000, name=None
+    ):
         self.path = path
+        self.name = name
         self.baud = baud
         self._bits = bits_per_char
         self._sock = None
@@ -168,6 +173,8 @@ class SimUart(io.IOBase):
                 if ticks_diff(ticks_ms(), start) >= timeout_ms:
                     raise SimBusError("virtual bus not reachable at " + path) from exc
                 sleep_ms(50)
+        if self.name:
+            sock.write(b"@vbus " + self.name.encode() + b"\n")
         sock.setblocking(False)
         self._sock = sock
         self._poller.register(sock, select.POLLIN)

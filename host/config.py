@@ -1,0 +1,795 @@
+"""Service configuration: one TOML file, validated once at load into frozen dataclasses.
+
+Every mistake is reported as ONE line a user can act on, naming the file, the key path and
+the problem, e.g.::
+
+    config.toml: bus.baud: expected an integer, got "fast"
+    config.toml: unknown key 'bus.buad' (did you mean 'bus.baud'?)
+    config.toml: breaker.tr_s: the smartPDU 48 main breaker (NM8S-250) has no tR switch
+
+This module also holds the unit's geometry (models, groups, channel ids) and the text rules
+for user-entered labels, which every layer above validates with the same function.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+import unicodedata
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from host.breaker import (
+    II_STEPS,
+    INN_STEPS,
+    IR_STEPS,
+    ISD_STEPS,
+    PHASES,
+    TN_STEPS_S,
+    TR_STEPS_S,
+    TSD_STEPS_S,
+    BreakerSettings,
+    Phase,
+    breaker_spec,
+)
+
+# ----------------------------------------------------------------------------- unit geometry
+
+MODEL_GROUPS: dict[int, str] = {36: "ABC", 48: "ABCD", 72: "ABCDEF"}
+CHANNELS_PER_GROUP = 12
+MAX_CHANNEL_RATING_A = 63.0  # the boards' rating setting goes up to 63 A (protocol K_RATING)
+LABEL_MAX_CHARS = 32
+UNIT_ID_PATTERN = re.compile(r"smartPDU[0-9A-Za-z]{6}")
+
+Rs485Mode = Literal["auto", "kernel", "rts"]
+Parity = Literal["N", "E", "O"]
+
+
+def channel_id(group: str, number: int) -> str:
+    """'A1' … 'F12': the group letter and the 1-based output number on the front panel."""
+    return f"{group}{number}"
+
+
+def parse_channel_id(text: str, model: int | None = None) -> tuple[str, int]:
+    """('B', 7) for 'B7'; ValueError naming the problem for anything else."""
+    match = re.fullmatch(r"([A-Fa-f])(\d{1,2})", text.strip())
+    if match is None:
+        raise ValueError(f"'{text}' is not a channel (a group letter and 1-12, e.g. 'B7')")
+    group, number = match.group(1).upper(), int(match.group(2))
+    if not 1 <= number <= CHANNELS_PER_GROUP:
+        raise ValueError(f"'{text}': channels are numbered 1-{CHANNELS_PER_GROUP}")
+    if model is not None and group not in MODEL_GROUPS[model]:
+        raise ValueError(f"'{text}': the smartPDU {model} has groups {_group_span(model)}")
+    return group, number
+
+
+def channel_ids(model: int) -> tuple[str, ...]:
+    return tuple(
+        channel_id(g, n) for g in MODEL_GROUPS[model] for n in range(1, CHANNELS_PER_GROUP + 1)
+    )
+
+
+def rotation_phase(number: int) -> Phase:
+    """Default wiring: outputs rotate over the phases, 1 → L1, 2 → L2, 3 → L3, 4 → L1 …"""
+    return PHASES[(number - 1) % 3]
+
+
+def _group_span(model: int) -> str:
+    groups = MODEL_GROUPS[model]
+    return f"{groups[0]}-{groups[-1]}"
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def validate_label(text: str) -> str:
+    """A channel label or unit name: plain text, at most 32 printable characters.
+
+    Returns the label normalised (NFC, surrounding spaces removed); "" clears a label.
+    Raises ValueError with a message fit for the user. Labels are always shown as text,
+    never as HTML; refusing control and format characters keeps them readable and keeps
+    bidi overrides from disguising a label.
+    """
+    if not isinstance(text, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ValueError("a label must be text")
+    label = unicodedata.normalize("NFC", text).strip()
+    for position, char in enumerate(label, start=1):
+        category = unicodedata.category(char)
+        if category.startswith("C") or category in ("Zl", "Zp"):
+            raise ValueError(
+                f"a label cannot contain the control character U+{ord(char):04X} "
+                f"(character {position})"
+            )
+    if len(label) > LABEL_MAX_CHARS:
+        raise ValueError(
+            f"a label has at most {LABEL_MAX_CHARS} characters; this one has {len(label)}"
+        )
+    return label
+
+
+# ----------------------------------------------------------------------------- result types
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    model: int = 36
+    name: str = ""  # "" = shown by its number in detection order
+    unit_id: str = ""  # smartPDUxxxxxx: hostname, mDNS name, the label next to the breaker
+    mains_hz: int = 50
+    temperature_warning_c: float = 60.0  # mains status node temperature that raises a warning
+
+    @property
+    def groups(self) -> str:
+        return MODEL_GROUPS[self.model]
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    port: str | None = None  # None: the caller (the virtual PDU) supplies the port
+    baud: int = 115200
+    rs485: Rs485Mode = "auto"  # kernel RS-485 ioctl, RTS-driven DE, or whichever works
+    cycle_ms: int = 100  # one report cycle (SYNC + slots)
+    slot_guard_us: int = 500  # slack per REPORT slot for the boards' timing jitter
+    stale_after_s: float = 2.0  # a board's values shown as stale after this silence
+    offline_after_missed: int = 5  # consecutive missed cycles before a board is offline
+    discovery_interval_s: float = 10.0
+    expected_firmware: tuple[int, int, int] | None = None  # None: boards must agree
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    enabled: bool = True
+    port: str | None = None
+    baud: int = 9600
+    parity: Parity = "N"
+    device_id: int = 1
+    profile: str = "sdm630"
+    poll_s: float = 1.0
+    timeout_s: float = 0.5
+    stale_after_s: float = 5.0
+    offline_after_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ChannelsConfig:
+    model: int = 36
+    rating_a: float = 16.0
+    supervision_dwell_s: float = 10.0  # out of range this long before a warning
+    supervision_hysteresis_a: float = 0.5  # back inside by this much to clear it
+    phases: tuple[Phase, ...] = ()  # by channel index (group x 12 + number - 1)
+
+    def phase_of(self, group: str, number: int) -> Phase:
+        if not self.phases:
+            return rotation_phase(number)
+        index = MODEL_GROUPS[self.model].index(group) * CHANNELS_PER_GROUP + number - 1
+        return self.phases[index]
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    var_dir: Path = field(default_factory=lambda: default_var_dir())
+    database: Path = field(default_factory=lambda: default_var_dir() / "smartpdu.db")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    read_open: bool = True  # anyone on the LAN may look; changes always need the admin
+    admin_password_file: Path | None = None  # None: <var_dir>/admin-password
+
+
+@dataclass(frozen=True)
+class PeersConfig:
+    enabled: bool = True
+    site_key: str = ""  # shared secret of the units of one site; "" = open exchange
+    announce_s: float = 5.0
+    static: tuple[str, ...] = ()  # host:port of units mDNS cannot reach
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    keep_samples_s: int = 3600  # 1 s samples
+    keep_minutes_days: int = 30  # 1 min min/avg/max
+    keep_events_days: int = 365
+    max_size_mb: int = 256  # oldest minutes are dropped beyond this
+    flush_s: float = 2.0  # history lost by a power cut is at most about this
+    black_box_s: float = 30.0  # kept in memory, saved with each trip
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    unit: UnitConfig
+    bus: BusConfig
+    meter: MeterConfig
+    breaker: BreakerSettings
+    channels: ChannelsConfig
+    storage: StorageConfig
+    web: WebConfig
+    peers: PeersConfig
+    history: HistoryConfig
+    source: str = "<defaults>"
+
+
+class ConfigError(Exception):
+    """A configuration mistake; ``line`` is the one line to show the user."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+# ----------------------------------------------------------------------------- defaults
+
+
+def default_var_dir() -> Path:
+    """$SMARTPDU_VAR_DIR, else /var/lib/smartpdu as root, else the user's state dir."""
+    env = os.environ.get("SMARTPDU_VAR_DIR")
+    if env:
+        return Path(env)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/smartpdu")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "smartpdu"
+
+
+def default_unit_id() -> str:
+    """smartPDU + the last three bytes of this machine's MAC address, like the label."""
+    return f"smartPDU{uuid.getnode() & 0xFFFFFF:06X}"
+
+
+METER_PROFILE_DIR = Path(__file__).resolve().parent.parent / "tools" / "meter_maps"
+
+
+def meter_profiles() -> tuple[str, ...]:
+    if not METER_PROFILE_DIR.is_dir():
+        return ("sdm630",)
+    return tuple(sorted(p.stem for p in METER_PROFILE_DIR.glob("*.toml")))
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+class _Invalid(Exception):
+    """A problem with one key; load_config turns it into the one-line ConfigError."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class _UnknownKey(Exception):
+    def __init__(self, key: str, suggestion: str | None) -> None:
+        super().__init__(key)
+        self.key = key
+        self.suggestion = suggestion
+
+
+_REQUIRED: Any = object()
+T = TypeVar("T")
+
+
+def _shown(value: object) -> str:
+    """A value as the user wrote it in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def _num(value: float) -> str:
+    """1000000, 0.95, 1.5: never 1e+06."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _steps(steps: Sequence[float], off: bool = False) -> str:
+    shown = ", ".join(_num(s) for s in steps)
+    return f'"off", {shown}' if off else shown
+
+
+def _suggest(key: str, known: Sequence[str], full: Callable[[str], str]) -> str | None:
+    """The known key the user probably meant: same letters in another case, else close."""
+    for candidate in known:
+        if candidate.lower() == key.lower():
+            return full(candidate)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return full(close[0]) if close else None
+
+
+class _Table:
+    """One TOML table being read: typed getters that record which keys were used, so that
+    unknown keys are refused (with a suggestion) before any value is looked at."""
+
+    def __init__(self, data: object, path: str, known: Sequence[str]) -> None:
+        if not isinstance(data, dict):
+            raise _Invalid(path, f"expected a table [{path}], got {_shown(data)}")
+        self.data = cast(dict[str, object], data)
+        self.path = path
+        for key in self.data:
+            if key not in known:
+                raise _UnknownKey(self._key(key), _suggest(key, known, self._key))
+
+    def _key(self, key: str) -> str:
+        return f"{self.path}.{key}"
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def _raw(self, key: str, default: object, missing: str = "") -> object:
+        if key in self.data:
+            return self.data[key]
+        if default is _REQUIRED:
+            raise _Invalid(self._key(key), f"missing{': ' + missing if missing else ''}")
+        return default
+
+    def integer(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        value = self._raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(self._key(key), f"expected an integer, got {_shown(value)}")
+        self._check_range(key, value, lo, hi)
+        return value
+
+    def number(
+        self, key: str, default: float, lo: float | None = None, hi: float | None = None
+    ) -> float:
+        value = self._raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(self._key(key), f"expected a number, got {_shown(value)}")
+        if not math.isfinite(value):
+            raise _Invalid(self._key(key), f"expected a finite number, got {_shown(value)}")
+        self._check_range(key, value, lo, hi)
+        return float(value)
+
+    def _check_range(self, key: str, value: float, lo: float | None, hi: float | None) -> None:
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            if lo is not None and hi is not None:
+                span = f"{_num(lo)}…{_num(hi)}"
+            elif lo is not None:
+                span = f"at least {_num(lo)}"
+            else:
+                span = f"at most {_num(hi or 0)}"
+            raise _Invalid(self._key(key), f"{_num(value)} is out of range ({span})")
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._raw(key, default)
+        if not isinstance(value, bool):
+            raise _Invalid(self._key(key), f"expected true or false, got {_shown(value)}")
+        return value
+
+    def text(
+        self,
+        key: str,
+        default: str,
+        check: Callable[[str], str] | None = None,
+        missing: str = "",
+    ) -> str:
+        value = self._raw(key, default, missing)
+        if not isinstance(value, str):
+            raise _Invalid(self._key(key), f"expected a string, got {_shown(value)}")
+        if check is not None and key in self.data:
+            try:
+                return check(value)
+            except ValueError as exc:
+                raise _Invalid(self._key(key), str(exc)) from None
+        return value
+
+    def choice(self, key: str, default: T, choices: Sequence[T]) -> T:
+        value = self._raw(key, default)
+        if value not in choices or isinstance(value, bool):
+            options = ", ".join(_shown(c) for c in choices)
+            raise _Invalid(self._key(key), f"{_shown(value)} is not one of {options}")
+        return cast(T, value)
+
+    def step(
+        self, key: str, default: float | None, steps: Sequence[float], off: bool = False
+    ) -> float | None:
+        """A breaker DIP-switch position: one of ``steps`` (or "off" where there is OFF)."""
+        value = self._raw(key, "off" if default is None else default)
+        if off and isinstance(value, str) and value.lower() == "off":
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            expected = 'a multiple or "off"' if off else "a number"
+            raise _Invalid(self._key(key), f"expected {expected}, got {_shown(value)}")
+        for s in steps:
+            if math.isclose(value, s, abs_tol=1e-9):
+                return s
+        raise _Invalid(
+            self._key(key),
+            f"{_num(value)} is not a position of the switch (choose {_steps(steps, off)})",
+        )
+
+    def string_list(self, key: str, default: Sequence[str]) -> tuple[str, ...]:
+        value = self._raw(key, list(default))
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) for v in cast(list[object], value)
+        ):
+            raise _Invalid(self._key(key), f"expected an array of strings, got {_shown(value)}")
+        return tuple(cast(list[str], value))
+
+    def path_value(self, key: str, default: Path | None, base: Path) -> Path | None:
+        if key not in self.data:
+            return default
+        text = self.text(key, "")
+        if not text:
+            raise _Invalid(self._key(key), "expected a path, got an empty string")
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else base / path
+
+
+def _check_unit_id(text: str) -> str:
+    if not UNIT_ID_PATTERN.fullmatch(text):
+        raise ValueError(f"{_shown(text)} is not a unit id like smartPDU0A1B2C")
+    return text
+
+
+def _check_version(text: str) -> str:
+    if not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}", text):
+        raise ValueError(f'{_shown(text)} is not a firmware version like "1.2.0"')
+    return text
+
+
+def _check_port(text: str) -> str:
+    if not text.strip():
+        raise ValueError('expected a serial port such as "/dev/ttyAMA0", got ""')
+    return text
+
+
+_SECTIONS = ("unit", "bus", "meter", "breaker", "channels", "storage", "web", "peers", "history")
+
+
+def _read_unit(raw: object) -> UnitConfig:
+    t = _Table(raw, "unit", ("model", "name", "id", "mains_hz", "temperature_warning_c"))
+    return UnitConfig(
+        model=t.choice("model", 36, (36, 48, 72)),
+        name=t.text("name", "", validate_label),
+        unit_id=t.text("id", default_unit_id(), _check_unit_id),
+        mains_hz=t.choice("mains_hz", 50, (50, 60)),
+        temperature_warning_c=t.number("temperature_warning_c", 60.0, 0.0, 120.0),
+    )
+
+
+def _read_bus(raw: object, require_port: bool) -> BusConfig:
+    t = _Table(
+        raw,
+        "bus",
+        (
+            "port",
+            "baud",
+            "rs485",
+            "cycle_ms",
+            "slot_guard_us",
+            "stale_after_s",
+            "offline_after_missed",
+            "discovery_interval_s",
+            "expected_firmware",
+        ),
+    )
+    port = (
+        t.text(
+            "port",
+            _REQUIRED if require_port else "",
+            _check_port,
+            missing='the serial port of the RS-485 bus, e.g. port = "/dev/ttyAMA0"',
+        )
+        or None
+    )
+    firmware = t.text("expected_firmware", "", _check_version) if t.has("expected_firmware") else ""
+    return BusConfig(
+        port=port,
+        baud=t.integer("baud", 115200, 9600, 1_000_000),
+        rs485=t.choice("rs485", "auto", ("auto", "kernel", "rts")),
+        cycle_ms=t.integer("cycle_ms", 100, 10, 10_000),
+        slot_guard_us=t.integer("slot_guard_us", 500, 0, 20_000),
+        stale_after_s=t.number("stale_after_s", 2.0, 0.1, 600.0),
+        offline_after_missed=t.integer("offline_after_missed", 5, 1, 1000),
+        discovery_interval_s=t.number("discovery_interval_s", 10.0, 0.5, 3600.0),
+        expected_firmware=_version_tuple(firmware) if firmware else None,
+    )
+
+
+def _version_tuple(text: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(p) for p in text.split("."))
+    return (major, minor, patch)
+
+
+def _read_meter(raw: object, require_port: bool) -> MeterConfig:
+    t = _Table(
+        raw,
+        "meter",
+        (
+            "enabled",
+            "port",
+            "baud",
+            "parity",
+            "device_id",
+            "profile",
+            "poll_s",
+            "timeout_s",
+            "stale_after_s",
+            "offline_after_s",
+        ),
+    )
+    enabled = t.boolean("enabled", True)
+    port = (
+        t.text(
+            "port",
+            _REQUIRED if enabled and require_port else "",
+            _check_port,
+            missing='the serial port of the main meter, e.g. port = "/dev/ttyUSB0" '
+            "(or enabled = false)",
+        )
+        or None
+    )
+    profiles = meter_profiles()
+    poll_s = t.number("poll_s", 1.0, 0.1, 60.0)
+    stale_after_s = t.number("stale_after_s", max(5.0, 3 * poll_s), 0.2, 3600.0)
+    if stale_after_s <= poll_s:
+        raise _Invalid(
+            "meter.stale_after_s",
+            f"{stale_after_s:g} s must be longer than meter.poll_s ({poll_s:g} s)",
+        )
+    offline_after_s = t.number("offline_after_s", max(30.0, 2 * stale_after_s), 0.5, 86400.0)
+    if offline_after_s < stale_after_s:
+        raise _Invalid(
+            "meter.offline_after_s",
+            f"{offline_after_s:g} s must be at least meter.stale_after_s ({stale_after_s:g} s)",
+        )
+    return MeterConfig(
+        enabled=enabled,
+        port=port,
+        baud=t.choice("baud", 9600, (9600, 19200, 38400)),
+        parity=t.choice("parity", "N", ("N", "E", "O")),
+        device_id=t.integer("device_id", 1, 1, 247),
+        profile=t.choice("profile", "sdm630", profiles),
+        poll_s=poll_s,
+        timeout_s=t.number("timeout_s", 0.5, 0.01, 10.0),
+        stale_after_s=stale_after_s,
+        offline_after_s=offline_after_s,
+    )
+
+
+def _read_breaker(raw: object, model: int) -> BreakerSettings:
+    t = _Table(raw, "breaker", ("in_a", "ir", "isd", "ii", "inn", "tr_s", "tsd_s", "tn_s"))
+    spec = breaker_spec(model)
+    defaults = BreakerSettings.factory_defaults(model)
+    if not spec.has_delay_settings:
+        for key, name in (("tr_s", "tR"), ("tsd_s", "tsd"), ("tn_s", "tN")):
+            if t.has(key):
+                raise _Invalid(
+                    f"breaker.{key}",
+                    f"the smartPDU {model} main breaker ({spec.type_name}) has no {name} "
+                    "switch (tR, tsd and tN exist only on the smartPDU 72)",
+                )
+    ir = t.step("ir", defaults.ir, IR_STEPS)
+    ii = t.step("ii", defaults.ii, II_STEPS)
+    isd = t.step("isd", defaults.isd, ISD_STEPS, off=True)
+    assert ir is not None and ii is not None
+    settings = BreakerSettings(
+        in_a=t.number("in_a", spec.in_a, 16.0, 1600.0),
+        ir=ir,
+        isd=isd,
+        ii=ii,
+        inn=t.step("inn", defaults.inn, INN_STEPS, off=True),
+        tr_s=t.step("tr_s", defaults.tr_s, TR_STEPS_S) if spec.has_delay_settings else None,
+        tsd_s=t.step("tsd_s", defaults.tsd_s, TSD_STEPS_S) if spec.has_delay_settings else None,
+        tn_s=t.step("tn_s", defaults.tn_s, TN_STEPS_S) if spec.has_delay_settings else None,
+    )
+    return settings
+
+
+def _read_channels(raw: object, model: int) -> ChannelsConfig:
+    t = _Table(
+        raw,
+        "channels",
+        ("rating_a", "supervision_dwell_s", "supervision_hysteresis_a", "phase"),
+    )
+    phases: list[Phase] = [
+        rotation_phase(n) for _ in MODEL_GROUPS[model] for n in range(1, CHANNELS_PER_GROUP + 1)
+    ]
+    if t.has("phase"):
+        raw_phase = t.data["phase"]
+        if isinstance(raw_phase, dict):
+            for key in cast(dict[str, object], raw_phase):
+                _check_phase_key(key, model)
+        table = _Table(raw_phase, "channels.phase", _phase_keys(model))
+        # Whole groups first, then single channels, so "A = L1" plus "A3 = L2" works.
+        for key in sorted(table.data, key=len):
+            phases_for_key = _read_phase_entry(table, key)
+            group = key[0]
+            base = MODEL_GROUPS[model].index(group) * CHANNELS_PER_GROUP
+            if len(key) == 1:
+                for n in range(CHANNELS_PER_GROUP):
+                    phases[base + n] = phases_for_key[n % len(phases_for_key)]
+            else:
+                phases[base + int(key[1:]) - 1] = phases_for_key[0]
+    return ChannelsConfig(
+        model=model,
+        rating_a=t.number("rating_a", 16.0, 1.0, MAX_CHANNEL_RATING_A),
+        supervision_dwell_s=t.number("supervision_dwell_s", 10.0, 0.0, 3600.0),
+        supervision_hysteresis_a=t.number("supervision_hysteresis_a", 0.5, 0.0, 10.0),
+        phases=tuple(phases),
+    )
+
+
+def _check_phase_key(key: str, model: int) -> None:
+    """Name what is wrong with a group or channel this model lacks ('D1' on a 36)."""
+    if not re.fullmatch(r"[A-F]\d*", key):
+        return  # not channel-like: reported as an unknown key with a suggestion
+    try:
+        if len(key) == 1:
+            if key not in MODEL_GROUPS[model]:
+                raise ValueError(f"the smartPDU {model} has groups {_group_span(model)}")
+        else:
+            parse_channel_id(key, model)
+    except ValueError as exc:
+        raise _Invalid(f"channels.phase.{key}", str(exc)) from None
+
+
+def _phase_keys(model: int) -> tuple[str, ...]:
+    return tuple(MODEL_GROUPS[model]) + channel_ids(model)
+
+
+def _read_phase_entry(table: _Table, key: str) -> list[Phase]:
+    value = table.data[key]
+    path = f"channels.phase.{key}"
+    if isinstance(value, str) and value in PHASES:
+        return [cast(Phase, value)]
+    if len(key) == 1 and isinstance(value, list):
+        entries = cast(list[object], value)
+        if len(entries) == CHANNELS_PER_GROUP and all(v in PHASES for v in entries):
+            return [cast(Phase, v) for v in entries]
+        raise _Invalid(path, 'expected "L1", "L2", "L3" or an array of 12 of them')
+    raise _Invalid(path, f'expected "L1", "L2" or "L3", got {_shown(value)}')
+
+
+def _read_storage(raw: object, base: Path) -> StorageConfig:
+    t = _Table(raw, "storage", ("var_dir", "database"))
+    var_dir = t.path_value("var_dir", default_var_dir(), base)
+    assert var_dir is not None
+    database = t.path_value("database", var_dir / "smartpdu.db", base)
+    assert database is not None
+    return StorageConfig(var_dir=var_dir, database=database)
+
+
+def _read_web(raw: object, base: Path, var_dir: Path) -> WebConfig:
+    t = _Table(raw, "web", ("host", "port", "read_open", "admin_password_file"))
+    return WebConfig(
+        host=t.text("host", "0.0.0.0"),
+        port=t.integer("port", 8080, 1, 65535),
+        read_open=t.boolean("read_open", True),
+        admin_password_file=t.path_value("admin_password_file", var_dir / "admin-password", base),
+    )
+
+
+def _read_peers(raw: object) -> PeersConfig:
+    t = _Table(raw, "peers", ("enabled", "site_key", "announce_s", "static"))
+    site_key = t.text("site_key", "")
+    if site_key and len(site_key) < 16:
+        raise _Invalid("peers.site_key", "a site key needs at least 16 characters")
+    static = t.string_list("static", ())
+    for entry in static:
+        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", entry):
+            raise _Invalid("peers.static", f'{_shown(entry)} is not "host:port"')
+    return PeersConfig(
+        enabled=t.boolean("enabled", True),
+        site_key=site_key,
+        announce_s=t.number("announce_s", 5.0, 0.5, 600.0),
+        static=static,
+    )
+
+
+def _read_history(raw: object) -> HistoryConfig:
+    t = _Table(
+        raw,
+        "history",
+        (
+            "keep_samples_s",
+            "keep_minutes_days",
+            "keep_events_days",
+            "max_size_mb",
+            "flush_s",
+            "black_box_s",
+        ),
+    )
+    return HistoryConfig(
+        keep_samples_s=t.integer("keep_samples_s", 3600, 60, 7 * 86400),
+        keep_minutes_days=t.integer("keep_minutes_days", 30, 1, 3650),
+        keep_events_days=t.integer("keep_events_days", 365, 1, 3650),
+        max_size_mb=t.integer("max_size_mb", 256, 8, 65536),
+        flush_s=t.number("flush_s", 2.0, 0.05, 60.0),
+        black_box_s=t.number("black_box_s", 30.0, 1.0, 600.0),
+    )
+
+
+def _build(
+    document: Mapping[str, object], base: Path, require_ports: bool, source: str
+) -> ServiceConfig:
+    top = _Table(dict(document), "", _SECTIONS)
+    del top
+
+    def section(name: str) -> object:
+        return document.get(name, {})
+
+    unit = _read_unit(section("unit"))
+    storage = _read_storage(section("storage"), base)
+    return ServiceConfig(
+        unit=unit,
+        bus=_read_bus(section("bus"), require_ports),
+        meter=_read_meter(section("meter"), require_ports),
+        breaker=_read_breaker(section("breaker"), unit.model),
+        channels=_read_channels(section("channels"), unit.model),
+        storage=storage,
+        web=_read_web(section("web"), base, storage.var_dir),
+        peers=_read_peers(section("peers")),
+        history=_read_history(section("history")),
+        source=source,
+    )
+
+
+def _one_line(source: str, exc: _Invalid | _UnknownKey) -> ConfigError:
+    if isinstance(exc, _Invalid):
+        return ConfigError(f"{source}: {exc.key}: {exc.problem}")
+    key = exc.key.lstrip(".")
+    if exc.key.startswith("."):  # a top-level name: a section
+        hint = f" (did you mean '[{exc.suggestion.lstrip('.')}]'?)" if exc.suggestion else ""
+        return ConfigError(f"{source}: unknown section '[{key}]'{hint}")
+    hint = f" (did you mean '{exc.suggestion}'?)" if exc.suggestion else ""
+    return ConfigError(f"{source}: unknown key '{key}'{hint}")
+
+
+def parse_config(
+    text: str,
+    source: str = "config.toml",
+    base_dir: Path | None = None,
+    *,
+    require_ports: bool = True,
+) -> ServiceConfig:
+    """Validate TOML text. Relative paths are taken from ``base_dir`` (default: cwd)."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return _build(document, base_dir or Path.cwd(), require_ports, source)
+    except (_Invalid, _UnknownKey) as exc:
+        raise _one_line(source, exc) from None
+
+
+def load_config(path: str | os.PathLike[str], *, require_ports: bool = True) -> ServiceConfig:
+    """Read and validate the service config file; raises ConfigError with one line.
+
+    ``require_ports=False`` accepts a file without serial ports (the virtual PDU fills
+    them in); they are then None.
+    """
+    file = Path(path)
+    source = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    return parse_config(text, source, file.resolve().parent, require_ports=require_ports)
+
+
+def default_config(**sections: Mapping[str, object]) -> ServiceConfig:
+    """The defaults (a virtual PDU; ports None unless given), with overrides per section in
+    the file's own terms, checked by the same rules: ``default_config(unit={"model": 72},
+    bus={"port": "/dev/pts/3"})``."""
+    try:
+        return _build(dict(sections), Path.cwd(), False, "<defaults>")
+    except (_Invalid, _UnknownKey) as exc:
+        raise _one_line("<defaults>", exc) from None
