@@ -263,9 +263,10 @@ def test_group_board_panel_bus_adc_and_load_messages(tmp_path: Path) -> None:
         bus.settimeout(5)
         bus.sendall(b"hello bus")
         reply = b""
-        while len(reply) < 9:
+        hello = b"@vbus sim-B\n"  # the board names itself to the bus first
+        while len(reply) < len(hello) + 9:
             reply += bus.recv(64)
-        assert reply == b"HELLO BUS"
+        assert reply == hello + b"HELLO BUS"
 
         # heartbeat carries the watchdog feed count
         beat = panel.wait_for(lambda s: "hb" in s and s["wdt"] > 0, timeout=3)
