@@ -135,11 +135,11 @@ class BusConfig:
     port: str | None = None  # None: the caller (the virtual PDU) supplies the port
     baud: int = 115200
     rs485: Rs485Mode = "auto"  # kernel RS-485 ioctl, RTS-driven DE, or whichever works
-    cycle_ms: int = 100  # one report cycle (SYNC + slots)
-    slot_guard_us: int = 500  # slack per REPORT slot for the boards' timing jitter
-    stale_after_s: float = 2.0  # a board's values shown as stale after this silence
-    offline_after_missed: int = 5  # consecutive missed cycles before a board is offline
-    discovery_interval_s: float = 10.0
+    cycle_ms: int = 0  # shortest report cycle; 0 = back to back, as fast as the bus allows
+    slot_guard_us: int = 1500  # slack per REPORT slot for the boards' timing jitter
+    offline_after_s: float = 0.5  # a board silent this long is offline (bus master)
+    stale_after_s: float = 1.0  # its values are shown as stale after this (unit state)
+    discovery_interval_s: float = 2.0  # look for hot-plugged boards
     expected_firmware: tuple[int, int, int] | None = None  # None: boards must agree
 
 
@@ -448,6 +448,13 @@ def _check_port(text: str) -> str:
 
 
 _SECTIONS = ("unit", "bus", "meter", "breaker", "channels", "storage", "web", "peers", "history")
+# Keys a setting written above every section most likely belongs to (for the hint only).
+_KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "bus": ("port", "baud", "rs485"),
+    "meter": ("device_id", "profile", "poll_s"),
+    "breaker": ("ir", "isd", "ii", "inn", "tr_s"),
+    "storage": ("database", "var_dir"),
+}
 
 
 def _read_unit(raw: object) -> UnitConfig:
@@ -471,8 +478,8 @@ def _read_bus(raw: object, require_port: bool) -> BusConfig:
             "rs485",
             "cycle_ms",
             "slot_guard_us",
+            "offline_after_s",
             "stale_after_s",
-            "offline_after_missed",
             "discovery_interval_s",
             "expected_firmware",
         ),
@@ -491,11 +498,11 @@ def _read_bus(raw: object, require_port: bool) -> BusConfig:
         port=port,
         baud=t.integer("baud", 115200, 9600, 1_000_000),
         rs485=t.choice("rs485", "auto", ("auto", "kernel", "rts")),
-        cycle_ms=t.integer("cycle_ms", 100, 10, 10_000),
-        slot_guard_us=t.integer("slot_guard_us", 500, 0, 20_000),
-        stale_after_s=t.number("stale_after_s", 2.0, 0.1, 600.0),
-        offline_after_missed=t.integer("offline_after_missed", 5, 1, 1000),
-        discovery_interval_s=t.number("discovery_interval_s", 10.0, 0.5, 3600.0),
+        cycle_ms=t.integer("cycle_ms", 0, 0, 10_000),
+        slot_guard_us=t.integer("slot_guard_us", 1500, 0, 20_000),
+        offline_after_s=t.number("offline_after_s", 0.5, 0.05, 600.0),
+        stale_after_s=t.number("stale_after_s", 1.0, 0.05, 600.0),
+        discovery_interval_s=t.number("discovery_interval_s", 2.0, 0.5, 3600.0),
         expected_firmware=_version_tuple(firmware) if firmware else None,
     )
 
@@ -717,8 +724,12 @@ def _read_history(raw: object) -> HistoryConfig:
 def _build(
     document: Mapping[str, object], base: Path, require_ports: bool, source: str
 ) -> ServiceConfig:
-    top = _Table(dict(document), "", _SECTIONS)
-    del top
+    for key, value in document.items():
+        if key not in _SECTIONS and not isinstance(value, dict):
+            owner = next((f"[{n}]" for n, keys in _KNOWN_KEYS.items() if key in keys), "")
+            hint = f" (it belongs in {owner})" if owner else ""
+            raise _Invalid(key, f"a setting outside any section{hint}")
+    _Table(dict(document), "", _SECTIONS)  # refuses unknown sections, with a suggestion
 
     def section(name: str) -> object:
         return document.get(name, {})

@@ -36,8 +36,8 @@ baud = 250000
 rs485 = "kernel"
 cycle_ms = 50
 slot_guard_us = 400
+offline_after_s = 0.4
 stale_after_s = 1.5
-offline_after_missed = 4
 discovery_interval_s = 5
 expected_firmware = "1.2.0"
 
@@ -115,6 +115,8 @@ def test_full_example_loads_every_section(tmp_path: Path) -> None:
     assert config.unit.unit_id == "smartPDU0A1B2C" and config.unit.groups == "ABCDEF"
     assert config.bus.port == "/dev/ttyAMA0" and config.bus.baud == 250000
     assert config.bus.rs485 == "kernel" and config.bus.expected_firmware == (1, 2, 0)
+    assert config.bus.offline_after_s == 0.4 and config.bus.stale_after_s == 1.5
+    assert config.bus.cycle_ms == 50 and config.bus.slot_guard_us == 400
     assert config.meter.baud == 19200 and config.meter.parity == "E"
     assert config.meter.device_id == 2 and config.meter.offline_after_s == 20.0
     assert config.breaker == BreakerSettings(
@@ -191,6 +193,8 @@ ONE_LINE_CASES = [
     ("[unit]\nmodle = 36", "unknown key 'unit.modle' (did you mean 'unit.model'?)"),
     ("[unit]\nfoo = 1", "unknown key 'unit.foo'"),
     ("bus = 3", "bus: expected a table [bus], got 3"),
+    ("baud = 9600", "baud: a setting outside any section (it belongs in [bus])"),
+    ("colour = 'red'", "colour: a setting outside any section"),
     ("[web]\nport = 70000", "web.port: 70000 is out of range (1…65535)"),
     ("[web]\nread_open = 'yes'", 'web.read_open: expected true or false, got "yes"'),
     ("[peers]\nsite_key = 'short'", "peers.site_key: a site key needs at least 16 characters"),

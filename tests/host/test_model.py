@@ -688,3 +688,44 @@ def test_monitoring_has_no_way_to_control_power() -> None:
     public = {name for name in dir(UnitState) if not name.startswith("_")}
     forbidden = {"trip", "switch", "open", "close", "reset", "turn_on", "turn_off", "control"}
     assert not {n for n in public if any(word in n for word in forbidden)}
+
+
+@dataclasses.dataclass
+class FakeQuality:
+    frames_ok: int = 10
+    crc_errors: int = 1
+    timeouts: int = 0
+    latency_ms: float = 3.0
+
+
+@dataclasses.dataclass
+class FakeLink:
+    address: int
+    uid: bytes
+    board_type: int
+    group: str = ""
+    quality: FakeQuality = dataclasses.field(default_factory=FakeQuality)
+
+
+def test_bus_listener_adapter(state: UnitState, clock: FakeClock) -> None:
+    from host.model import StateBusListener
+
+    bus = StateBusListener(state)
+    link = FakeLink(7, bytes(8), C.BOARD_SIM)
+    events = Recorder(state)
+    bus.board_online(link)  # first frame: group not known yet
+    bus.report(link, report(AMPS), clock.now)
+    assert state.snapshot().channel("B1").current_a is None
+    link.group = "B"
+    bus.board_info(link, info("B", uid=7))
+    bus.report(link, report(AMPS), clock.now)
+    bus.telemetry(link, telemetry(AMPS), clock.now)
+    snap = state.snapshot()
+    assert snap.channel("B1").current_a == 1.0
+    assert snap.groups[1].board.link == LinkStats(10, 1, 0, 3.0)
+    bus.board_offline(link)
+    assert events.kinds() == [EventKind.BOARD_ONLINE, EventKind.BOARD_OFFLINE]
+    mains = FakeLink(50, bytes(8), C.BOARD_MAINS_STATUS_SIM)
+    bus.board_online(mains)
+    bus.status(mains, status(), clock.now)
+    assert state.snapshot().mains.online and state.snapshot().mains.breaker.value == "closed"
