@@ -1,0 +1,171 @@
+"""The aggregator service: one asyncio process that owns the bus, the meter, the unit state,
+the database and the web server.
+
+Layers, bottom up: ``transport`` (serial port) → ``busmaster`` (protocol, scheduling) and
+``meter`` (Modbus) → ``model.UnitState`` → ``storage`` → web. Monitoring never controls power
+(R7): nothing here can switch or trip anything, and if this process dies the PDU's power
+distribution does not notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from host.busmaster import BusMaster, CycleSettings
+from host.config import ServiceConfig
+from host.meter import Freshness, MeterReader, MeterReadings, load_profile
+from host.model import StateBusListener, UnitState
+from host.storage import Recorder, Storage
+from host.transport import DriverEnable, SerialTransport
+
+_LOG = logging.getLogger(__name__)
+
+
+class PanelLink(Protocol):
+    """A board's front panel the web UI can show and press (virtual boards only)."""
+
+    @property
+    def state(self) -> Any: ...
+
+    async def press(self, button: int, hold_ms: int = 120) -> None: ...
+
+
+@dataclass
+class ServiceParts:
+    """What the web layer and tests can reach inside a running service."""
+
+    config: ServiceConfig
+    state: UnitState
+    storage: Storage
+    master: BusMaster
+    transport: SerialTransport
+    meter: MeterReader | None
+    panels: Mapping[str, PanelLink] = field(default_factory=dict)
+
+
+WebStarter = Callable[[ServiceParts], Awaitable[Callable[[], Awaitable[None]]]]
+
+
+class Service:
+    """Runs every part; ``await run()`` until cancelled, then shuts down in order."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        panels: Mapping[str, PanelLink] | None = None,
+        web: WebStarter | None = None,
+    ) -> None:
+        self.config = config
+        self.panels = dict(panels or {})
+        self.web = web
+        self.parts: ServiceParts | None = None
+        self.ready = asyncio.Event()
+
+    def _meter_frequency(self, state: UnitState) -> Callable[[], int]:
+        def freq_centihz() -> int:
+            value = state.meter_value("frequency")
+            if value is None or not 40.0 <= value <= 70.0:
+                return 0
+            return round(value * 100)
+
+        return freq_centihz
+
+    async def run(self) -> None:
+        cfg = self.config
+        if cfg.bus.port is None:
+            raise ValueError("bus.port is not set")
+        storage = await Storage.open(cfg.storage.database, cfg.history)
+        state = UnitState(cfg)
+        saved = await storage.load_settings()
+        state.restore_settings(
+            unit_name=saved.unit_name, labels=saved.labels, supervision=saved.supervision
+        )
+        transport = SerialTransport(
+            cfg.bus.port, cfg.bus.baud, driver_enable=DriverEnable(cfg.bus.rs485)
+        )
+        master = BusMaster(
+            transport.write,
+            StateBusListener(state),
+            CycleSettings(
+                baud=cfg.bus.baud,
+                guard_us=cfg.bus.slot_guard_us,
+                offline_after_s=cfg.bus.offline_after_s,
+                discover_every_s=cfg.bus.discovery_interval_s,
+                expected_fw=cfg.bus.expected_firmware,
+                rating_ca=round(cfg.channels.rating_a * 100),
+                curve=(),  # boards keep their own breaker curve (set at flashing)
+            ),
+            freq_centihz=self._meter_frequency(state),
+        )
+        transport.on_data = master.feed
+        meter: MeterReader | None = None
+        if cfg.meter.enabled and cfg.meter.port is not None:
+            meter = MeterReader(
+                cfg.meter.port,
+                baud=cfg.meter.baud,
+                device_id=cfg.meter.device_id,
+                profile=load_profile(cfg.meter.profile),
+                poll_s=cfg.meter.poll_s,
+                stale_after_s=cfg.meter.stale_after_s,
+                offline_after_s=cfg.meter.offline_after_s,
+                timeout_s=cfg.meter.timeout_s,
+                on_readings=lambda r: _apply_meter(state, r),
+                on_freshness=lambda f: _meter_freshness(state, f),
+            )
+        parts = ServiceParts(cfg, state, storage, master, transport, meter, self.panels)
+        self.parts = parts
+        await transport.open()
+        recorder = Recorder(state, storage, black_box_s=cfg.history.black_box_s)
+        tasks = [
+            asyncio.create_task(master.run(), name="bus-master"),
+            asyncio.create_task(storage.run(), name="storage"),
+            asyncio.create_task(recorder.run(), name="recorder"),
+            asyncio.create_task(_tick(state), name="state-tick"),
+        ]
+        if meter is not None:
+            tasks.append(asyncio.create_task(meter.run(), name="meter"))
+        stop_web: Callable[[], Awaitable[None]] | None = None
+        try:
+            if self.web is not None:
+                stop_web = await self.web(parts)
+            self.ready.set()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a part that failed ends the service (systemd restarts it)
+        finally:
+            master.stop()
+            if stop_web is not None:
+                with contextlib.suppress(Exception):
+                    await stop_web()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await transport.close()
+            await storage.close()
+
+
+def _apply_meter(state: UnitState, readings: MeterReadings) -> None:
+    state.apply_meter(readings.values, readings.measured_at)
+
+
+def _meter_freshness(state: UnitState, freshness: Freshness) -> None:
+    if freshness is Freshness.LIVE:
+        return
+    state.meter_error(
+        state.now(), f"meter {freshness.value}", offline=freshness is Freshness.OFFLINE
+    )
+
+
+async def _tick(state: UnitState) -> None:
+    # Staleness and dwell timers move on even when nothing arrives.
+    while True:
+        state.tick()
+        await asyncio.sleep(0.25)
