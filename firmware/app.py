@@ -35,7 +35,7 @@ class TaskHealth:
     def __init__(self, names, watched: int) -> None:
         self.names = names
         self.watched = watched  # the first ``watched`` tasks must beat (the console waits)
-        self.beats = [0] * len(names)
+        self.beats: list = [0] * len(names)
         self.crashes = [0] * len(names)
         self.last_error = ""
 

@@ -81,6 +81,7 @@ async def test_discovery_reports_and_unplug(tmp_path: Path) -> None:
                 return bool(rows) and abs(rows[-1][1].centiamps[4] - 1200) <= 12
 
             await until(b_reads_12a, 5, "board B channel 5 reads 12 A in its REPORT")
+
             def b_telemetry_12a() -> bool:
                 t = recorder.telemetries.get(b)
                 return t is not None and abs(t.centiamps[4] - 1200) <= 12
