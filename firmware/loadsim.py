@@ -1,0 +1,332 @@
+"""Synthetic ADC samples of 12 CT channels and the voltage reference, for the sim board.
+
+``LoadSim.fill()`` writes sample instants in the layout ``firmware.rms`` reads (13 values per
+instant, 12 CTs then the voltage reference, one instant every ``rms.SAMPLE_US``) as a real
+board's ADC would: 12-bit codes around a mid-rail offset that drifts slowly, +-1 LSB
+triangular noise, clipping at 0 and 4095.
+
+The voltage reference is a sine of 1500 counts peak. Every load kind is one mains cycle of
+a unit waveform (RMS 1), tabulated in 1024 points per ``set_load`` against the phase of the
+mains voltage (0 = its rising zero crossing) and scaled to the load's current. The viper
+kernel walks a 24-bit phase accumulator, interpolates the table linearly and scales with
+integers only, so several boards run faster than real time on the unix port. The mains
+frequency can be anything from 40 to 80 Hz: the number of samples per cycle is not an
+integer.
+
+Load kinds: ``OFF``; ``RESISTIVE`` (sine); ``LED`` (LED driver behind a capacitor-input
+rectifier: a current pulse before each voltage peak, crest factor 3.46); ``DIMMER``
+(leading-edge phase cut at ``angle`` degrees; the current rises through the dimmer's
+choke with ``rise_us`` 10-90 %, as stage dimmers are built); ``MOTOR`` (lags 37 degrees,
+some 3rd harmonic; from ``set_load`` on an inrush of ``inrush`` times the running current
+decays to 5 % in ``inrush_ms``); ``SMPS`` (switch-mode supply or projector with power-factor
+correction: nearly sinusoidal, some odd harmonics); ``AUDIO`` (class-D amplifier: rectifier
+pulses whose size follows the programme, changing every ``fill``).
+
+Overload and trip are driven by calling ``set_load`` at run time (``OFF`` = the breaker
+opened); ``set_mains`` changes the frequency without a jump in phase. ``exact_sum_sq`` gives
+the exact integral of the square of the continuous, unquantised waveform (the table
+interpolated linearly, as the kernel does) over instants of the last ``fill``: the
+benchmark's reference value.
+"""
+
+import math
+from array import array
+
+import micropython
+from micropython import const
+
+from firmware import rms
+
+OFF = const(0)
+RESISTIVE = const(1)
+LED = const(2)
+DIMMER = const(3)
+MOTOR = const(4)
+SMPS = const(5)
+AUDIO = const(6)
+KINDS = ("off", "resistive", "led", "dimmer", "motor", "smps", "audio")
+
+_TABLE_BITS = const(10)
+_TABLE = const(1 << _TABLE_BITS)  # points per mains cycle
+_SEG = const(1 << (24 - _TABLE_BITS))  # phase units per table segment
+_PHASE_MASK = const(0xFFFFFF)  # 24-bit phase: one mains cycle
+_UNIT = const(4096)  # table value of an RMS of 1
+_BIAS = const(32768)  # tables are stored unsigned
+_NPAR = const(4)  # per channel: table base, amplitude, its shift, offset (Q8 counts)
+_REF_PEAK = 1500.0  # counts, voltage reference amplitude
+_STRIDE = const(13)  # rms.STRIDE, as a constant the viper kernel can use
+_ADC_MAX = const(4095)
+
+
+class LoadError(ValueError):
+    """Unknown load kind."""
+
+
+class LoadSim:
+    """Sample source for one group board.
+
+    ``offset_drift``: counts by which each channel's mid-rail offset wanders (slow sine of
+    period ``drift_s``, a different phase per channel). ``ref=False`` leaves the voltage
+    reference flat (a board without one). ``seed`` seeds the noise.
+    """
+
+    def __init__(self, mains_mhz=50000, seed=1, ref=True, offset_drift=8, drift_s=60):
+        n = rms.STRIDE
+        self._tables = array("H", bytearray(2 * n * (_TABLE + 1)))
+        self._par = array("i", bytearray(4 * n * _NPAR))
+        self._state = array("i", [0, 0, seed & 0x3FFFFFFF])  # phase, increment, noise
+        self._kind = bytearray(n)
+        self._options: list = [{}] * n
+        self._counts = [0.0] * n  # RMS of the running load, counts
+        self._started = [0] * n  # sample count at set_load (start of the inrush)
+        self._table_rms = [float(_UNIT)] * n
+        self._dirty = bytearray(b"\x01" * n)  # amplitude to be rescaled
+        self._scale_now = [0.0] * n  # counts per table unit in the last fill
+        self._cum: list = [None] * n  # cumulative energy tables for exact_sum_sq
+        self._programme_state = 1  # of AUDIO loads
+        self._drift = offset_drift * 256.0  # Q8 counts
+        self._drift_samples = drift_s * 1_000_000 / rms.SAMPLE_US
+        self._sin_ch = [math.sin(2 * math.pi * ch / n) for ch in range(n)]
+        self._cos_ch = [math.cos(2 * math.pi * ch / n) for ch in range(n)]
+        self._block_phase = 0
+        self.samples = 0  # sample instants generated so far
+        for i in range(len(self._tables)):
+            self._tables[i] = _BIAS  # no current
+        for ch in range(n):
+            self._par[ch * _NPAR] = ch * (_TABLE + 1)
+        ref_wave = [math.sin(2 * math.pi * i / _TABLE) for i in range(_TABLE)]
+        self._store(rms.VREF, ref_wave)
+        self._counts[rms.VREF] = _REF_PEAK / math.sqrt(2) if ref else 0.0
+        self.set_mains(mains_mhz)
+
+    def set_mains(self, mhz):
+        """Mains frequency in mHz; the loads keep their currents."""
+        self.mains_mhz = mhz
+        # phase increment per sample: f * T * 2^24
+        self._state[1] = (mhz * rms.SAMPLE_US * 16777216 + 500_000_000) // 1_000_000_000
+        for ch in range(rms.NCT):
+            if self._kind[ch] == DIMMER:  # the choke's rise time is a fixed time
+                self._shape(ch)
+
+    def set_load(self, ch, kind, ma=0, **options):
+        """Connect a load of ``kind`` drawing ``ma`` mA RMS to output ``ch`` (0..11).
+
+        Options: ``angle`` (DIMMER firing angle, degrees, default 90), ``rise_us`` (DIMMER
+        choke rise time, default 200), ``inrush`` and ``inrush_ms`` (MOTOR, default 6 and
+        300). Takes effect with the next ``fill``; a MOTOR starts then.
+        """
+        if not 0 <= kind < len(KINDS):
+            raise LoadError("kind")
+        self._kind[ch] = kind
+        self._options[ch] = options
+        self._counts[ch] = ma * 1000 / rms.UA_PER_COUNT if kind != OFF else 0.0
+        self._started[ch] = self.samples
+        self._shape(ch)
+
+    def current_ma(self, ch):
+        """Steady RMS current of the load on ``ch``, mA (before inrush or programme)."""
+        return self._counts[ch] * rms.UA_PER_COUNT / 1000
+
+    def _shape(self, ch):
+        kind = self._kind[ch]
+        options = self._options[ch]
+        if kind == RESISTIVE:
+            wave = _harmonics(((1, 1.0, 0.0),))
+        elif kind == LED:
+            wave = _pulses(52, 40)
+        elif kind == DIMMER:
+            f = self.mains_mhz / 1000
+            wave = _dimmer(options.get("angle", 90), options.get("rise_us", 200), f)
+        elif kind == MOTOR:
+            wave = _harmonics(((1, 1.0, -37.0), (3, 0.06, -111.0)))
+        elif kind == SMPS:
+            wave = _harmonics(((1, 1.0, 3.0), (3, 0.05, 0.0), (5, 0.03, 0.0), (7, 0.02, 0.0)))
+        elif kind == AUDIO:
+            wave = _pulses(40, 60)
+        else:
+            wave = [0.0] * _TABLE
+        self._store(ch, wave)
+
+    def _store(self, ch, wave):
+        # Normalise to RMS 1 as the kernel interpolates it, then store biased integers
+        power = _mean_square(wave)
+        scale = _UNIT / math.sqrt(power) if power else 0.0
+        base = ch * (_TABLE + 1)
+        t = self._tables
+        for i in range(_TABLE):
+            t[base + i] = _BIAS + round(wave[i] * scale)
+        t[base + _TABLE] = t[base]
+        stored = [t[base + i] - _BIAS for i in range(_TABLE)]
+        self._table_rms[ch] = math.sqrt(_mean_square(stored)) or float(_UNIT)
+        self._cum[ch] = None
+        self._dirty[ch] = 1
+
+    def fill(self, buf, start, count):
+        """Write ``count`` sample instants into ``buf`` from instant ``start`` on."""
+        mid = self.samples + count // 2
+        angle = 2 * math.pi * mid / self._drift_samples
+        sin_a = math.sin(angle) * self._drift
+        cos_a = math.cos(angle) * self._drift
+        par = self._par
+        for ch in range(rms.STRIDE):
+            kind = self._kind[ch]
+            if kind == MOTOR:
+                opt = self._options[ch]
+                age_ms = (mid - self._started[ch]) * rms.SAMPLE_US / 1000
+                excess = math.exp(-3 * age_ms / opt.get("inrush_ms", 300))
+                if excess > 1e-5 or self._dirty[ch]:
+                    inrush = 1 + (opt.get("inrush", 6) - 1) * excess
+                    self._scale(ch, self._counts[ch] * inrush)
+            elif kind == AUDIO:
+                self._scale(ch, self._counts[ch] * (0.35 + 0.65 * self._programme()))
+            elif self._dirty[ch]:
+                self._scale(ch, self._counts[ch])
+            # mid-rail offset, each channel wandering with its own phase
+            wander = sin_a * self._cos_ch[ch] + cos_a * self._sin_ch[ch]
+            par[ch * _NPAR + 3] = (rms.ADC_MAX + 1) * 128 + int(wander)
+        self._block_phase = self._state[0]
+        _synth(buf, start, count, self._tables, par, self._state)  # pyright: ignore[reportArgumentType]
+        self.samples += count
+
+    def _scale(self, ch, counts):
+        # RMS in counts -> Q8 counts per table unit, as a 15-bit multiplier and a shift
+        self._dirty[ch] = 0
+        q8 = counts * 256 / self._table_rms[ch]
+        shift = 8
+        while shift < 24 and q8 * (1 << (shift + 1)) < 32768:
+            shift += 1
+        mul = min(int(q8 * (1 << shift) + 0.5), 32767)
+        self._par[ch * _NPAR + 1] = mul
+        self._par[ch * _NPAR + 2] = shift
+        self._scale_now[ch] = mul / (1 << (shift + 8))
+
+    def _programme(self):
+        # Loudness of the AUDIO programme, 0..1, a new value every fill
+        self._programme_state = (self._programme_state * 1103515245 + 12345) & 0x7FFFFFFF
+        return (self._programme_state >> 8) / (1 << 23)
+
+    def exact_sum_sq(self, ch, k0, k1):
+        """Integral of the noiseless waveform squared over instants ``k0..k1-1``, counts^2.
+
+        Instants count from the start of the last ``fill``; instant k stands for the interval
+        [k - 1/2, k + 1/2) sample periods, so a window of n instants spans n periods. The
+        sum of the squared samples of a perfect ADC over the same instants approximates this.
+        """
+        cum = self._cum[ch]
+        if cum is None:
+            cum = self._cum[ch] = _cumulative(self._tables, ch * (_TABLE + 1))
+        inc = self._state[1]
+        p0 = self._block_phase + (k0 - 0.5) * inc
+        p1 = self._block_phase + (k1 - 0.5) * inc
+        scale = self._scale_now[ch] ** 2 / inc
+        return scale * (_energy(cum, self._tables, ch, p1) - _energy(cum, self._tables, ch, p0))
+
+
+def _harmonics(terms):
+    # Sum of (order, amplitude, phase in degrees) sines against the voltage phase
+    w = 2 * math.pi / _TABLE
+    return [
+        sum(a * math.sin(h * i * w + math.radians(p)) for h, a, p in terms) for i in range(_TABLE)
+    ]
+
+
+def _pulses(start_deg, width_deg):
+    # Capacitor-input rectifier: a sin^2 pulse from start_deg, mirrored in the negative half
+    wave = [0.0] * _TABLE
+    for i in range(_TABLE):
+        deg = i * 360 / _TABLE
+        sign = 1.0
+        if deg >= 180:
+            deg -= 180
+            sign = -1.0
+        x = (deg - start_deg) / width_deg
+        if 0 <= x <= 1:
+            wave[i] = sign * math.sin(math.pi * x) ** 2
+    return wave
+
+
+def _dimmer(angle, rise_us, f):
+    # Leading-edge phase cut: conducts from the firing angle to the current zero; the choke
+    # makes the current approach the lamp's sine exponentially (tau = rise time / 2.197)
+    wave = [0.0] * _TABLE
+    tau = rise_us * 1e-6 / 2.197 * 2 * math.pi * f  # radians
+    alpha = math.radians(angle)
+    for i in range(_TABLE):
+        theta = 2 * math.pi * i / _TABLE
+        lag = theta % math.pi - alpha
+        if lag >= 0:
+            wave[i] = math.sin(theta) * (1 - math.exp(-lag / tau) if tau > 0 else 1.0)
+    return wave
+
+
+def _mean_square(wave):
+    # Mean square of the closed piecewise-linear curve through the points of one cycle
+    total = 0.0
+    n = len(wave)
+    for i in range(n):
+        a = wave[i]
+        b = wave[(i + 1) % n]
+        total += a * a + a * b + b * b
+    return total / (3 * n)
+
+
+def _cumulative(tables, base):
+    # cum[j] = integral of the squared interpolated table over segments 0..j-1 (segment = 1)
+    cum = [0.0] * (_TABLE + 1)
+    total = 0.0
+    for j in range(_TABLE):
+        a = tables[base + j] - _BIAS
+        b = tables[base + j + 1] - _BIAS
+        total += (a * a + a * b + b * b) / 3
+        cum[j + 1] = total
+    return cum
+
+
+def _energy(cum, tables, ch, phase):
+    # Integral of the squared table from phase 0 to ``phase`` (unwrapped), phase units
+    cycles = math.floor(phase / (_PHASE_MASK + 1))
+    rest = phase - cycles * (_PHASE_MASK + 1)
+    j = min(int(rest // _SEG), _TABLE - 1)
+    s = rest / _SEG - j
+    base = ch * (_TABLE + 1)
+    a = tables[base + j] - _BIAS
+    d = tables[base + j + 1] - _BIAS - a
+    partial = a * a * s + a * d * s * s + d * d * s * s * s / 3
+    return (cycles * cum[_TABLE] + cum[j] + partial) * _SEG
+
+
+@micropython.viper
+def _synth(buf: ptr16, start: int, count: int, tables: ptr16, par: ptr32, state: ptr32):
+    # One channel at a time: phase -> table (linear interpolation) -> scale -> offset,
+    # triangular noise, round, clip. Every product stays below 2^31.
+    phase0 = state[0]
+    inc = state[1]
+    noise = state[2]
+    c = 0
+    while c < _STRIDE:
+        base = par[c * _NPAR]
+        amp = par[c * _NPAR + 1]
+        shift = par[c * _NPAR + 2]
+        half = 1 << (shift - 1)
+        offset = par[c * _NPAR + 3] + 128  # Q8 counts, + 1/2 for rounding
+        phase = phase0
+        p = start * _STRIDE + c
+        end = p + count * _STRIDE
+        while p < end:
+            i = base + (phase >> (24 - _TABLE_BITS))
+            a = int(tables[i]) - _BIAS
+            b = int(tables[i + 1]) - _BIAS
+            v = a + (((b - a) * ((phase >> (16 - _TABLE_BITS)) & 255)) >> 8)
+            noise = (noise * 1664525 + 1013904223) & 0x3FFFFFFF
+            x = offset + ((v * amp + half) >> shift) + ((noise >> 22) & 255) + ((noise >> 14) & 255)
+            x = (x - 255) >> 8
+            if x < 0:
+                x = 0
+            elif x > _ADC_MAX:
+                x = _ADC_MAX
+            buf[p] = x
+            phase = (phase + inc) & _PHASE_MASK
+            p += _STRIDE
+        c += 1
+    state[0] = (phase0 + count * inc) & _PHASE_MASK
+    state[2] = noise
