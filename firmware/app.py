@@ -451,6 +451,11 @@ def main(board_name: str = "sim", argv=None) -> None:
     app = GroupBoardApp(board) if board.role == "group" else StatusNodeApp(board)
     try:
         asyncio.run(app.run())
+    except KeyboardInterrupt:
+        # Ctrl-C from the USB console (or mpremote before flashing): hand the running
+        # watchdog to a timer, or the RP2040 would reset under the engineer's hands.
+        board.wdt.hand_over_to_repl()
+        raise
     finally:
         asyncio.new_event_loop()
 

@@ -540,16 +540,23 @@ def _fw_text(value: object) -> str:
 def check_compatible(
     files: list[BoardFile], board: BoardIdentity, compiler: str, port: str
 ) -> None:
+    """Refuse a board that could not import the compiled files, saying what to change."""
     bad = [f for f in files if not mpy_header_compatible(f.data[:4], board.mpy)]
     if not bad:
         return
     header = bad[0].data[:4]
-    made = MpyFormat(header[1], header[2] & 3, header[2] >> 2) if len(header) >= 3 else None
+    made = MpyFormat(header[1], header[2] & 3, header[2] >> 2)
+    if made.version == board.mpy.version and made.sub_version in (0, board.mpy.sub_version):
+        raise FlashError(
+            f"{port}: the board is {board.mpy.arch_name} ({board.machine}) but this firmware "
+            f"was compiled for {made.arch_name} ({bad[0].source}): is it the board you named "
+            "(--board), or does it need --arch?"
+        )
     raise FlashError(
         f"{port}: the board runs MicroPython {board.version} ({board.machine}), which imports "
-        f"{board.mpy} files, but {bad[0].source} compiled to {made} with {compiler or 'mpy-cross'}."
-        " Install the MicroPython release that matches mpy-cross on the board (or flash it as "
-        "the board it is)."
+        f"{board.mpy} files, but mpy-cross ({compiler or 'unknown version'}) made {made} "
+        f"({bad[0].source}): install MicroPython matching mpy-cross on the board, or the "
+        "mpy-cross matching the board's MicroPython."
     )
 
 
@@ -851,20 +858,24 @@ def run(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         if not args.group and args.board != "mains_status":
             print("flash: give --group (A..F)", file=sys.stderr)
             return 2
-        display = ProgressDisplay([f"{args.group or '-'} {args.board} {args.port}"], stream,
-                                  stream.isatty())  # fmt: skip
-        result = flash_board(
-            args.port,
-            args.board,
-            group=args.group,
-            address=args.address,
-            calibration=args.calibration,
-            builder=builder,
-            arch=args.arch,
-            info_timeout=args.timeout,
-            keep_config=not args.reset_config,
-            progress=display.callback(0),
-        )
+        label = f"{args.group or '-'} {args.board} {args.port}"
+        display = ProgressDisplay([label], stream, stream.isatty())
+        try:
+            result = flash_board(
+                args.port,
+                args.board,
+                group=args.group,
+                address=args.address,
+                calibration=args.calibration,
+                builder=builder,
+                arch=args.arch,
+                info_timeout=args.timeout,
+                keep_config=not args.reset_config,
+                progress=display.callback(0),
+            )
+        except FlashError:
+            display.finish(0, "FAILED")
+            raise
         display.finish(0, _summary(result))
         return 0
     except FlashError as exc:

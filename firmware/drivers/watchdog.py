@@ -37,3 +37,13 @@ class Watchdog:
         if wdt is not None:
             wdt.feed()
             self.feeds += 1
+
+    def hand_over_to_repl(self, period_ms=1000):
+        """After Ctrl-C: keep feeding from a timer so the REPL, the debug functions and
+        flashing (mpremote) work; the engineer at the REPL now answers for the board. A
+        soft reset starts the firmware, and the normal watchdog, again."""
+        if self._wdt is None:
+            return
+        from machine import Timer
+
+        self._timer = Timer(period=period_ms, callback=lambda _t: self.feed())
