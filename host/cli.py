@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -23,9 +27,30 @@ def _bench_firmware() -> dict[str, Any]:
     return bench_firmware.run()
 
 
+def _bench_aggregator() -> dict[str, Any]:
+    from host.bench import aggregator_bench
+
+    return aggregator_bench.run()
+
+
+def _bench_web() -> dict[str, Any]:
+    from host.bench import web_bench
+
+    return web_bench.run()
+
+
+def _bench_peers() -> dict[str, Any]:
+    from host.bench import peers_bench
+
+    return peers_bench.run()
+
+
 BENCHMARKS: dict[str, BenchRunner] = {
     "protocol": _bench_protocol,
     "firmware": _bench_firmware,
+    "aggregator": _bench_aggregator,
+    "web": _bench_web,
+    "peers": _bench_peers,
 }
 
 
@@ -38,7 +63,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     figures: dict[str, Any] = {}
     for name in names:
-        figures.update(BENCHMARKS[name]())
+        try:
+            figures.update(BENCHMARKS[name]())
+        except ModuleNotFoundError as exc:
+            figures[f"{name}.error"] = f"not available: {exc}"
     if args.json:
         print(json.dumps(figures, sort_keys=True))
     else:
@@ -48,23 +76,108 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from host import runvirtual
+
+    return runvirtual.main(args.scenario, args.host, args.port, args.speed)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
     from host import demo
 
     return demo.main(cycles=args.cycles)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from tools import vpdu
+
+    return vpdu.main(args.rest)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from host.config import ConfigError, load_config
+    from host.service import Service
+    from host.transport import TransportError
+    from host.web import start_web
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc.line, file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await Service(config, web=start_web).run()
+
+    try:
+        asyncio.run(serve())
+    except TransportError as exc:
+        print(f"smartpdu serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    from host.web import auth
+
+    return int(auth.passwd_main(args.rest))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smartpdu", description="smartPDU monitoring")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    run = sub.add_parser("run", help="the main job: a virtual smartPDU with its web UI")
+    run.add_argument("--scenario", default="rehearsal", help="show scenario (default rehearsal)")
+    run.add_argument("--host", default="0.0.0.0", help="web interface address")
+    run.add_argument("--port", type=int, default=8080, help="web interface port (8080)")
+    run.add_argument("--speed", type=float, default=1.0, help="scenario time line speed")
+    run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="the aggregator on a Pi: bus, meter, web UI")
+    serve.add_argument("--config", required=True, help="config file (TOML)")
+    serve.set_defaults(func=cmd_serve)
+
+    sim = sub.add_parser("sim", help="a virtual smartPDU for an aggregator to connect to",
+                         add_help=False)  # fmt: skip
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=cmd_sim)
+
     bench = sub.add_parser("bench", help="run benchmarks and print their figures")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("names", nargs="*", default=["all"], help=f"{', '.join(BENCHMARKS)} or all")
     bench.set_defaults(func=cmd_bench)
 
-    run = sub.add_parser("run", help="the main job: a virtual smartPDU (no hardware needed)")
-    run.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0 = forever)")
-    run.set_defaults(func=cmd_run)
+    passwd = sub.add_parser("passwd", help="set the web interface's admin password",
+                            add_help=False)  # fmt: skip
+    passwd.add_argument("rest", nargs=argparse.REMAINDER)
+    passwd.set_defaults(func=cmd_passwd)
+
+    from host import flash
+    from tools import busmon, console
+
+    flash_parser = sub.add_parser("flash", help="compile and upload firmware to group boards")
+    flash.add_arguments(flash_parser)
+    flash_parser.set_defaults(func=flash.run)
+
+    console_parser = sub.add_parser("console", help="serial debug console to one board")
+    console.add_arguments(console_parser)
+    console_parser.set_defaults(func=console.run)
+
+    busmon_parser = sub.add_parser("busmon", help="passive RS-485 bus monitor")
+    busmon.add_arguments(busmon_parser)
+    busmon_parser.set_defaults(func=busmon.run)
+
+    demo = sub.add_parser("demo", help="protocol demo: a MicroPython board streams frames")
+    demo.add_argument("--cycles", type=int, default=0, help="stop after N frames (0 = forever)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
