@@ -277,6 +277,16 @@ async def run_command(line: str) -> None:
     print("smartpdu> ", end="")
 
 
+def _exit_on_eof() -> bool:
+    # Only the sim board has an environment; its supervisor sets this.
+    try:
+        import os
+
+        return os.getenv("SMARTPDU_EXIT_ON_EOF") == "1"  # pyright: ignore[reportAttributeAccessIssue]
+    except (ImportError, AttributeError):
+        return False
+
+
 async def console(health, index: int) -> None:
     """Read commands from the console (stdin) without stopping the other tasks."""
     reader = asyncio.StreamReader(sys.stdin)  # pyright: ignore[reportArgumentType]
@@ -284,6 +294,9 @@ async def console(health, index: int) -> None:
     while True:
         line = await reader.readline()
         if not line:
+            if _exit_on_eof():
+                # A virtual board whose supervisor died: leave no orphan process behind.
+                sys.exit(0)
             # No console attached (stdin closed): nothing to read, ever.
             while True:
                 await asyncio.sleep_ms(1000)

@@ -93,6 +93,8 @@ class VirtualBoard:
                 "SMARTPDU_ROLE": self.role,
                 "SMARTPDU_CONFIG_DIR": str(self.config_dir),
                 "SMARTPDU_BAUD": str(self.baud),
+                # stdin is our pipe: if this process dies, the board exits too
+                "SMARTPDU_EXIT_ON_EOF": "1",
             }
         )
         if self.bus_socket:
