@@ -69,8 +69,8 @@ def test_calibrate_a_channel_from_the_console(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         panel_send(panel, {"load": {"ch": 3, "kind": "resistive", "amps": 10.0}})
-        tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50",
-             f"env SMARTPDU_HISTORY={tmp_path / 'history'} {SMARTPDU} console {board.port}")  # fmt: skip
+        command = f"env SMARTPDU_HISTORY={tmp_path / 'history'} {SMARTPDU} console {board.port}"
+        tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", command)
         try:
             wait_screen(session, r"smartPDU console on", 10)
             time.sleep(4)  # the 3 s reading settles
