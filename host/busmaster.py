@@ -52,6 +52,7 @@ _LOG = logging.getLogger(__name__)
 GROUP_BOARD_TYPES = (C.BOARD_PICO_MCP3208, C.BOARD_SIM)
 STATUS_BOARD_TYPES = (C.BOARD_MAINS_STATUS, C.BOARD_MAINS_STATUS_SIM)
 _ALL_UIDS = b"\xff" * C.UID_LEN
+_MAX_GUARD_US = 6000
 
 
 @dataclass
@@ -140,6 +141,8 @@ class BusMaster:
         self._last_discovery = -1e9
         self._probe_index = 0
         self._last_probe = -1e9
+        self.guard_us = settings.guard_us
+        self._clean_cycles = 0
         self._running = True
         self.cycle_started: list[float] = []  # recent cycle start times, for rate figures
 
@@ -150,7 +153,20 @@ class BusMaster:
     @property
     def slot_us(self) -> int:
         report_wire = C.HEADER_LEN + 24 + C.CRC_LEN + 2
-        return int(self.frame_time(report_wire) * 1e6) + self.settings.guard_us
+        return int(self.frame_time(report_wire) * 1e6) + self.guard_us
+
+    def _adapt_guard(self, bad_in_cycle: int) -> None:
+        # Boards' slot timing jitters (interrupt latency on a chip, scheduling in the
+        # virtual PDU). Garbled slots mean the guard is too short: widen it at once; after
+        # a long clean run, narrow it again, never below the configured value.
+        if bad_in_cycle:
+            self.guard_us = min(self.guard_us + 500, _MAX_GUARD_US)
+            self._clean_cycles = 0
+            return
+        self._clean_cycles += 1
+        if self._clean_cycles >= 200 and self.guard_us > self.settings.guard_us:
+            self.guard_us = max(self.settings.guard_us, self.guard_us - 100)
+            self._clean_cycles = 0
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFF
@@ -402,15 +418,17 @@ class BusMaster:
             detail.address if detail else 0,
             seq=self._next_seq(),
         )
+        bad_before = self.bad_frames
         sync_end = await self.send(sync)
         slot_s = slot_us / 1e6
         order = [b for b in slotted if b.address - first < 32]
         self._slot_window = (sync_end, [*order, *([detail] if detail else [])], slot_s)
         end = sync_end + len(order) * slot_s
         if detail is not None:
-            end += self.frame_time(64 + 3 * 12) + self.settings.guard_us / 1e6
+            end += self.frame_time(64 + 3 * 12) + self.guard_us / 1e6
         await asyncio.sleep(max(0.0, end - loop.time()))
         self._slot_window = None
+        self._adapt_guard(self.bad_frames - bad_before)
         await self._poll_status_nodes()
         await self._maintenance(loop.time())
         self._mark_offline(loop.time())
