@@ -40,7 +40,7 @@ async def unit(tmp_path: Path) -> AsyncIterator[tuple[VirtualPdu, Service]]:
             "poll_s": 0.5,
             "stale_after_s": 2,
             "offline_after_s": 4,
-        },  # fmt: skip
+        },
         storage={"var_dir": str(tmp_path), "database": str(tmp_path / "unit.db")},
     )
     service = Service(config)
