@@ -340,8 +340,9 @@ class StatusNodeApp:
 
     The trip cause is latched when the MCCB's alarm contact closes: Emergency Stop if its
     contact is (or was within ``_CAUSE_WINDOW_MS``) active, loss of Neutral if the relay
-    operated, else overload (the breaker's own release). It stays latched until the breaker
-    is closed again, so the aggregator reads it even after a short trip.
+    operated, else overload (the breaker's own release). It is kept as the cause of the last
+    trip (with ``trip_count`` and the time since it), so the aggregator reads it even after a
+    short trip and after the breaker was closed again.
     """
 
     TASKS = ("inputs", "bus", "console")
@@ -407,8 +408,6 @@ class StatusNodeApp:
                 self.cause = C.CAUSE_NEUTRAL_LOST
             else:
                 self.cause = C.CAUSE_OVERLOAD
-        if inputs & C.IN_BREAKER_CLOSED and not tripped:
-            self.cause = C.CAUSE_NONE if self.trip_count == 0 else self.cause
         self.inputs = inputs
 
     async def inputs_task(self) -> None:

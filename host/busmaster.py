@@ -143,6 +143,7 @@ class BusMaster:
         self._last_probe = -1e9
         self.guard_us = settings.guard_us
         self._clean_cycles = 0
+        self._last_rx = -1e9
         self._running = True
         self.cycle_started: list[float] = []  # recent cycle start times, for rate figures
 
@@ -174,6 +175,7 @@ class BusMaster:
 
     # -- receive -------------------------------------------------------------------------
     def feed(self, data: bytes, received_at: float) -> None:
+        self._last_rx = received_at
         reader = self.reader
         i = 0
         n = len(data)
@@ -248,6 +250,14 @@ class BusMaster:
         if message.dst == C.ADDR_BROADCAST:
             wire = b"\x00" + wire  # flush any line noise before a frame everyone reads
         loop = asyncio.get_running_loop()
+        # Listen before talking: a board answering late (a slow interrupt, a busy virtual
+        # board) is still on the line; wait for it to go quiet instead of colliding.
+        quiet_s = max(3 * self.frame_time(1), self.guard_us / 2e6)
+        for _ in range(20):
+            idle = loop.time() - self._last_rx
+            if idle >= quiet_s:
+                break
+            await asyncio.sleep(quiet_s - idle)
         await self._write(wire)
         return loop.time() + self.frame_time(len(wire))
 

@@ -40,8 +40,11 @@ async def run_virtual_unit(
     await vpdu.start()
     try:
         ports = vpdu.ports
+        phases = vpdu.scenario.phase_list()
+        by_group = {g: list(phases[i * 12 : i * 12 + 12]) for i, g in enumerate(vpdu.groups)}
         config = default_config(
             unit={"model": vpdu.scenario.model, "mains_hz": vpdu.scenario.mains_hz},
+            channels={"phase": by_group},
             bus={"port": ports.master, "baud": vpdu.baud},
             meter={"port": ports.meter, "baud": vpdu.meter_baud},
             storage={"var_dir": str(var_dir), "database": str(var_dir / "smartpdu.db")},
