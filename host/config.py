@@ -192,6 +192,8 @@ class PeersConfig:
     site_key: str = ""  # shared secret of the units of one site; "" = open exchange
     announce_s: float = 5.0
     static: tuple[str, ...] = ()  # host:port of units mDNS cannot reach
+    offline_after_s: float = 5.0  # a peer silent this long is shown offline
+    forget_after_s: float = 3600.0  # and dropped from the list after this long
 
 
 @dataclass(frozen=True)
@@ -682,7 +684,11 @@ def _read_web(raw: object, base: Path, var_dir: Path) -> WebConfig:
 
 
 def _read_peers(raw: object) -> PeersConfig:
-    t = _Table(raw, "peers", ("enabled", "site_key", "announce_s", "static"))
+    t = _Table(
+        raw,
+        "peers",
+        ("enabled", "site_key", "announce_s", "static", "offline_after_s", "forget_after_s"),
+    )
     site_key = t.text("site_key", "")
     if site_key and len(site_key) < 16:
         raise _Invalid("peers.site_key", "a site key needs at least 16 characters")
@@ -690,11 +696,17 @@ def _read_peers(raw: object) -> PeersConfig:
     for entry in static:
         if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", entry):
             raise _Invalid("peers.static", f'{_shown(entry)} is not "host:port"')
+    offline_after = t.number("offline_after_s", 5.0, 1.0, 600.0)
+    forget_after = t.number("forget_after_s", 3600.0, 1.0, 30 * 86400.0)
+    if forget_after < offline_after:
+        raise _Invalid("peers.forget_after_s", "must be at least peers.offline_after_s")
     return PeersConfig(
         enabled=t.boolean("enabled", True),
         site_key=site_key,
         announce_s=t.number("announce_s", 5.0, 0.5, 600.0),
         static=static,
+        offline_after_s=offline_after,
+        forget_after_s=forget_after,
     )
 
 

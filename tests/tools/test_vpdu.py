@@ -160,7 +160,7 @@ async def bus_master(pdu: VirtualPdu) -> AsyncIterator[tuple[BusMaster, Recorder
     try:
         await until(
             lambda: len(recorder.groups()) == len(pdu.groups) and recorder.statuses,
-            25,
+            45,
             "every group board and the mains node discovered",
         )
         yield master, recorder
