@@ -20,6 +20,7 @@ from host.busmaster import BusMaster, CycleSettings
 from host.config import ServiceConfig
 from host.meter import Freshness, MeterReader, MeterReadings, load_profile
 from host.model import StateBusListener, UnitState
+from host.peers import LocalStatus, PeerDirectory, PeerSettings
 from host.storage import Recorder, Storage
 from host.transport import DriverEnable, SerialTransport
 
@@ -46,6 +47,7 @@ class ServiceParts:
     transport: SerialTransport
     meter: MeterReader | None
     panels: Mapping[str, PanelLink] = field(default_factory=dict)
+    peers: PeerDirectory | None = None
 
 
 WebStarter = Callable[[ServiceParts], Awaitable[Callable[[], Awaitable[None]]]]
@@ -75,6 +77,25 @@ class Service:
             return round(value * 100)
 
         return freq_centihz
+
+    def _peer_directory(self, state: UnitState, storage: Storage) -> PeerDirectory:
+        cfg = self.config
+
+        def local() -> LocalStatus:
+            from host.web.view import unit_summary
+
+            return LocalStatus.from_row(unit_summary(state.snapshot(), number=None, url=""))
+
+        open_host = cfg.web.host in ("0.0.0.0", "", "::")
+        return PeerDirectory(
+            cfg.unit.unit_id,
+            site_key=cfg.peers.site_key,
+            web_port=cfg.web.port,
+            local=local,
+            numbering=storage,
+            settings=PeerSettings.from_config(cfg.peers),
+            addresses=None if open_host else [cfg.web.host],
+        )
 
     async def run(self) -> None:
         cfg = self.config
@@ -118,7 +139,10 @@ class Service:
                 on_readings=lambda r: _apply_meter(state, r),
                 on_freshness=lambda f: _meter_freshness(state, f),
             )
-        parts = ServiceParts(cfg, state, storage, master, transport, meter, self.panels)
+        peers = None
+        if cfg.peers.enabled and self.web is not None:
+            peers = self._peer_directory(state, storage)
+        parts = ServiceParts(cfg, state, storage, master, transport, meter, self.panels, peers)
         self.parts = parts
         await transport.open()
         recorder = Recorder(state, storage, black_box_s=cfg.history.black_box_s)
@@ -134,6 +158,9 @@ class Service:
         try:
             if self.web is not None:
                 stop_web = await self.web(parts)
+            if peers is not None:
+                peers.web_port = int(getattr(stop_web, "port", cfg.web.port))
+                tasks.append(asyncio.create_task(_keep_peers(peers), name="peers"))
             self.ready.set()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -162,6 +189,19 @@ def _meter_freshness(state: UnitState, freshness: Freshness) -> None:
     state.meter_error(
         state.now(), f"meter {freshness.value}", offline=freshness is Freshness.OFFLINE
     )
+
+
+async def _keep_peers(peers: PeerDirectory) -> None:
+    # The LAN view is a convenience: a network without multicast must not stop monitoring.
+    while True:
+        try:
+            await peers.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _LOG.exception("peer discovery failed; retrying in 30 s")
+            await asyncio.sleep(30)
 
 
 async def _tick(state: UnitState) -> None:
