@@ -103,7 +103,10 @@ def channel_view(ch: ChannelSnapshot, panel: PanelView | None) -> JSON:
         "sup_min": sup.settings.min_a,
         "sup_max": sup.settings.max_a,
         "sup_status": sup.status.value,
-        "selected": panel is not None and panel.selected == ch.number,
+        # Blue on the board's panel: known from a virtual board's LEDs (or, once the wire
+        # protocol carries it, from the snapshot).
+        "selected": bool(getattr(ch, "selected", False))
+        or (panel is not None and panel.selected == ch.number),
     }
 
 

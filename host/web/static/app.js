@@ -882,7 +882,7 @@
       }
     }
     if (!any) root.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty", text: "no data in this period" }));
-    const legend = series.length > 1 ? el("div", { className: "legend" }, ...series.map((s) => {
+    const legend = series.length > 1 || opts.legend ? el("div", { className: "legend" }, ...series.map((s) => {
       const swatch = el("i");
       swatch.style.background = s.colour;
       return el("span", null, swatch, s.name);
@@ -1027,7 +1027,7 @@
     for (const rows of Object.values(box.groups || {})) for (const r of rows) { start = Math.min(start, r[0]); end = Math.max(end, r[0]); }
     for (const r of box.meter || []) { start = Math.min(start, r[0]); end = Math.max(end, r[0]); }
     if (!isFinite(start) || end <= start) { start = event.time - (box.window_s || 30); end = event.time; }
-    for (const [letter, rows] of Object.entries(box.groups || {})) {
+    for (const [letter, rows] of Object.entries(box.groups || {}).sort((a, b) => a[0].localeCompare(b[0]))) {
       const series = [];
       for (let ch = 0; ch < 12; ch++) {
         const points = rows.map((r) => { const a = r[1][ch]; return [r[0], a, a, a]; });
@@ -1039,7 +1039,7 @@
       if (!series.length) continue;
       const box2 = el("div", { className: "chart" });
       parts.push(el("h4", { text: `Group ${letter} outputs` }), box2);
-      drawChart(box2, series, { start, end, title: `Group ${letter} in the black box` });
+      drawChart(box2, series, { start, end, legend: true, title: `Group ${letter} in the black box` });
     }
     if ((box.meter || []).length) {
       const names = [["l1_current", "L1"], ["l2_current", "L2"], ["l3_current", "L3"], ["neutral_current", "N"]];
@@ -1048,7 +1048,7 @@
       }));
       const box3 = el("div", { className: "chart" });
       parts.push(el("h4", { text: "Main meter currents" }), box3);
-      drawChart(box3, series, { start, end, title: "Main meter in the black box" });
+      drawChart(box3, series, { start, end, legend: true, title: "Main meter in the black box" });
     }
     if (!parts.length) parts.push(el("p", { className: "muted", text: "the black box holds no samples" }));
     body.replaceChildren(...parts);
