@@ -46,4 +46,6 @@ class Watchdog:
             return
         from machine import Timer
 
-        self._timer = Timer(period=period_ms, callback=lambda _t: self.feed())
+        self._timer = Timer(
+            -1, mode=Timer.PERIODIC, period=period_ms, callback=lambda _t: self.feed()
+        )
