@@ -9,6 +9,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from host.bench.protocol_bench import corrupt as corrupt_body
 from protocol import consts as C
 from protocol.errors import FrameError
 from protocol.framing import FrameReader
@@ -204,22 +205,8 @@ def test_stream_reader_resynchronises_after_garbage(batch: list[Message], junk: 
 
 
 def corrupt(wire: bytes, rng: random.Random) -> bytes:
-    """One random corruption of a frame: bit flips, truncation, insertion or deletion."""
-    data = bytearray(wire[:-1])  # the body; the delimiter is re-added below
-    kind = rng.randrange(4)
-    if kind == 0:
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-    elif kind == 1:
-        del data[rng.randrange(1, len(data)) :]
-    elif kind == 2:
-        for _ in range(rng.randint(1, 3)):
-            data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
-    else:
-        for _ in range(rng.randint(1, 3)):
-            if len(data) > 1:
-                del data[rng.randrange(len(data))]
-    return bytes(data) + b"\x00"
+    """One random corruption of a frame (the benchmark's own), delimiter re-added."""
+    return bytes(corrupt_body(bytearray(wire[:-1]), rng)) + b"\x00"
 
 
 def sample_frames() -> list[bytes]:
