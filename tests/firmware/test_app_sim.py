@@ -54,6 +54,7 @@ async def test_channel_walks_through_every_state_on_the_front_panel(tmp_path: Pa
         await wait_for(board, lambda s: led_colour_name(s.leds[2]) == "blue", 2, "blue")
         await wait_for(board, lambda s: s.display.strip() in ("7.3", "7.2", "7.4"), 2, "7.3 A")
 
+        await asyncio.sleep(0.3)  # the first press (held 120 ms) is over
         await board.press(3)  # pressing again deselects
         await wait_for(board, lambda s: led_colour_name(s.leds[2]) == "green", 2, "deselect")
 

@@ -422,7 +422,7 @@ async def test_bit_errors_are_caught_by_the_crc_and_an_unplugged_board_returns(
             f"\nBER 1e-4 for 8 s: {stats.bit_errors} bit errors in {stats.corrupted_bytes} bytes, "
             f"{bad} frames rejected by CRC, {checked} accepted frames all correct"
         )
-        assert stats.bit_errors > 20
+        assert stats.bit_errors > 5
         assert bad > 5
         assert checked > 100  # ~25 cycles/s x 4 boards x 8 s on an idle machine: ~700
         assert all(b.process and b.process.returncode is None for b in pdu.boards.values())
