@@ -347,13 +347,16 @@ class BusMaster:
             )
             if ack is None:
                 return None
-        muted = await self._request_from(Mute(reply.uid, True, seq=self._next_seq()), address)
-        if muted is None:
-            return None
         link = self.boards.get(address)
         if link is None or link.uid != reply.uid:
             link = BoardLink(reply.uid, address, reply.board_type)
             self.boards[address] = link
+        muted = await self._request_from(Mute(reply.uid, True, seq=self._next_seq()), address)
+        if muted is None:
+            # The board has its address; if only the ACK was lost it is muted now and would
+            # never answer a discovery again. Keep it: the offline probe brings it online.
+            _LOG.info("board %s: no ACK to MUTE; probing address %d", reply.uid.hex(), address)
+            return link
         info = await self.request(GetInfo(dst=address))
         if isinstance(info, Info):
             self._take_info(link, info)
