@@ -34,15 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cmath
-import contextlib
-import json
 import logging
 import math
 import os
 import random
-import signal
 import struct
-import sys
 import time
 import tomllib
 from collections import deque
@@ -59,7 +55,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
-from tools.vbus import VirtualBus, start_control_server
+from tools.vbus import VirtualBus, serve_until_signal
 
 _LOG = logging.getLogger(__name__)
 
@@ -737,32 +733,17 @@ async def _amain(args: argparse.Namespace) -> int:
         phases[phase].append(load)
     model.set_phase_loads(*phases)
     meter = MeterSim(model, baud=args.baud, device_id=args.device_id, turnaround=args.turnaround)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await meter.start()
-    control = None
-    try:
-        if args.control:
-            control = await start_control_server(args.control, meter.handle_control)
-        info = {
+    return await serve_until_signal(
+        meter,
+        args.control,
+        lambda: {
             "pid": os.getpid(),
             "port": meter.port,
             "baud": meter.baud,
             "device_id": meter.device_id,
             "control": args.control,
-        }
-        sys.stdout.write(json.dumps(info) + "\n")
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        if control is not None:
-            control.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(args.control)
-        await meter.stop()
-    return 0
+        },
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -836,31 +836,42 @@ async def _amain(args: argparse.Namespace) -> int:
     )
     for name, echo, listen in args.pty:
         bus.add_pty_endpoint(name, echo=echo, listen_only=listen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await bus.start()
-    control = None
-    try:
-        if args.control:
-            control = await start_control_server(args.control, bus.handle_control)
-        info = {
+    return await serve_until_signal(
+        bus,
+        args.control,
+        lambda: {
             "pid": os.getpid(),
             "baud": bus.baud,
             "socket": bus.socket_path,
             "control": args.control,
             "pty": bus.pty_paths,
-        }
-        sys.stdout.write(json.dumps(info) + "\n")
+        },
+    )
+
+
+async def serve_until_signal(
+    service: Any, control_path: str | None, describe: Callable[[], dict[str, Any]]
+) -> int:
+    """Run a simulator process: start ``service``, serve its control socket, print
+    ``describe()`` as one JSON line, and stop cleanly on SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    control = None
+    try:
+        if control_path is not None:
+            control = await start_control_server(control_path, service.handle_control)
+        sys.stdout.write(json.dumps(describe()) + "\n")
         sys.stdout.flush()
         await stop.wait()
     finally:
-        if control is not None:
+        if control is not None and control_path is not None:
             control.close()
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(args.control)
-        await bus.stop()
+                os.unlink(control_path)
+        await service.stop()
     return 0
 
 
