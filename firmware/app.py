@@ -23,6 +23,7 @@ from firmware.config import ConfigStore
 from firmware.measurements import Measurements
 from firmware.slave import FW_VERSION, BusSlave
 from protocol import consts as C
+from protocol.errors import FieldError
 
 _WDT_TIMEOUT_MS = 5000
 _TASK_STALL_MS = 2000  # a task that has not checked in for this long is hung
@@ -98,7 +99,12 @@ class GroupBoardApp:
         self.store = ConfigStore(board.config_dir)
         cfg = self.store.load()
         if not cfg.group and board.group:
-            cfg.group = board.group  # sim boards get their group from the command line
+            # Sim boards get their group from the command line; a wrong one is reported and
+            # ignored (it would make every INFO answer invalid).
+            try:
+                cfg.set(C.K_GROUP, 0, board.group)
+            except FieldError:
+                print("smartPDU: ignoring group %r (A..F)" % board.group)
         self.config = cfg
         self.measurements = m = Measurements()
         if self.store.fallback:

@@ -144,6 +144,7 @@ class BusMaster:
         self.guard_us = settings.guard_us
         self._clean_cycles = 0
         self._last_rx = -1e9
+        self.rx_bytes = 0
         self._running = True
         self.cycle_started: list[float] = []  # recent cycle start times, for rate figures
 
@@ -176,6 +177,7 @@ class BusMaster:
     # -- receive -------------------------------------------------------------------------
     def feed(self, data: bytes, received_at: float) -> None:
         self._last_rx = received_at
+        self.rx_bytes += len(data)
         reader = self.reader
         i = 0
         n = len(data)
@@ -235,13 +237,21 @@ class BusMaster:
             # A fault above must not stop the bus: log it and keep receiving.
             _LOG.exception("listener failed on %s from board %d", message.NAME, link.address)
 
+    @staticmethod
+    def _notify(callback: Callable[..., None], *args: object) -> None:
+        # A fault above (the unit model) must never stop the bus or a discovery.
+        try:
+            callback(*args)
+        except Exception:
+            _LOG.exception("listener %s failed", getattr(callback, "__name__", callback))
+
     def _seen(self, link: BoardLink, received_at: float) -> None:
         link.last_seen = received_at
         link.quality.frames_ok += 1
         if not link.online:
             link.online = True
             _LOG.info("board %d (%s) online", link.address, link.uid.hex())
-            self.listener.board_online(link)
+            self._notify(self.listener.board_online, link)
 
     # -- requests ------------------------------------------------------------------------
     async def send(self, message: Message) -> float:
@@ -323,7 +333,13 @@ class BusMaster:
                 max(0.0, sent_at - loop.time()) + 0.004 + self.frame_time(24) + 0.01
             )
             replies = self._discovery_replies
-            return replies, self._discovery_garbled
+            garbled = self._discovery_garbled
+            if self.reader.partial:
+                # Colliding replies can garble every delimiter: what arrived is one endless
+                # frame. It means "several boards here" just as surely as a CRC error.
+                garbled += 1
+                self.reader.reset()
+            return replies, garbled
         finally:
             self._discovery_replies = None
 
@@ -387,7 +403,7 @@ class BusMaster:
             _LOG.warning(
                 "board %d runs firmware %s, expected %s", link.address, info.fw_version, expected
             )
-        self.listener.board_info(link, info)
+        self._notify(self.listener.board_info, link, info)
 
     # -- the cycle -----------------------------------------------------------------------
     def stop(self) -> None:
@@ -494,7 +510,7 @@ class BusMaster:
                 link.online = False
                 link.quality.timeouts += 1
                 _LOG.warning("board %d (%s) offline", link.address, link.uid.hex())
-                self.listener.board_offline(link)
+                self._notify(self.listener.board_offline, link)
 
     # -- figures -------------------------------------------------------------------------
     def cycle_rate(self) -> float:

@@ -169,6 +169,11 @@ class FrameReader:
         self.crc_ok = False  # the last decoded frame passed COBS and CRC (its header is real)
         self.dropped_bytes = 0  # bytes discarded because a frame overflowed MAX_WIRE
 
+    @property
+    def partial(self) -> int:
+        """Bytes of an unfinished frame collected so far (0 between frames)."""
+        return self._n
+
     def reset(self) -> None:
         """Forget a partial frame (e.g. after a line break or a board unplugged)."""
         self._n = 0
