@@ -144,7 +144,6 @@ class BusMaster:
         self.guard_us = settings.guard_us
         self._clean_cycles = 0
         self._last_rx = -1e9
-        self.rx_bytes = 0
         self._running = True
         self.cycle_started: list[float] = []  # recent cycle start times, for rate figures
 
@@ -177,7 +176,6 @@ class BusMaster:
     # -- receive -------------------------------------------------------------------------
     def feed(self, data: bytes, received_at: float) -> None:
         self._last_rx = received_at
-        self.rx_bytes += len(data)
         reader = self.reader
         i = 0
         n = len(data)

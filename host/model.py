@@ -172,6 +172,20 @@ _STATE_FROM_WIRE = {
     C.ST_TRIPPED: ChannelState.TRIPPED,
 }
 _ALARM_STATES = (ChannelState.SLIGHT, ChannelState.SERIOUS, ChannelState.TRIPPED)
+# Event for a channel entering an alarm state: kind, severity, what happened.
+_CHANNEL_ALARMS: dict[ChannelState, tuple[EventKind, Severity, str]] = {
+    ChannelState.SLIGHT: (EventKind.CHANNEL_SLIGHT_OVERLOAD, Severity.WARNING, "slight overload, "),
+    ChannelState.SERIOUS: (
+        EventKind.CHANNEL_SERIOUS_OVERLOAD,
+        Severity.ALARM,
+        "serious overload, ",
+    ),
+    ChannelState.TRIPPED: (
+        EventKind.CHANNEL_TRIPPED,
+        Severity.ALARM,
+        "output breaker (RCBO) tripped after an overload",
+    ),
+}
 
 
 class Freshness(StrEnum):
@@ -1254,33 +1268,11 @@ class UnitState:
             "state": ch.state,
             "label": ch.label,
         }
-        if ch.state is ChannelState.SLIGHT:
-            self._emit(
-                at,
-                EventKind.CHANNEL_SLIGHT_OVERLOAD,
-                Severity.WARNING,
-                f"{name}: slight overload, {amps}{pct}{ttt}",
-                active=True,
-                **common,
-            )
-        elif ch.state is ChannelState.SERIOUS:
-            self._emit(
-                at,
-                EventKind.CHANNEL_SERIOUS_OVERLOAD,
-                Severity.ALARM,
-                f"{name}: serious overload, {amps}{pct}{ttt}",
-                active=True,
-                **common,
-            )
-        elif ch.state is ChannelState.TRIPPED:
-            self._emit(
-                at,
-                EventKind.CHANNEL_TRIPPED,
-                Severity.ALARM,
-                f"{name}: output breaker (RCBO) tripped after an overload",
-                active=True,
-                **common,
-            )
+        alarm = _CHANNEL_ALARMS.get(ch.state)
+        if alarm is not None:
+            kind, severity, what = alarm
+            detail = f"{amps}{pct}{ttt}" if ch.state is not ChannelState.TRIPPED else ""
+            self._emit(at, kind, severity, f"{name}: {what}{detail}", active=True, **common)
         elif previous in _ALARM_STATES:
             self._emit(
                 at,
