@@ -8,38 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from host.busmaster import BoardLink, BusMaster, CycleSettings
+from host.busmaster import BusMaster, CycleSettings
 from host.transport import SerialTransport
-from protocol.messages import Info, Report, Status, Telemetry
+from tests.busrecorder import Recorder
 from tools.vboard import VirtualBoard
 from tools.vbus import VirtualBus
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.reports: dict[int, list[tuple[float, Report]]] = {}
-        self.telemetries: dict[int, Telemetry] = {}
-        self.online: list[int] = []
-        self.offline: list[int] = []
-        self.infos: dict[int, Info] = {}
-
-    def board_online(self, link: BoardLink) -> None:
-        self.online.append(link.address)
-
-    def board_offline(self, link: BoardLink) -> None:
-        self.offline.append(link.address)
-
-    def board_info(self, link: BoardLink, info: Info) -> None:
-        self.infos[link.address] = info
-
-    def report(self, link: BoardLink, report: Report, received_at: float) -> None:
-        self.reports.setdefault(link.address, []).append((received_at, report))
-
-    def telemetry(self, link: BoardLink, telemetry: Telemetry, received_at: float) -> None:
-        self.telemetries[link.address] = telemetry
-
-    def status(self, link: BoardLink, status: Status, received_at: float) -> None:
-        pass
 
 
 async def until(predicate, timeout: float, what: str) -> None:
@@ -83,8 +56,8 @@ async def test_discovery_reports_and_unplug(tmp_path: Path) -> None:
             await until(b_reads_12a, 5, "board B channel 5 reads 12 A in its REPORT")
 
             def b_telemetry_12a() -> bool:
-                t = recorder.telemetries.get(b)
-                return t is not None and abs(t.centiamps[4] - 1200) <= 12
+                rows = recorder.telemetries.get(b)
+                return bool(rows) and abs(rows[-1][1].centiamps[4] - 1200) <= 12
 
             await until(b_telemetry_12a, 5, "TELEMETRY in the detail slot shows 12 A")
 
