@@ -34,7 +34,7 @@ def build(baud=BAUD):
     from machine import UART, Pin
 
     from boards import Board
-    from firmware.drivers.rs485 import Rp2UartErrors, Rs485
+    from firmware.drivers.rs485 import Rp2UartErrors, Rs485, RxIdleStamp
     from firmware.drivers.status_inputs import Rp2Temperature, StatusInputs
     from firmware.drivers.watchdog import Watchdog
 
@@ -59,7 +59,12 @@ def build(baud=BAUD):
     Pin(UART_RX, Pin.ALT, pull=Pin.PULL_UP, alt=Pin.ALT_UART)
     board.uart = uart
     board.rs485 = Rs485(
-        uart, de, baud=baud, ring_size=UART_RXBUF, line_errors=Rp2UartErrors(UART_ID)
+        uart,
+        de,
+        baud=baud,
+        ring_size=UART_RXBUF,
+        line_errors=Rp2UartErrors(UART_ID),
+        rx_stamp=RxIdleStamp(uart, baud, UART.IRQ_RXIDLE),
     )
     board.wdt = Watchdog()
     try:

@@ -49,7 +49,7 @@ def build(baud=BAUD):
     from boards import Board
     from firmware.drivers.buttons import Buttons
     from firmware.drivers.mcp3208 import Mcp3208Stream
-    from firmware.drivers.rs485 import Rp2UartErrors, Rs485
+    from firmware.drivers.rs485 import Rp2UartErrors, Rs485, RxIdleStamp
     from firmware.drivers.tm1637 import Display, Tm1637Wire
     from firmware.drivers.watchdog import Watchdog
     from firmware.drivers.ws2812 import PioOutput, Ws2812
@@ -86,7 +86,12 @@ def build(baud=BAUD):
     Pin(UART_RX, Pin.ALT, pull=Pin.PULL_UP, alt=Pin.ALT_UART)
     board.uart = uart
     board.rs485 = Rs485(
-        uart, de, baud=baud, ring_size=UART_RXBUF, line_errors=Rp2UartErrors(UART_ID)
+        uart,
+        de,
+        baud=baud,
+        ring_size=UART_RXBUF,
+        line_errors=Rp2UartErrors(UART_ID),
+        rx_stamp=RxIdleStamp(uart, baud, UART.IRQ_RXIDLE),
     )
     board.wdt = Watchdog()
     board.config_dir = _config_dir()

@@ -2,7 +2,11 @@
 
 Answers only frames addressed to it or broadcast; every answer goes out within the protocol's
 2 ms turnaround, except TDMA REPORT/TELEMETRY slots after a SYNC, which are scheduled at
-their slot time. The per-cycle path (SYNC/POLL in, REPORT/TELEMETRY out) allocates nothing:
+their slot time: one REPORT per round for the SYNC's ``rounds`` rounds, timed from the line
+time the SYNC ended (``receive``'s ``end_us``), then the TELEMETRY if this board is the
+superframe's detail board. A slot whose start has already passed when the frame is due is
+skipped and counted (``late_slots``): a late frame would collide with the next board's.
+The per-cycle path (SYNC/POLL in, REPORT/TELEMETRY out) allocates nothing:
 frames are parsed in the FrameReader's buffer and built in the FrameWriter's. Rare messages
 (INFO, CONFIG, discovery) use the protocol's message classes.
 """
@@ -16,6 +20,9 @@ from protocol.errors import FieldError, FrameError
 from protocol.framing import FrameReader, FrameWriter
 from protocol.layouts import (
     SYNC_DETAIL,
+    SYNC_LEAD,
+    SYNC_ROUNDS,
+    SYNC_SLOT_US,
     get_u16,
     pack_report,
     pack_telemetry,
@@ -50,6 +57,7 @@ class SlaveCounters:
         self.rx_errors = 0  # COBS / CRC / length errors on any frame seen
         self.naks = 0
         self.tx_frames = 0
+        self.late_slots = 0  # TDMA slots skipped because the board was not ready in time
 
 
 class BusSlave:
@@ -89,13 +97,26 @@ class BusSlave:
         self._tx_type = _NO_TX  # scheduled slot answer
         self._tx_seq = 0
         self._tx_at_us = 0
+        self.tx_at_us = 0  # start time of the frame due() returned last
+        self.char_ns = 86806  # one character on the line; the app sets the real one
+        # Superframe after a SYNC: round r's REPORT starts at base + (r * count + slot) * slot_us.
+        self._sf_base_us = 0
+        self._sf_slot = -1
+        self._sf_count = 0
+        self._sf_slot_us = 0
+        self._sf_rounds = 0  # rounds this board has a slot in
+        self._sf_total = 0  # rounds in the superframe
+        self._sf_round = 0
+        self._sf_detail = False
+        self._tx_slotted = False  # the scheduled frame belongs to the superframe
         self._pending = None  # bytes of a rare answer (INFO, CONFIG, ...)
         self._pending_at_us = 0
         self._views: list = [None] * (C.MAX_WIRE + 1)  # memoryview per length, made once
 
     # -- receive -------------------------------------------------------------------------
-    def receive(self, data, n: int, now_us) -> None:
-        """Feed ``data[:n]`` from the UART; ``now_us`` is ticks_us() at the end of the chunk."""
+    def receive(self, data, n: int, end_us) -> None:
+        """Feed ``data[:n]`` from the UART; ``end_us`` is the ticks_us() at which the chunk's
+        last byte ended on the line (each frame's own end is worked out from it)."""
         reader = self.reader
         i = 0
         while i < n:
@@ -110,7 +131,8 @@ class BusSlave:
             self.counters.rx_frames += 1
             dst = reader.dst
             if dst == self.config.address or dst == C.ADDR_BROADCAST:
-                self._handle(mtype, now_us)
+                frame_end = time.ticks_add(end_us, -(((n - i) * self.char_ns) // 1000))
+                self._handle(mtype, frame_end)
 
     def _bad_frame(self, exc: FrameError) -> None:
         reader = self.reader
@@ -149,23 +171,49 @@ class BusSlave:
         else:
             self._handle_rare(mtype, now_us)
 
-    def _on_sync(self, raw, p: int, now_us, seq: int) -> None:
+    def _on_sync(self, raw, p: int, end_us, seq: int) -> None:
         freq = get_u16(raw, p + 2)
         if freq:
             self.sync_freq_centihz = freq
         me = self.config.address
+        self._sf_rounds = 0
+        self._sf_detail = False
         if self.measurements is None or me > C.ADDR_LAST_BOARD:
             return
-        slot_us = get_u16(raw, p + 4)
-        if raw[p + SYNC_DETAIL] == me:
-            at = time.ticks_add(now_us, sync_slot_count(raw, p) * slot_us)
-            self._schedule(C.T_TELEMETRY, seq, at)
-            return
-        slot = sync_slot(raw, p, me)
-        if slot >= 0:
-            self._schedule(C.T_REPORT, seq, time.ticks_add(now_us, slot * slot_us))
+        slot_us = get_u16(raw, p + SYNC_SLOT_US)
+        self._sf_slot_us = slot_us
+        self._sf_base_us = time.ticks_add(end_us, get_u16(raw, p + SYNC_LEAD))
+        self._sf_count = sync_slot_count(raw, p)
+        self._sf_slot = sync_slot(raw, p, me)
+        self._sf_round = 0
+        self._tx_seq = seq
+        self._sf_total = raw[p + SYNC_ROUNDS]
+        self._sf_rounds = self._sf_total if self._sf_slot >= 0 else 0
+        self._sf_detail = raw[p + SYNC_DETAIL] == me
+        self._tx_type = _NO_TX
+        self._next_slot()
+
+    def _next_slot(self) -> None:
+        """Schedule the next frame of the superframe (REPORT rounds, then the detail slot)."""
+        if self._sf_round < self._sf_rounds:
+            k = self._sf_round * self._sf_count + self._sf_slot
+            self._schedule(
+                C.T_REPORT, self._tx_seq, time.ticks_add(self._sf_base_us, k * self._sf_slot_us)
+            )
+            self._tx_slotted = True
+            self._sf_round += 1
+        elif self._sf_detail:
+            self._sf_detail = False
+            k = self._sf_total * self._sf_count
+            self._schedule(
+                C.T_TELEMETRY,
+                self._tx_seq,
+                time.ticks_add(self._sf_base_us, k * self._sf_slot_us),
+            )
+            self._tx_slotted = True
 
     def _schedule(self, mtype: int, seq: int, at_us) -> None:
+        self._tx_slotted = False
         self._tx_type = mtype
         self._tx_seq = seq
         self._tx_at_us = at_us
@@ -291,17 +339,31 @@ class BusSlave:
                 best = wait
         return best
 
-    def due(self, now_us):
-        """The frame to transmit now, as a buffer, or None. Call often from the main loop."""
-        if self._pending is not None and time.ticks_diff(now_us, self._pending_at_us) >= 0:
+    def due(self, now_us, ahead_us: int = 0):
+        """The next frame to transmit if it starts within ``ahead_us``, else None.
+
+        The frame starts at :attr:`tx_at_us` (the UART driver waits for it). Call often from
+        the main loop.
+        """
+        if self._pending is not None and (time.ticks_diff(self._pending_at_us, now_us) <= ahead_us):
             wire = self._pending
             self._pending = None
+            self.tx_at_us = self._pending_at_us
             self.counters.tx_frames += 1
             return wire
-        if self._tx_type == _NO_TX or time.ticks_diff(now_us, self._tx_at_us) < 0:
+        if self._tx_type == _NO_TX:
+            return None
+        wait = time.ticks_diff(self._tx_at_us, now_us)
+        if wait > ahead_us:
             return None
         mtype = self._tx_type
         self._tx_type = _NO_TX
+        self.tx_at_us = self._tx_at_us
+        if self._tx_slotted:
+            self._next_slot()
+            if wait < 0:
+                self.counters.late_slots += 1
+                return None
         writer = self.writer
         p = C.HEADER_LEN
         m = self.measurements

@@ -1,12 +1,16 @@
 """Bus master: finds the boards on the RS-485 bus, gives them addresses, and runs the
 report cycle.
 
-Cycle (see protocol/PROTOCOL.md, "Timing")::
+Superframe (see protocol/PROTOCOL.md, "Timing")::
 
-    SYNC | REPORT | REPORT | ... | TELEMETRY (detail board) | [STATUS poll] | [maintenance]
+    SYNC | lead | round 1: REPORT REPORT ... | ... | round R: REPORT ... | TELEMETRY (detail)
+         | [STATUS poll] | [maintenance]
 
-- Every online group board has a REPORT slot; the master rotates one board per cycle into the
-  detail slot, where it sends its full TELEMETRY instead.
+- One SYNC starts ``rounds`` report cycles: every online group board has a REPORT slot in
+  every round, timed by the board from the end of the SYNC, so rounds follow each other with
+  no request and no gap but the slot guard. The master rotates one board per superframe into
+  the detail slot, where it sends its full TELEMETRY; every other superframe the detail slot
+  goes to a board reporting an overload, so time-to-trip figures stay fresh.
 - Offline boards are left out of the slot mask (a dead board costs no bus time) and probed
   with a POLL in the maintenance step, one per cycle, so a returning board is back in well
   under a second.
@@ -21,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from protocol import consts as C
+from protocol import layouts as L
 from protocol.errors import FrameError
 from protocol.framing import FrameReader
 from protocol.messages import (
@@ -53,6 +59,8 @@ GROUP_BOARD_TYPES = (C.BOARD_PICO_MCP3208, C.BOARD_SIM)
 STATUS_BOARD_TYPES = (C.BOARD_MAINS_STATUS, C.BOARD_MAINS_STATUS_SIM)
 _ALL_UIDS = b"\xff" * C.UID_LEN
 _MAX_GUARD_US = 6000
+_GUARD_STEP_US = 250
+_DETAIL_GRACE_S = 0.01
 
 
 @dataclass
@@ -79,6 +87,7 @@ class BoardLink:
     info: Info | None = None
     quality: LinkQuality = field(default_factory=LinkQuality)
     config_pushed: bool = False
+    alarming: bool = False  # its last REPORT showed an overload (SLIGHT or SERIOUS)
 
     @property
     def is_group_board(self) -> bool:
@@ -103,7 +112,9 @@ class BusListener(Protocol):
 @dataclass(frozen=True)
 class CycleSettings:
     baud: int = 115200
-    guard_us: int = 1500  # slot margin for the boards' timing jitter
+    guard_us: int = 100  # slot margin for the boards' timing jitter (widened on collisions)
+    rounds: int = 12  # report cycles per SYNC
+    lead_us: int = 4000  # SYNC end -> first slot: time for the boards to get ready
     offline_after_s: float = 0.5  # no frame for this long -> offline
     discover_every_s: float = 2.0  # look for hot-plugged boards
     expected_fw: tuple[int, int, int] | None = None  # flag boards running something else
@@ -129,20 +140,26 @@ class BusMaster:
         self.freq_centihz = freq_centihz
         self.boards: dict[int, BoardLink] = {}  # by address
         self.reader = FrameReader()
-        self.cycles = 0
+        self.cycles = 0  # report rounds run
+        self.superframes = 0
+        self.reports = 0  # REPORT frames received
+        self.telemetries = 0  # TELEMETRY frames received
         self.bad_frames = 0
         self.foreign_frames = 0
         self._seq = 0
         self._detail_index = 0
+        self._alarm_index = 0
+        self._detail_waiter: tuple[BoardLink, asyncio.Event] | None = None
         self._waiter: tuple[Callable[[Message], bool], asyncio.Future[Message]] | None = None
         self._discovery_replies: list[DiscoverReply] | None = None
         self._discovery_garbled = 0
-        self._slot_window: tuple[float, list[BoardLink], float] | None = None
+        self._slot_window: tuple[float, list[BoardLink], float, int, BoardLink | None] | None = None
         self._last_discovery = -1e9
         self._probe_index = 0
         self._last_probe = -1e9
         self.guard_us = settings.guard_us
         self._clean_cycles = 0
+        self._slot_bad = 0  # bad frames inside the current superframe's slots
         self._last_rx = -1e9
         self._running = True
         self.cycle_started: list[float] = []  # recent cycle start times, for rate figures
@@ -153,20 +170,21 @@ class BusMaster:
 
     @property
     def slot_us(self) -> int:
-        report_wire = C.HEADER_LEN + 24 + C.CRC_LEN + 2
-        return int(self.frame_time(report_wire) * 1e6) + self.guard_us
+        # header + payload + CRC, one COBS code byte, the delimiter
+        report_wire = C.HEADER_LEN + L.REPORT_LEN + C.CRC_LEN + 2
+        return math.ceil(self.frame_time(report_wire) * 1e6) + self.guard_us
 
     def _adapt_guard(self, bad_in_cycle: int) -> None:
         # Boards' slot timing jitters (interrupt latency on a chip, scheduling in the
         # virtual PDU). Garbled slots mean the guard is too short: widen it at once; after
         # a long clean run, narrow it again, never below the configured value.
         if bad_in_cycle:
-            self.guard_us = min(self.guard_us + 500, _MAX_GUARD_US)
+            self.guard_us = min(self.guard_us + _GUARD_STEP_US, _MAX_GUARD_US)
             self._clean_cycles = 0
             return
         self._clean_cycles += 1
-        if self._clean_cycles >= 200 and self.guard_us > self.settings.guard_us:
-            self.guard_us = max(self.settings.guard_us, self.guard_us - 100)
+        if self._clean_cycles >= 20 and self.guard_us > self.settings.guard_us:
+            self.guard_us = max(self.settings.guard_us, self.guard_us - 50)
             self._clean_cycles = 0
 
     def _next_seq(self) -> int:
@@ -199,17 +217,21 @@ class BusMaster:
             self._discovery_garbled += 1
             return
         link = self._slot_owner(received_at)
+        if self._slot_window is not None:
+            self._slot_bad += 1
         if link is not None:
             link.quality.crc_errors += 1
 
     def _slot_owner(self, t: float) -> BoardLink | None:
         if self._slot_window is None:
             return None
-        start, order, slot_s = self._slot_window
+        start, order, slot_s, rounds, detail = self._slot_window
         k = int((t - start) / slot_s)
-        if 0 <= k < len(order):
-            return order[k]
-        return None
+        if k < 0:
+            return None
+        if k < rounds * len(order):
+            return order[k % len(order)]
+        return detail
 
     def _dispatch(self, message: Message, received_at: float) -> None:
         if isinstance(message, DiscoverReply) and self._discovery_replies is not None:
@@ -226,8 +248,13 @@ class BusMaster:
         self._seen(link, received_at)
         try:
             if isinstance(message, Report):
+                self.reports += 1
+                link.alarming = any(a in (C.AL_SLIGHT, C.AL_SERIOUS) for a in message.alarms)
                 self.listener.report(link, message, received_at)
             elif isinstance(message, Telemetry):
+                self.telemetries += 1
+                if self._detail_waiter is not None and self._detail_waiter[0] is link:
+                    self._detail_waiter[1].set()
                 self.listener.telemetry(link, message, received_at)
             elif isinstance(message, Status):
                 self.listener.status(link, message, received_at)
@@ -416,49 +443,75 @@ class BusMaster:
             await self.cycle()
 
     async def cycle(self) -> None:
+        """One superframe: SYNC, ``rounds`` report rounds, the detail TELEMETRY, upkeep."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self.cycles += 1
-        self.cycle_started.append(started)
-        del self.cycle_started[:-200]
+        self.superframes += 1
         online = sorted(
             (b for b in self.boards.values() if b.online and b.is_group_board),
             key=lambda b: b.address,
         )
-        detail = None
-        if online:
-            self._detail_index = (self._detail_index + 1) % len(online)
-            detail = online[self._detail_index]
-        slotted = [b for b in online if b is not detail]
-        first = slotted[0].address if slotted else (detail.address if detail else 1)
+        detail = self._pick_detail(online)
+        first = online[0].address if online else 1
+        order = [b for b in online if b.address - first < 32]
         mask = 0
-        for link in slotted:
-            if link.address - first < 32:
-                mask |= 1 << (link.address - first)
+        for link in order:
+            mask |= 1 << (link.address - first)
+        rounds = self.settings.rounds
         slot_us = self.slot_us
         sync = Sync(
-            self.cycles & 0xFFFF,
+            self.superframes & 0xFFFF,
             self.freq_centihz(),
             slot_us,
             first,
             mask,
             detail.address if detail else 0,
+            rounds,
+            self.settings.lead_us,
             seq=self._next_seq(),
         )
-        bad_before = self.bad_frames
+        self._slot_bad = 0
         sync_end = await self.send(sync)
         slot_s = slot_us / 1e6
-        order = [b for b in slotted if b.address - first < 32]
-        self._slot_window = (sync_end, [*order, *([detail] if detail else [])], slot_s)
-        end = sync_end + len(order) * slot_s
+        start = sync_end + self.settings.lead_us / 1e6
+        self._slot_window = (start, order, slot_s, rounds, detail)
+        end = start + rounds * len(order) * slot_s
         if detail is not None:
             end += self.frame_time(64 + 3 * 12) + self.guard_us / 1e6
+        if order:
+            for r in range(rounds):  # cycle starts, for the rate figures
+                self.cycle_started.append(start + r * len(order) * slot_s)
+            self.cycles += rounds
+        else:
+            self.cycle_started.append(started)
+            self.cycles += 1
+        del self.cycle_started[:-200]
+        detail_seen = asyncio.Event()
+        self._detail_waiter = (detail, detail_seen) if detail is not None else None
         await asyncio.sleep(max(0.0, end - loop.time()))
+        if self._detail_waiter is not None:
+            # The SYNC may have reached the line later than this process thinks (a busy
+            # host, a serial driver's buffer): the superframe ends with the detail
+            # TELEMETRY, so give it a little longer before the next SYNC could collide.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(detail_seen.wait(), _DETAIL_GRACE_S)
+            self._detail_waiter = None
         self._slot_window = None
-        self._adapt_guard(self.bad_frames - bad_before)
+        self._adapt_guard(self._slot_bad)
         await self._poll_status_nodes()
         await self._maintenance(loop.time())
         self._mark_offline(loop.time())
+
+    def _pick_detail(self, online: list[BoardLink]) -> BoardLink | None:
+        """Round robin; every other superframe a board in overload, if there is one."""
+        if not online:
+            return None
+        alarming = [b for b in online if b.alarming]
+        if alarming and self.superframes % 2 == 0:
+            self._alarm_index = (self._alarm_index + 1) % len(alarming)
+            return alarming[self._alarm_index]
+        self._detail_index = (self._detail_index + 1) % len(online)
+        return online[self._detail_index]
 
     async def _poll_status_nodes(self) -> None:
         for link in list(self.boards.values()):

@@ -64,13 +64,13 @@ ST_SERIOUS = const(3)  # serious overload (red rapid flash)
 ST_TRIPPED = const(4)  # current collapsed right after an overload: RCBO probably tripped
 STATE_CLIP = const(0x08)  # nibble bit: the channel's ADC clipped during the window
 
-# REPORT alarm codes (2 bits beside a 14-bit current).
+# REPORT alarm codes (2 bits per channel).
 AL_NORMAL = const(0)  # OFF when the current is 0, else OK
 AL_SLIGHT = const(1)
 AL_SERIOUS = const(2)
 AL_TRIPPED = const(3)
-REPORT_MAX_CENTIAMPS = const(0x3FFE)  # 163.82 A; 0x3FFF = over range
-REPORT_OVER_RANGE = const(0x3FFF)
+REPORT_MAX_CENTIAMPS = const(12278)  # 122.78 A: the largest current a REPORT carries
+REPORT_OVER_RANGE = const(0x3FFF)  # decoded value of the over-range code
 
 # Board flags (TELEMETRY and REPORT byte 0, INFO flags).
 F_CONFIG_DEFAULTS = const(0x01)  # config file missing or corrupt: safe defaults in use

@@ -7,6 +7,8 @@ golden vectors pin both.
 
 from protocol.consts import (
     CHANNELS,
+    REPORT_MAX_CENTIAMPS,
+    REPORT_OVER_RANGE,
     ST_SERIOUS,
     ST_SLIGHT,
     T_ACK,
@@ -30,10 +32,22 @@ from protocol.consts import (
 
 # Fixed payload sizes.
 POLL_LEN = 1  # u8 requested type
-SYNC_LEN = 12  # u16 cycle, u16 freq 0.01 Hz, u16 slot_us, u8 first, u32 slot mask, u8 detail
+# SYNC: u16 cycle, u16 freq 0.01 Hz, u16 slot_us, u8 first, u32 slot mask, u8 detail,
+# u8 rounds, u16 lead_us
+SYNC_LEN = 15
+SYNC_SLOT_US = 4
+SYNC_FIRST = 6
 SYNC_MASK = 7  # offset of the u32 slot mask
 SYNC_DETAIL = 11
-REPORT_LEN = 24  # 12 x u16 (14-bit current 10 mA | alarm << 14)
+SYNC_ROUNDS = 12
+SYNC_LEAD = 13
+# REPORT: 12 x 12-bit current code, two per 3 bytes (even channel in the low 12 bits), then
+# 12 x 2-bit alarm, four per byte (channel 4k in bits 0-1).
+REPORT_LEN = 21
+REPORT_ALARMS = 18
+REPORT_FINE_CODES = 2048  # codes 0..2047: 10 mA steps (0..20.47 A)
+REPORT_COARSE_STEP = 5  # codes 2048..4094: 50 mA steps from 20.48 A to 122.78 A
+REPORT_CODE_OVER = 4095
 TELEMETRY_FIXED_LEN = 53
 TELEMETRY_OVERLOAD_LEN = 3  # per overloaded channel: u8 channel, u16 time-to-trip 0.1 s
 STATUS_LEN = 14
@@ -110,6 +124,24 @@ def put_u32(buf, off: int, value: int) -> None:
 
 def get_u16(buf, off: int) -> int:
     return buf[off] | buf[off + 1] << 8
+
+
+def report_code(centiamps: int) -> int:
+    """12-bit REPORT code of a current in 10 mA (finer below 20.48 A, see REPORT_LEN)."""
+    if centiamps < REPORT_FINE_CODES:
+        return centiamps if centiamps > 0 else 0
+    if centiamps > REPORT_MAX_CENTIAMPS:
+        return REPORT_CODE_OVER
+    return REPORT_FINE_CODES + (centiamps - REPORT_FINE_CODES + 2) // REPORT_COARSE_STEP
+
+
+def report_centiamps(code: int) -> int:
+    """Current in 10 mA of a 12-bit REPORT code; REPORT_OVER_RANGE for the over-range code."""
+    if code < REPORT_FINE_CODES:
+        return code
+    if code >= REPORT_CODE_OVER:
+        return REPORT_OVER_RANGE
+    return REPORT_FINE_CODES + (code - REPORT_FINE_CODES) * REPORT_COARSE_STEP
 
 
 def sync_slot(buf, off: int, address: int) -> int:
@@ -193,15 +225,37 @@ _ALARM_OF_STATE = b"\x00\x00\x01\x02\x03\x00\x00\x00"
 
 
 def pack_report(buf, off: int, centiamps, states) -> int:
-    """Write a REPORT payload at ``buf[off:]`` without allocating; returns its length."""
+    """Write a REPORT payload at ``buf[off:]`` without allocating; returns its length.
+
+    ``centiamps`` may hold CENTIAMPS_INVALID (0xFFFF): it goes out as the over-range code.
+    """
     o = off
+    for ch in range(0, CHANNELS, 2):
+        a = report_code(centiamps[ch])
+        b = report_code(centiamps[ch + 1])
+        buf[o] = a & 0xFF
+        buf[o + 1] = (a >> 8) | (b & 0x0F) << 4
+        buf[o + 2] = b >> 4
+        o += 3
     alarm_of = _ALARM_OF_STATE
-    for ch in range(CHANNELS):
-        v = centiamps[ch]
-        if v > 0x3FFE:
-            v = 0x3FFF
-        v |= alarm_of[states[ch] & 0x07] << 14
-        buf[o] = v & 0xFF
-        buf[o + 1] = v >> 8
-        o += 2
+    o = off + REPORT_ALARMS
+    for k in range(0, CHANNELS, 4):
+        buf[o] = (
+            alarm_of[states[k] & 0x07]
+            | alarm_of[states[k + 1] & 0x07] << 2
+            | alarm_of[states[k + 2] & 0x07] << 4
+            | alarm_of[states[k + 3] & 0x07] << 6
+        )
+        o += 1
     return REPORT_LEN
+
+
+def unpack_report(buf, off: int, centiamps, alarms) -> None:
+    """Read a REPORT payload into ``centiamps`` (10 mA) and ``alarms`` (12 each)."""
+    o = off
+    for ch in range(0, CHANNELS, 2):
+        centiamps[ch] = report_centiamps(buf[o] | (buf[o + 1] & 0x0F) << 8)
+        centiamps[ch + 1] = report_centiamps(buf[o + 1] >> 4 | buf[o + 2] << 4)
+        o += 3
+    for ch in range(CHANNELS):
+        alarms[ch] = buf[off + REPORT_ALARMS + (ch >> 2)] >> (2 * (ch & 3)) & 3

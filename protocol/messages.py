@@ -115,16 +115,25 @@ class Poll(Message):
 
 
 class Sync(Message):
-    """Start of a report cycle (TDMA).
+    """Start of a superframe of ``rounds`` report cycles (TDMA).
 
-    Bit k of ``slot_mask`` gives address ``first_addr + k`` a REPORT slot; slots follow in
-    address order, slot i starting ``i * slot_us`` after the end of this frame. Board
-    ``detail_addr`` (not in the mask) sends a TELEMETRY after the last slot instead.
+    Bit k of ``slot_mask`` gives address ``first_addr + k`` a REPORT slot in every round;
+    slots follow in address order, round by round, the first starting ``lead_us`` after the
+    end of this frame. Board ``detail_addr`` sends a TELEMETRY after the last round.
     """
 
     TYPE = C.T_SYNC
     NAME = "Sync"
-    FIELDS = ("cycle", "freq_centihz", "slot_us", "first_addr", "slot_mask", "detail_addr")
+    FIELDS = (
+        "cycle",
+        "freq_centihz",
+        "slot_us",
+        "first_addr",
+        "slot_mask",
+        "detail_addr",
+        "rounds",
+        "lead_us",
+    )
 
     def __init__(
         self,
@@ -134,6 +143,8 @@ class Sync(Message):
         first_addr: int,
         slot_mask: int,
         detail_addr: int,
+        rounds: int = 1,
+        lead_us: int = 0,
         dst: int = C.ADDR_BROADCAST,
         src: int = C.ADDR_MASTER,
         seq: int = 0,
@@ -145,6 +156,8 @@ class Sync(Message):
         self.first_addr = first_addr
         self.slot_mask = slot_mask
         self.detail_addr = detail_addr
+        self.rounds = rounds
+        self.lead_us = lead_us
 
     def validate(self) -> None:
         super().validate()
@@ -158,18 +171,15 @@ class Sync(Message):
             "slot_mask reaches past the last board address",
         )
         _check(self.detail_addr == 0 or 1 <= self.detail_addr <= 239, "detail_addr 0..239")
-        bit = self.detail_addr - self.first_addr
-        _check(
-            self.detail_addr == 0 or not (0 <= bit < 32 and self.slot_mask >> bit & 1),
-            "detail_addr must not also have a REPORT slot",
-        )
+        _check(isinstance(self.rounds, int) and 1 <= self.rounds <= 255, "rounds 1..255")
+        _u16(self.lead_us, "lead_us")
 
     def slot_addresses(self) -> list:
         return [self.first_addr + k for k in range(32) if self.slot_mask >> k & 1]
 
     def pack(self, buf: bytearray, off: int) -> int:
         struct.pack_into(
-            "<HHHBIB",
+            "<HHHBIBBH",
             buf,
             off,
             self.cycle,
@@ -178,13 +188,15 @@ class Sync(Message):
             self.first_addr,
             self.slot_mask,
             self.detail_addr,
+            self.rounds,
+            self.lead_us,
         )
         return L.SYNC_LEN
 
     @classmethod
     def unpack(cls, buf, off: int, n: int, dst: int, src: int, seq: int) -> "Sync":
-        v = struct.unpack_from("<HHHBIB", buf, off)
-        return cls(v[0], v[1], v[2], v[3], v[4], v[5], dst, src, seq)
+        v = struct.unpack_from("<HHHBIBBH", buf, off)
+        return cls(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], dst, src, seq)
 
 
 def _bit_length(value: int) -> int:
@@ -196,7 +208,11 @@ def _bit_length(value: int) -> int:
 
 
 class Report(Message):
-    """Compact per-cycle currents: 14-bit current in 10 mA and a 2-bit alarm per channel."""
+    """Compact per-cycle currents: a 12-bit current code and a 2-bit alarm per channel.
+
+    ``centiamps`` are in 10 mA; above 20.47 A the REPORT carries 50 mA steps, so a value
+    packs to the nearest step (``layouts.report_code``) and reads back quantised.
+    """
 
     TYPE = C.T_REPORT
     NAME = "Report"
@@ -219,19 +235,34 @@ class Report(Message):
         _list(self.centiamps, C.CHANNELS, "centiamps")
         _list(self.alarms, C.CHANNELS, "alarms")
         for v in self.centiamps:
-            _check(isinstance(v, int) and 0 <= v <= C.REPORT_OVER_RANGE, "centiamps 0..16383")
+            _check(
+                isinstance(v, int) and (0 <= v <= C.REPORT_OVER_RANGE or v == C.CENTIAMPS_INVALID),
+                "centiamps 0..16383 or 0xFFFF",
+            )
         for v in self.alarms:
             _check(isinstance(v, int) and 0 <= v <= 3, "alarm 0..3")
 
     def pack(self, buf: bytearray, off: int) -> int:
-        for ch in range(C.CHANNELS):
-            L.put_u16(buf, off + 2 * ch, self.centiamps[ch] | self.alarms[ch] << 14)
+        for ch in range(0, C.CHANNELS, 2):
+            a = L.report_code(self.centiamps[ch])
+            b = L.report_code(self.centiamps[ch + 1])
+            o = off + 3 * (ch >> 1)
+            buf[o] = a & 0xFF
+            buf[o + 1] = (a >> 8) | (b & 0x0F) << 4
+            buf[o + 2] = b >> 4
+        for k in range(3):
+            a = self.alarms
+            buf[off + L.REPORT_ALARMS + k] = (
+                a[4 * k] | a[4 * k + 1] << 2 | a[4 * k + 2] << 4 | a[4 * k + 3] << 6
+            )
         return L.REPORT_LEN
 
     @classmethod
     def unpack(cls, buf, off: int, n: int, dst: int, src: int, seq: int) -> "Report":
-        words = [L.get_u16(buf, off + 2 * ch) for ch in range(C.CHANNELS)]
-        return cls([w & 0x3FFF for w in words], [w >> 14 for w in words], dst, src, seq)
+        centiamps = [0] * C.CHANNELS
+        alarms = [0] * C.CHANNELS
+        L.unpack_report(buf, off, centiamps, alarms)
+        return cls(centiamps, alarms, dst, src, seq)
 
 
 class Telemetry(Message):

@@ -50,14 +50,14 @@ def good_messages() -> list[tuple[str, Message]]:
     return [
         ("poll_report", Poll(C.T_REPORT, dst=3, seq=1)),
         ("poll_telemetry", Poll(C.T_TELEMETRY, dst=0xEF, seq=255)),
-        ("sync", Sync(4242, 5000, 3300, 1, 0b1110_1111, 5, seq=17)),
+        ("sync", Sync(4242, 5000, 2980, 1, 0b1111_1111, 5, 8, 4000, seq=17)),
         ("sync_no_freq", Sync(0, 0, 1, 1, 0, 0)),
-        ("sync_wide_mask", Sync(65535, 6000, 65535, 1, 0xFFFFFFFF, 0, seq=255)),
+        ("sync_wide_mask", Sync(65535, 6000, 65535, 1, 0xFFFFFFFF, 0, 255, 65535, seq=255)),
         ("report_idle", Report([0] * 12, [0] * 12, src=2, seq=9)),
         (
             "report_mixed",
             Report(
-                [1734, 0, 2400, 16383, 5, 1600, 0, 0, 820, 1, 16382, 300],
+                [1734, 0, 2403, 16383, 5, 1600, 0, 0, 820, 1, 12278, 2047],
                 [1, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0],
                 src=4,
                 seq=200,

@@ -14,15 +14,26 @@ Endpoints
   the line speed belongs to the bus.
 * **UNIX stream socket** (``socket_path``): for virtual boards (the MicroPython unix port has no
   termios).  Each connection is one transceiver.  Convention: the connection *may* start with
-  one hello line ``@vbus <name>[ echo][ listen]\\n`` (name: ``[A-Za-z0-9_.-]{1,32}``); every
-  other byte is raw line data.  Without a hello the endpoint is called ``sockN``.  The bus never
-  writes anything but line data to a socket.  A newer connection with the same name replaces
+  one hello line ``@vbus <name>[ echo][ listen][ timed]\\n`` (name: ``[A-Za-z0-9_.-]{1,32}``);
+  every other byte is raw line data, or, with ``timed``, records (below).  Without a hello
+  the endpoint is called ``sockN``.  The bus writes nothing but line data (or records) to a
+  socket.  A newer connection with the same name replaces
   the older one (a board that restarted); bytes a board wrote before closing still go out.
   MicroPython's unix port wants the raw ``sockaddr_un``::
 
       s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
       s.connect(struct.pack("<H", socket.AF_UNIX) + path.encode() + b"\\0")
       s.send(b"@vbus group-a\\n")
+
+* **Timed sockets** (hello flag ``timed``) model a UART with a receive timestamp and a timed
+  transmit start, as a board that schedules TDMA slots from the end of a SYNC uses (on the
+  RP2040: the RX-idle interrupt and a timer-started transmit).  Both directions carry records
+  ``u16 length, u64 time_us (little-endian), data``; ``time_us`` is CLOCK_MONOTONIC in µs (the
+  clock of ``time.monotonic()`` here and of ``time.ticks_us()`` on MicroPython's 64-bit unix
+  port).  From the bus: the line time at which the record's last byte ended.  To the bus:
+  the line time at which the data starts (0, or a time already past: at once).  The
+  transmitter still sends one thing at a time: a start time that falls inside its own earlier
+  transmission waits for it to end.
 
 Physics
 -------
@@ -84,6 +95,8 @@ _READ_SIZE = 65536
 
 HELLO_PREFIX = b"@vbus "
 _HELLO_MAX = 80
+_RECORD_HEAD = 10  # timed sockets: u16 length + u64 time in µs
+_LATE_READ_S = 0.05  # a timed start read later than this is sent at once instead
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 
 
@@ -148,6 +161,7 @@ class _Endpoint:
         self.name = name
         self.echo = echo
         self.listen_only = listen_only
+        self.timed = False
         self.closed = False
         self.tx_free_at = 0.0  # when this transmitter finishes its last scheduled byte
         self.backlog = 0  # bytes scheduled but not yet fully on the line
@@ -160,7 +174,8 @@ class _Endpoint:
     def path(self) -> str | None:
         return None
 
-    def deliver(self, data: bytes) -> None:
+    def deliver(self, parts: list[tuple[bytes, float]]) -> None:
+        """Hand over line data: runs of bytes, each with the time its last byte ended."""
         raise NotImplementedError
 
     def pause_reading(self) -> None:
@@ -219,7 +234,8 @@ class _PtyEndpoint(_Endpoint):
         if data:
             self.bus._on_tx(self, data)
 
-    def deliver(self, data: bytes) -> None:
+    def deliver(self, parts: list[tuple[bytes, float]]) -> None:
+        data = b"".join(part for part, _ in parts)
         try:
             written = os.write(self.master_fd, data)
         except (BlockingIOError, InterruptedError):
@@ -258,6 +274,7 @@ class _SocketEndpoint(_Endpoint, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         # Until we know whether the connection starts with a hello, hold its bytes back.
         self._hello: bytearray | None = bytearray()
+        self._records = bytearray()  # timed: bytes of an incomplete record
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -266,7 +283,10 @@ class _SocketEndpoint(_Endpoint, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._hello is None:
-            self.bus._on_tx(self, data)
+            if self.timed:
+                self._timed_received(data)
+            else:
+                self.bus._on_tx(self, data)
             return
         self._hello += data
         held = bytes(self._hello)
@@ -288,9 +308,26 @@ class _SocketEndpoint(_Endpoint, asyncio.Protocol):
         flags = set(words[1:])
         self.echo = "echo" in flags
         self.listen_only = "listen" in flags
+        self.timed = "timed" in flags
         self.bus._rename(self, words[0])
         if len(held) > end + 1 and not self.closed:
-            self.bus._on_tx(self, held[end + 1 :])
+            self.data_received(held[end + 1 :])
+
+    def _timed_received(self, data: bytes) -> None:
+        records = self._records
+        records += data
+        pos = 0
+        while len(records) - pos >= _RECORD_HEAD:
+            length = int.from_bytes(records[pos : pos + 2], "little")
+            if len(records) - pos < _RECORD_HEAD + length:
+                break
+            at_us = int.from_bytes(records[pos + 2 : pos + _RECORD_HEAD], "little")
+            body = bytes(records[pos + _RECORD_HEAD : pos + _RECORD_HEAD + length])
+            pos += _RECORD_HEAD + length
+            self.bus._on_tx(self, body, at=at_us / 1e6 if at_us else 0.0)
+            if self.closed:
+                return
+        del records[:pos]
 
     def _reject(self, why: str) -> None:
         _LOG.warning("vbus: closing socket endpoint %s: %s", self.name, why)
@@ -300,15 +337,25 @@ class _SocketEndpoint(_Endpoint, asyncio.Protocol):
         self.closed = True
         self.bus._unregister(self)
 
-    def deliver(self, data: bytes) -> None:
+    def deliver(self, parts: list[tuple[bytes, float]]) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        size = sum(len(part) for part, _ in parts)
         if transport.get_write_buffer_size() > _SOCKET_RX_LIMIT:
-            self.overrun_bytes += len(data)
+            self.overrun_bytes += size
             return
-        transport.write(data)
-        self.rx_bytes += len(data)
+        if self.timed:
+            # One record per run of back-to-back bytes, so every record's time is exact.
+            transport.write(
+                b"".join(
+                    len(part).to_bytes(2, "little") + round(end * 1e6).to_bytes(8, "little") + part
+                    for part, end in parts
+                )
+            )
+        else:
+            transport.write(b"".join(part for part, _ in parts))
+        self.rx_bytes += size
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -370,6 +417,7 @@ class VirtualBus:
         self._endpoints: dict[str, _Endpoint] = {}
         self._unplugged: set[str] = set()
         self._segments: list[_Segment] = []
+        self._recent: list[_Segment] = []  # finished, still within reach of a late timed start
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = math.inf
         self._server: asyncio.AbstractServer | None = None
@@ -425,6 +473,7 @@ class VirtualBus:
             self._timer.cancel()
             self._timer = None
         self._segments.clear()
+        self._recent.clear()
         if self._server is not None:
             self._server.close()
         for endpoint in list(self._endpoints.values()):
@@ -610,15 +659,23 @@ class VirtualBus:
 
     # ------------------------------------------------------------------ internals: the line
 
-    def _on_tx(self, endpoint: _Endpoint, data: bytes) -> None:
-        """Bytes written by an endpoint: schedule them on the line behind its earlier bytes."""
-        if self._loop is None or endpoint.closed:
+    def _on_tx(self, endpoint: _Endpoint, data: bytes, at: float = 0.0) -> None:
+        """Bytes written by an endpoint: schedule them on the line behind its earlier bytes,
+        not before ``at`` (a timed transmit start, loop time)."""
+        if self._loop is None or endpoint.closed or not data:
             return
         if endpoint.listen_only or endpoint.name in self._unplugged:
             endpoint.discarded_bytes += len(data)
             return
         endpoint.tx_bytes += len(data)
-        start = max(self._loop.time(), endpoint.tx_free_at)
+        now = self._loop.time()
+        if now - _LATE_READ_S <= at:
+            # A timed start the bus reads late (this process was descheduled) still happens
+            # at its time on the line: the board handed the frame over before it (it checks),
+            # so the simulator's own lateness must not turn into collisions.
+            start = max(at, endpoint.tx_free_at)
+        else:
+            start = max(now, endpoint.tx_free_at)
         segment = _Segment(endpoint, start, start + len(data) * self.byte_time, bytearray(data))
         endpoint.tx_free_at = segment.end
         endpoint.backlog += len(data)
@@ -627,9 +684,11 @@ class VirtualBus:
         self._schedule(segment)
 
     def _schedule(self, segment: _Segment) -> None:
-        # Every transmission that overlaps this one is already scheduled: a byte is scheduled
-        # no earlier than the moment the bus reads it, and a later one starts later still.
-        for other in self._segments:
+        # Every transmission that overlaps this one is already scheduled or recently finished:
+        # a byte is scheduled no earlier than the moment the bus reads it (a timed start up to
+        # _LATE_READ_S before), and a later one starts later still. Bytes already delivered
+        # stay as they were; the newcomer's overlapping bytes are garbled.
+        for other in (*self._segments, *self._recent):
             if other.source is not segment.source:
                 self._collide(segment, other)
         self._segments.append(segment)
@@ -637,8 +696,8 @@ class VirtualBus:
 
     def _collide(self, a: _Segment, b: _Segment) -> None:
         lo, hi = max(a.start, b.start), min(a.end, b.end)
-        if lo >= hi:
-            return
+        if hi - lo < 0.05 * self.byte_time:
+            return  # back to back (float rounding), not overlapping
         self._collisions += 1
         bt = self.byte_time
         for seg in (a, b):
@@ -690,21 +749,25 @@ class VirtualBus:
                 finished.append(seg)
         if finished:
             self._segments = [seg for seg in self._segments if seg not in finished]
+            self._recent.extend(finished)
+        if self._recent:
+            self._recent = [seg for seg in self._recent if seg.end > now - _LATE_READ_S]
         if not chunks:
             return
         chunks.sort(key=lambda chunk: chunk[0])
-        outgoing: dict[_Endpoint, list[bytes]] = {}
+        outgoing: dict[_Endpoint, list[tuple[bytes, float]]] = {}
         receivers = [ep for name, ep in self._endpoints.items() if name not in self._unplugged]
-        for _, source, raw in chunks:
+        for chunk_start, source, raw in chunks:
             self._line_bytes += len(raw)
+            end = chunk_start + len(raw) * bt  # when the chunk's last byte ended
             data = self._line_faults(raw)
             if not data:
                 continue
             for receiver in receivers:
                 if receiver is not source or receiver.echo:
-                    outgoing.setdefault(receiver, []).append(data)
+                    outgoing.setdefault(receiver, []).append((data, end))
         for receiver, parts in outgoing.items():
-            receiver.deliver(b"".join(parts))
+            receiver.deliver(parts)
 
     def _line_faults(self, data: bytearray) -> bytes:
         faults = self._faults

@@ -17,6 +17,15 @@ bytes; :meth:`Rs485.read` / :meth:`Rs485.poll` copy what is there into the preal
 :meth:`Rs485.read` waits through ``asyncio.StreamReader`` over the UART (any object that
 ``select.poll`` can wait on: ``machine.UART`` or the sim UART).
 
+Timed slots (TDMA after a SYNC): :meth:`Rs485.rx_end_us` tells when the last received byte
+ended on the line and :meth:`Rs485.send_at` starts a frame at a given ``ticks_us``. On the
+RP2040 the first comes from the UART's receive-timeout interrupt (:class:`RxIdleStamp`: the
+PL011 raises it 32 bit times after the last character, so the byte ended a known, baud-fixed
+time before the stamp) and ``send_at`` sleeps until ~1 ms before the start, then spins on
+``ticks_us`` and writes into the TX FIFO (start jitter: a pending interrupt, tens of µs). On
+the sim board the virtual bus stamps and times the bytes itself (``SimUart.write_at``). The
+figures on a chip are to be measured with a logic analyser; the slot guard absorbs them.
+
 Overruns are counted in :attr:`Rs485.overruns`: the UART ring found full (bytes were being
 dropped by the port) plus, when the board passes ``line_errors`` (e.g.
 :class:`Rp2UartErrors`), hardware overrun flags.
@@ -28,6 +37,8 @@ from time import sleep_us, ticks_add, ticks_diff, ticks_us
 from micropython import const
 
 _SPIN_US = const(300)  # time left on the wire when send() stops sleeping and starts spinning
+_WAKE_US = const(1000)  # send_at: stop sleeping this long before the start and spin
+_RX_IDLE_BITS = const(32)  # PL011 receive timeout: 32 bit times after the last character
 
 
 class Rs485Error(Exception):
@@ -56,8 +67,13 @@ class Rs485:
         line_errors=None,
         echo=False,
         tx_timeout_ms=200,
+        rx_stamp=None,
     ):
         self.uart = uart
+        self._rx_stamp = rx_stamp
+        # A UART that starts a frame at a given time itself (the sim) takes frames early.
+        self._timed_uart = hasattr(uart, "write_at")
+        self.tx_lead_us = 20000 if self._timed_uart else _WAKE_US + 2000
         self._de = de
         self.baud = baud
         # one character on the wire in ns (kept small so wire times stay small ints)
@@ -108,6 +124,15 @@ class Rs485:
     def poll(self):
         """Copy waiting bytes into :attr:`rx_buf`; return the count (0 if none)."""
         return self.readinto(self.rx_buf)
+
+    def rx_end_us(self):
+        """``ticks_us`` at which the last byte read so far ended on the line (best known)."""
+        if self._timed_uart:
+            return self.uart.rx_end_us
+        stamp = self._rx_stamp
+        if stamp is not None:
+            return stamp.end_us()
+        return ticks_us()
 
     async def read(self):
         """Wait for at least one byte, copy what is waiting into :attr:`rx_buf`; return n."""
@@ -173,6 +198,24 @@ class Rs485:
         self._spin_until_done(ticks_add(start, self._tx_timeout_us + wire))
         self._end(n)
 
+    async def send_at(self, buf, at_us):
+        """Transmit ``buf`` starting at ``ticks_us`` ``at_us`` (at once if that has passed)."""
+        async with self._tx_lock:
+            n = len(buf)
+            if self._timed_uart:
+                # The sim UART starts and ends the frame on the line itself (the virtual
+                # bus times it): hand it over and go on receiving meanwhile.
+                self.uart.write_at(buf, at_us)
+                self.tx_bytes += n
+                self.tx_frames += 1
+                return
+            wait = ticks_diff(at_us, ticks_us())
+            if wait > _WAKE_US + 1000:
+                await asyncio.sleep_ms((wait - _WAKE_US) // 1000)
+            while ticks_diff(at_us, ticks_us()) > 0:
+                pass  # spin to the slot start: sleep_ms is too coarse for a TDMA slot
+            await self._send(buf)
+
     def _drop_echo(self, nbytes):
         # Our own frame comes back through the receiver: read it and check it.
         buf = self._echo_buf
@@ -189,6 +232,30 @@ class Rs485:
                 sleep_us(50)
         if got != nbytes:
             self.echo_errors += 1
+
+
+class RxIdleStamp:
+    """When the last received byte ended, from the UART's RX-idle (receive timeout) IRQ.
+
+    ``uart.irq(UART.IRQ_RXIDLE)`` fires when the line has been idle for 32 bit times after a
+    character; the hard handler only stores ``ticks_us()`` in a preallocated slot (no
+    allocation in an interrupt), :meth:`end_us` subtracts the idle time. Used by
+    :meth:`Rs485.rx_end_us` to time TDMA slots from the end of a SYNC.
+    """
+
+    def __init__(self, uart, baud, trigger):
+        # A one-slot list: storing a small int in it allocates nothing (an array would
+        # truncate 64-bit ticks on the unix port).
+        self._stamp = [ticks_us()]
+        self._idle_us = (_RX_IDLE_BITS * 1_000_000 + baud // 2) // baud
+        self._handler = self._on_idle  # bound once: creating it in the IRQ would allocate
+        uart.irq(handler=self._handler, trigger=trigger, hard=True)
+
+    def _on_idle(self, uart):
+        self._stamp[0] = ticks_us()
+
+    def end_us(self):
+        return ticks_add(self._stamp[0], -self._idle_us)
 
 
 class Rp2UartErrors:

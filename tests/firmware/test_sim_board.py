@@ -58,6 +58,7 @@ async def echo():
     while True:
         n = await port.read()
         stats["echoed"] += n
+        stats["rx_end_us"] = port.rx_end_us()
         await port.send(bytes(port.rx_buf[:n]).upper())
 
 async def ui():
@@ -259,14 +260,16 @@ def test_group_board_panel_bus_adc_and_load_messages(tmp_path: Path) -> None:
         assert state["segments"] == [0x00, 0x00, 0x4F | 0x80, 0x3F]
         assert [led for i, led in enumerate(state["leds"]) if i != 2] == [[0, 0, 0]] * 11
 
-        # bytes on the virtual bus reach the firmware and its reply comes back
+        # bytes on the virtual bus reach the firmware and its reply comes back; the board
+        # names itself to the bus first and speaks timed records (u16 length, u64 µs, data)
         bus.settimeout(5)
-        bus.sendall(b"hello bus")
+        stamp = time.monotonic_ns() // 1000
+        bus.sendall((9).to_bytes(2, "little") + stamp.to_bytes(8, "little") + b"hello bus")
         reply = b""
-        hello = b"@vbus sim-B\n"  # the board names itself to the bus first
-        while len(reply) < len(hello) + 9:
+        hello = b"@vbus sim-B timed\n"
+        while len(reply) < len(hello) + 10 + 9:
             reply += bus.recv(64)
-        assert reply == hello + b"HELLO BUS"
+        assert reply == hello + (9).to_bytes(2, "little") + bytes(8) + b"HELLO BUS"
 
         # heartbeat carries the watchdog feed count
         beat = panel.wait_for(lambda s: "hb" in s and s["wdt"] > 0, timeout=3)
@@ -290,6 +293,7 @@ def test_group_board_panel_bus_adc_and_load_messages(tmp_path: Path) -> None:
     assert result["tx_frames"] >= 1 and result["de"] == 0
     stats = result["stats"]
     assert stats["echoed"] == 9
+    assert stats["rx_end_us"] == stamp  # the bus's line time of the last byte, as delivered
     assert stats["continuous"] is True  # every sample delivered, in order
     # real-time pacing: 64 samples per block, one every 312 us = one block per 19.968 ms
     elapsed = stats["last_ms"] - stats["first_ms"]

@@ -82,6 +82,38 @@ print(decode(bytes(slave.due(time.ticks_add(now, 28000)))).NAME)
     assert out[:4] == ["True", "Report 9 5012", "None", "Telemetry"]
 
 
+def test_superframe_rounds_detail_and_late_slot(tmp_path: Path) -> None:
+    # 3 rounds of 4 slots (addresses 1, 2, 3, 5), slot 2500 µs, lead 3000 µs; this board
+    # (address 3, slot index 2) is also the detail board.
+    out = run(
+        r"""
+wire = encode(Sync(7, 0, 2500, 1, 0b1_0111, 3, 3, 3000, seq=11))
+end = time.ticks_us()
+slave.receive(wire, len(wire), end)
+starts = []
+for k in range(8):
+    out = slave.due(end, 200_000)
+    if out is None:
+        break
+    starts.append((decode(bytes(out)).NAME, time.ticks_diff(slave.tx_at_us, end)))
+print(starts)
+# Frames are handed over early: not before `ahead` of the start.
+slave.receive(wire, len(wire), end)
+print(slave.due(end, 7999) is None, slave.due(end, 8000) is not None)
+# A slot whose start has passed is skipped and counted; the next round still goes out.
+slave.receive(wire, len(wire), end)
+print(slave.due(time.ticks_add(end, 8001)), slave.counters.late_slots)
+print(decode(bytes(slave.due(end, 20000))).NAME, time.ticks_diff(slave.tx_at_us, end))
+""",
+        tmp_path,
+    )
+    rounds = [("Report", 3000 + 2500 * (4 * r + 2)) for r in range(3)]
+    assert out[0] == repr([*rounds, ("Telemetry", 3000 + 2500 * 12)])
+    assert out[1] == "True True"
+    assert out[2] == "None 1"
+    assert out[3] == "Report 18000"
+
+
 def test_info_config_identify_and_naks(tmp_path: Path) -> None:
     out = run(
         r"""

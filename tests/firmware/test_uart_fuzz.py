@@ -5,8 +5,10 @@ NAKs bad requests addressed to it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -54,24 +56,29 @@ class Line:
         self.connected = asyncio.Event()
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello = await reader.readline()  # "@vbus <name>"
-        assert hello.startswith(b"@vbus ")
+        hello = await reader.readline()  # "@vbus <name> timed": records both ways
+        assert hello.startswith(b"@vbus ") and hello.split()[-1] == b"timed"
         self.stream, self.writer = reader, writer
         self.connected.set()
-        while data := await reader.read(4096):
-            i = 0
-            while i < len(data):
-                i = self.reader.feed(data, i, len(data))
-                if self.reader.ready:
-                    try:
-                        self.reader.decode()
-                        self.frames.append(message_from_reader(self.reader))
-                    except FrameError:
-                        self.bad += 1
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readexactly(10)
+                data = await reader.readexactly(int.from_bytes(head[:2], "little"))
+                i = 0
+                while i < len(data):
+                    i = self.reader.feed(data, i, len(data))
+                    if self.reader.ready:
+                        try:
+                            self.reader.decode()
+                            self.frames.append(message_from_reader(self.reader))
+                        except FrameError:
+                            self.bad += 1
 
     async def send(self, wire: bytes) -> None:
+        # One record: length, the line time its last byte ended (now), the bytes.
         assert self.writer is not None
-        self.writer.write(wire)
+        stamp = time.monotonic_ns() // 1000
+        self.writer.write(len(wire).to_bytes(2, "little") + stamp.to_bytes(8, "little") + wire)
         await self.writer.drain()
 
     async def answer(self, seq: int, timeout: float = 2.0) -> Message:

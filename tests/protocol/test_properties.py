@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from host.bench.protocol_bench import corrupt as corrupt_body
 from protocol import consts as C
+from protocol import layouts as L
 from protocol.errors import FrameError
 from protocol.framing import FrameReader
 from protocol.messages import (
@@ -71,8 +72,7 @@ def sync(draw: st.DrawFn) -> Sync:
     first = draw(board)
     room = min(32, C.ADDR_LAST_BOARD - first + 1)
     mask = draw(st.integers(0, (1 << room) - 1))
-    free = [first + k for k in range(room) if not mask >> k & 1]
-    detail = draw(st.sampled_from([0, *free]))
+    detail = draw(st.one_of(st.just(0), board))
     return Sync(
         draw(u16),
         draw(st.one_of(st.just(0), st.integers(4000, 7000))),
@@ -80,6 +80,8 @@ def sync(draw: st.DrawFn) -> Sync:
         first,
         mask,
         detail,
+        draw(st.integers(1, 255)),
+        draw(u16),
         **draw(header),
     )
 
@@ -118,7 +120,8 @@ messages = st.one_of(
     sync(),
     st.builds(
         Report,
-        twelve(st.integers(0, C.REPORT_OVER_RANGE)),
+        # Only values a REPORT carries exactly (50 mA steps above 20.47 A) read back equal.
+        twelve(st.integers(0, L.REPORT_CODE_OVER).map(L.report_centiamps)),
         twelve(st.integers(0, 3)),
         dst=u8,
         src=u8,
@@ -236,3 +239,17 @@ def test_corrupted_frames_never_accepted() -> None:
             if decoded != wire:
                 accepted_corrupt += 1
     assert accepted_corrupt == 0
+
+
+@given(st.integers(0, 0xFFFF))
+def test_report_code_is_within_half_a_step(centiamps: int) -> None:
+    # 10 mA steps up to 20.47 A, 50 mA steps to 122.78 A, then the over-range code.
+    code = L.report_code(centiamps)
+    assert 0 <= code <= L.REPORT_CODE_OVER
+    back = L.report_centiamps(code)
+    if centiamps < L.REPORT_FINE_CODES:
+        assert back == centiamps
+    elif centiamps <= C.REPORT_MAX_CENTIAMPS:
+        assert abs(back - centiamps) <= 2
+    else:
+        assert code == L.REPORT_CODE_OVER and back == C.REPORT_OVER_RANGE

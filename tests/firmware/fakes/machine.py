@@ -86,12 +86,22 @@ class Pin:
 
 
 class UART:
+    IRQ_RXIDLE = 64
+
     def __init__(self, id, baudrate=9600, **kw):
         self.id = id
         self.baudrate = baudrate
         self.kw = kw
         self.written = bytearray()
         self.rx = bytearray()
+        self.irq_handler = None
+        self.irq_trigger = 0
+        self.irq_hard = False
+
+    def irq(self, handler=None, trigger=0, hard=False):
+        self.irq_handler = handler
+        self.irq_trigger = trigger
+        self.irq_hard = hard
 
     def write(self, buf):
         self.written.extend(buf)
