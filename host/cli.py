@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 BenchRunner = Callable[[], dict[str, Any]]
@@ -78,7 +79,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from host import runvirtual
 
-    return runvirtual.main(args.scenario, args.host, args.port, args.speed)
+    config = Path(args.config) if args.config is not None else None
+    return runvirtual.main(args.scenario, args.host, args.port, args.speed, config)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -136,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the main job: a virtual smartPDU with its web UI")
     run.add_argument("--scenario", default="rehearsal", help="show scenario (default rehearsal)")
-    run.add_argument("--host", default="0.0.0.0", help="web interface address")
-    run.add_argument("--port", type=int, default=8080, help="web interface port (8080)")
+    run.add_argument("--config", help="config file (TOML, as for serve; ports not needed)")
+    run.add_argument("--host", help="web interface address (default: the config's, 0.0.0.0)")
+    run.add_argument("--port", type=int, help="web interface port (default: the config's, 8080)")
     run.add_argument("--speed", type=float, default=1.0, help="scenario time line speed")
     run.set_defaults(func=cmd_run)
 
@@ -181,10 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands with their own argument parser: everything after the command name is theirs
+# (argparse.REMAINDER would refuse "smartpdu passwd --config FILE" as unknown options).
+PASSTHROUGH: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sim": cmd_sim,
+    "passwd": cmd_passwd,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words and words[0] in PASSTHROUGH:
+        func, args = PASSTHROUGH[words[0]], argparse.Namespace(rest=words[1:])
+    else:
+        args = build_parser().parse_args(words)
+        func = args.func
     try:
-        return int(args.func(args))
+        return int(func(args))
     except KeyboardInterrupt:
         return 130
 

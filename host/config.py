@@ -135,8 +135,8 @@ class BusConfig:
     port: str | None = None  # None: the caller (the virtual PDU) supplies the port
     baud: int = 115200
     rs485: Rs485Mode = "auto"  # kernel RS-485 ioctl, RTS-driven DE, or whichever works
-    cycle_ms: int = 0  # shortest report cycle; 0 = back to back, as fast as the bus allows
-    slot_guard_us: int = 1500  # slack per REPORT slot for the boards' timing jitter
+    rounds_per_sync: int = 12  # report cycles per SYNC (superframe), see protocol/PROTOCOL.md
+    slot_guard_us: int = 100  # slack per REPORT slot for the boards' timing jitter
     offline_after_s: float = 0.5  # a board silent this long is offline (bus master)
     stale_after_s: float = 1.0  # its values are shown as stale after this (unit state)
     discovery_interval_s: float = 2.0  # look for hot-plugged boards
@@ -192,6 +192,7 @@ class PeersConfig:
     site_key: str = ""  # shared secret of the units of one site; "" = open exchange
     announce_s: float = 5.0
     static: tuple[str, ...] = ()  # host:port of units mDNS cannot reach
+    mdns: bool = True  # false: announce nothing, find units through ``static`` only
     offline_after_s: float = 5.0  # a peer silent this long is shown offline
     forget_after_s: float = 3600.0  # and dropped from the list after this long
 
@@ -478,7 +479,7 @@ def _read_bus(raw: object, require_port: bool) -> BusConfig:
             "port",
             "baud",
             "rs485",
-            "cycle_ms",
+            "rounds_per_sync",
             "slot_guard_us",
             "offline_after_s",
             "stale_after_s",
@@ -500,8 +501,8 @@ def _read_bus(raw: object, require_port: bool) -> BusConfig:
         port=port,
         baud=t.integer("baud", 115200, 9600, 1_000_000),
         rs485=t.choice("rs485", "auto", ("auto", "kernel", "rts")),
-        cycle_ms=t.integer("cycle_ms", 0, 0, 10_000),
-        slot_guard_us=t.integer("slot_guard_us", 1500, 0, 20_000),
+        rounds_per_sync=t.integer("rounds_per_sync", 12, 1, 64),
+        slot_guard_us=t.integer("slot_guard_us", 100, 0, 6000),
         offline_after_s=t.number("offline_after_s", 0.5, 0.05, 600.0),
         stale_after_s=t.number("stale_after_s", 1.0, 0.05, 600.0),
         discovery_interval_s=t.number("discovery_interval_s", 2.0, 0.5, 3600.0),
@@ -687,11 +688,25 @@ def _read_peers(raw: object) -> PeersConfig:
     t = _Table(
         raw,
         "peers",
-        ("enabled", "site_key", "announce_s", "static", "offline_after_s", "forget_after_s"),
+        (
+            "enabled",
+            "site_key",
+            "announce_s",
+            "static",
+            "mdns",
+            "offline_after_s",
+            "forget_after_s",
+        ),
     )
     site_key = t.text("site_key", "")
     if site_key and len(site_key) < 16:
         raise _Invalid("peers.site_key", "a site key needs at least 16 characters")
+    if site_key != site_key.strip():
+        raise _Invalid(
+            "peers.site_key",
+            "starts or ends with a space: every unit of the site needs exactly the same key "
+            "(remove the spaces, here and wherever the key was copied to)",
+        )
     static = t.string_list("static", ())
     for entry in static:
         if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", entry):
@@ -705,6 +720,7 @@ def _read_peers(raw: object) -> PeersConfig:
         site_key=site_key,
         announce_s=t.number("announce_s", 5.0, 0.5, 600.0),
         static=static,
+        mdns=t.boolean("mdns", True),
         offline_after_s=offline_after,
         forget_after_s=forget_after,
     )
@@ -785,18 +801,27 @@ def parse_config(
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return config_from_document(document, source, base_dir, require_ports=require_ports)
+
+
+def config_from_document(
+    document: Mapping[str, object],
+    source: str = "config.toml",
+    base_dir: Path | None = None,
+    *,
+    require_ports: bool = True,
+) -> ServiceConfig:
+    """Validate a TOML document already read (``read_config_document``), e.g. one a caller
+    completed with what it supplies itself (``smartpdu run``: the virtual PDU's ports)."""
     try:
         return _build(document, base_dir or Path.cwd(), require_ports, source)
     except (_Invalid, _UnknownKey) as exc:
         raise _one_line(source, exc) from None
 
 
-def load_config(path: str | os.PathLike[str], *, require_ports: bool = True) -> ServiceConfig:
-    """Read and validate the service config file; raises ConfigError with one line.
-
-    ``require_ports=False`` accepts a file without serial ports (the virtual PDU fills
-    them in); they are then None.
-    """
+def read_config_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The TOML document of a config file, not yet validated; ConfigError with one line if
+    it cannot be read or is not TOML."""
     file = Path(path)
     source = str(path)
     try:
@@ -805,7 +830,21 @@ def load_config(path: str | os.PathLike[str], *, require_ports: bool = True) -> 
         raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: not UTF-8 text") from None
-    return parse_config(text, source, file.resolve().parent, require_ports=require_ports)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+
+
+def load_config(path: str | os.PathLike[str], *, require_ports: bool = True) -> ServiceConfig:
+    """Read and validate the service config file; raises ConfigError with one line.
+
+    ``require_ports=False`` accepts a file without serial ports (the virtual PDU fills
+    them in); they are then None.
+    """
+    document = read_config_document(path)
+    base = Path(path).resolve().parent
+    return config_from_document(document, str(path), base, require_ports=require_ports)
 
 
 def default_config(**sections: Mapping[str, object]) -> ServiceConfig:

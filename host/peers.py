@@ -147,7 +147,7 @@ class PeerSettings:
 
     @classmethod
     def from_config(cls, config: PeersConfig, **overrides: Any) -> PeerSettings:
-        settings = cls(retry_s=config.announce_s, static=config.static)
+        settings = cls(retry_s=config.announce_s, static=config.static, mdns=config.mdns)
         for key in ("offline_after_s", "forget_after_s"):  # once PeersConfig has them
             value = getattr(config, key, None)
             if isinstance(value, int | float):

@@ -87,6 +87,13 @@ class Service:
             return LocalStatus.from_row(unit_summary(state.snapshot(), number=None, url=""))
 
         open_host = cfg.web.host in ("0.0.0.0", "", "::")
+        if not cfg.peers.site_key:
+            _LOG.warning(
+                "%s: peers.site_key is not set: the exchange with the other units is open, so "
+                "any host on this LAN can add a unit to pane A; give every unit of the site "
+                "the same peers.site_key (16 characters or more) to admit only them",
+                cfg.source,
+            )
         return PeerDirectory(
             cfg.unit.unit_id,
             site_key=cfg.peers.site_key,
@@ -116,6 +123,7 @@ class Service:
             CycleSettings(
                 baud=cfg.bus.baud,
                 guard_us=cfg.bus.slot_guard_us,
+                rounds=cfg.bus.rounds_per_sync,
                 offline_after_s=cfg.bus.offline_after_s,
                 discover_every_s=cfg.bus.discovery_interval_s,
                 expected_fw=cfg.bus.expected_firmware,
@@ -170,13 +178,36 @@ class Service:
             if stop_web is not None:
                 with contextlib.suppress(Exception):
                     await stop_web()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _stop_tasks(tasks)
             await transport.close()
             await storage.close()
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[Any]], timeout_s: float = 10.0) -> None:
+    """Cancel ``tasks`` and wait until they have ended, cancelling again any that swallowed
+    the cancellation: Python 3.11's ``asyncio.wait_for`` (inside pymodbus) returns the
+    answer instead of raising when an answer and the cancellation arrive in the same loop
+    turn, and the meter task then went on polling, so the service never stopped (SIGTERM
+    hung until systemd's SIGKILL)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pending = set(tasks)
+    while True:
+        pending = {task for task in pending if not task.done()}
+        if not pending:
+            break
+        if loop.time() >= deadline:
+            names = ", ".join(sorted(task.get_name() for task in pending))
+            _LOG.error("%s did not stop within %.0f s; leaving them", names, timeout_s)
+            break
+        for task in pending:
+            task.cancel()
+        # Cancelled again meanwhile (a second Ctrl-C): the parts are stopped all the same.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait(pending, timeout=0.5)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a part's failure was already raised or logged
 
 
 def _apply_meter(state: UnitState, readings: MeterReadings) -> None:

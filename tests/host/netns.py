@@ -9,7 +9,9 @@ every namespace, which destroys the links with them.
 
 Run as ``python -m tests.host.netns forge --target URL`` (inside a namespace) it is the rogue
 of the peer-exchange test: it posts forged, unsigned, replayed and malformed exchanges and
-prints the HTTP status of each as one JSON line.
+prints the HTTP status of each as one JSON line (``rogue`` also announces itself over mDNS
+and answers polls with forgeries). ``watch --url URL ... --out FILE`` is an observer on the
+LAN: it polls each unit's HTTP API as the web UI does and keeps what it saw in FILE.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Lan:
     tag: str = field(default_factory=lambda: f"spdu{os.getpid() % 100000}")
     hosts: dict[int, Host] = field(default_factory=lambda: {})
     processes: list[subprocess.Popen[bytes]] = field(default_factory=lambda: [])
+    leftovers: list[int] = field(default_factory=lambda: [])  # pids close() had to kill
     _hub: str | None = None
 
     @property
@@ -163,6 +166,11 @@ class Lan:
             raise RuntimeError(f"{argv[:3]} in {host.netns} failed: {done.stderr[-2000:]}")
         return done.stdout
 
+    def pids(self, host: Host) -> list[int]:
+        """Every process living in ``host``'s namespace (whoever started it)."""
+        listed = _ip("netns", "pids", host.netns, check=False)
+        return sorted(int(word) for word in listed.stdout.split() if word.isdigit())
+
     def close(self) -> None:
         for proc in self.processes:
             if proc.poll() is None:
@@ -177,6 +185,16 @@ class Lan:
                     proc.kill()
                 proc.wait(5)
         self.processes.clear()
+        # What they left behind (children a killed process could not stop), by pid, after a
+        # grace period for their own reapers; kept in ``leftovers`` for the test to check.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(self.pids(h) for h in self.hosts.values()):
+            time.sleep(0.1)
+        for host in self.hosts.values():
+            for pid in self.pids(host):
+                self.leftovers.append(pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         for host in self.hosts.values():
             _ip("netns", "del", host.netns, check=False)
         self.hosts.clear()
@@ -345,6 +363,7 @@ async def rogue(
 
     seen = await _browse([SERVICE_TYPE], 1.5)
     legit = [v for v in seen.values() if v["txt"].get("id") != claim]
+    legit.sort(key=lambda v: v["txt"].get("auth") != "1")  # a site with a key: copy its TXT
     txt = dict(legit[0]["txt"]) if legit else {"proto": "1"}
     targets = [f"http://{v['addresses'][0]}:{v['port']}/" for v in legit if v["addresses"]]
     polled_by: list[str] = []
@@ -393,6 +412,76 @@ async def rogue(
     }
 
 
+# ----------------------------------------------------------------------------- the observer
+
+
+async def watch(urls: Sequence[str], out: Path, every: float, peers_every: float) -> None:
+    """A browser's-eye view of units on the LAN: polls every unit's ``GET /api/v1/units``
+    (pane A's list, as the web UI gets it) every ``every`` s, and ``GET /api/v1/peers`` and
+    its home page now and then, and rewrites ``out`` (atomically) with, per unit URL: when
+    it first answered (``up_at``), its newest list (``rows``, with ``t``, the time of that
+    answer), every unit id it ever listed with when (``ever``), its peer status. Times are
+    ``time.monotonic()``, one clock for every process of the machine. Runs until SIGTERM."""
+    import aiohttp
+
+    views: dict[str, dict[str, Any]] = {
+        url: {"up_at": None, "t": None, "rows": None, "error": None, "ever": {},
+              "peers": None, "home": None, "polls": 0}
+        for url in urls
+    }  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    timeout = aiohttp.ClientTimeout(total=1.0)
+
+    async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str, str]:
+        async with session.get(url, timeout=timeout) as response:
+            return response.status, response.content_type, await response.text()
+
+    async def follow(session: aiohttp.ClientSession, url: str) -> None:
+        view = views[url]
+        next_peers = 0.0
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                status, _, text = await get(session, url + "api/v1/units")
+                now = time.monotonic()
+                rows = json.loads(text) if status == 200 else None
+                if not isinstance(rows, list):
+                    raise ValueError(f"HTTP {status}: {text[:200]}")
+                if view["up_at"] is None:
+                    view["up_at"] = now
+                view.update(t=now, rows=rows, error=None, polls=view["polls"] + 1)
+                for row in rows:  # pyright: ignore[reportUnknownVariableType]
+                    view["ever"].setdefault(str(row.get("id")), now)  # pyright: ignore[reportUnknownMemberType]
+                if now >= next_peers:
+                    next_peers = now + peers_every
+                    status, _, text = await get(session, url + "api/v1/peers")
+                    view["peers"] = json.loads(text) if status == 200 else None
+                    if view["home"] is None:
+                        status, kind, text = await get(session, url)
+                        view["home"] = {"status": status, "type": kind, "html": "<html" in text}
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                view["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.01, began + every - time.monotonic()))
+
+    def write() -> None:
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps({"t": time.monotonic(), "pid": os.getpid(), "units": views}))
+        tmp.replace(out)
+
+    async with aiohttp.ClientSession() as session:
+        tasks = [asyncio.create_task(follow(session, url)) for url in urls]
+        while not stop.is_set():
+            write()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every / 2)
+        await asyncio.gather(*tasks)
+    write()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.host.netns")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -409,7 +498,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     look = sub.add_parser("probe", help="list mDNS services and resolve host names")
     look.add_argument("--wait", type=float, default=1.5)
     look.add_argument("--host", action="append", default=[])
+    observe = sub.add_parser("watch", help="poll units' pane A over HTTP into a file")
+    observe.add_argument("--url", action="append", required=True)
+    observe.add_argument("--out", type=Path, required=True)
+    observe.add_argument("--every", type=float, default=0.2)
+    observe.add_argument("--peers-every", type=float, default=1.0)
     args = parser.parse_args(argv)
+    if args.command == "watch":
+        asyncio.run(watch(args.url, args.out, args.every, args.peers_every))
+        return 0
     if args.command == "forge":
         out: Any = {t: forge(t, args.claim, args.victim, args.wrong_key) for t in args.target}
     elif args.command == "rogue":

@@ -34,7 +34,7 @@ temperature_warning_c = 55
 port = "/dev/ttyAMA0"
 baud = 250000
 rs485 = "kernel"
-cycle_ms = 50
+rounds_per_sync = 6
 slot_guard_us = 400
 offline_after_s = 0.4
 stale_after_s = 1.5
@@ -85,6 +85,7 @@ admin_password_file = "admin.pw"
 enabled = true
 site_key = "0123456789abcdef0123"
 announce_s = 2
+mdns = false
 static = ["10.0.0.5:8080", "smartPDU0A1B2D.local:8080"]
 
 [history]
@@ -116,7 +117,7 @@ def test_full_example_loads_every_section(tmp_path: Path) -> None:
     assert config.bus.port == "/dev/ttyAMA0" and config.bus.baud == 250000
     assert config.bus.rs485 == "kernel" and config.bus.expected_firmware == (1, 2, 0)
     assert config.bus.offline_after_s == 0.4 and config.bus.stale_after_s == 1.5
-    assert config.bus.cycle_ms == 50 and config.bus.slot_guard_us == 400
+    assert config.bus.rounds_per_sync == 6 and config.bus.slot_guard_us == 400
     assert config.meter.baud == 19200 and config.meter.parity == "E"
     assert config.meter.device_id == 2 and config.meter.offline_after_s == 20.0
     assert config.breaker == BreakerSettings(
@@ -134,6 +135,7 @@ def test_full_example_loads_every_section(tmp_path: Path) -> None:
     assert config.web.admin_password_file == tmp_path / "admin.pw"
     assert config.web.read_open is False and config.web.port == 8081
     assert config.peers.static == ("10.0.0.5:8080", "smartPDU0A1B2D.local:8080")
+    assert config.peers.site_key == "0123456789abcdef0123" and config.peers.mdns is False
     assert config.history.keep_minutes_days == 14 and config.history.black_box_s == 20.0
     assert config.source == str(path)
 
@@ -145,8 +147,16 @@ def test_config_is_frozen() -> None:
     hash(config.bus)  # frozen and hashable
 
 
+def test_shipped_example_config_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "host" / "smartpdu.example.toml"
+    config = load_config(example)
+    assert config.unit.model == 48 and config.bus.port == "/dev/ttyAMA0"
+    assert config.peers.enabled and config.peers.mdns and config.peers.site_key == ""
+
+
 def test_defaults_run_a_virtual_pdu() -> None:
     config = default_config()
+    assert config.peers.site_key == "" and config.peers.mdns  # open, zero configuration
     assert config.unit.model == 36 and config.unit.unit_id.startswith("smartPDU")
     assert config.bus.port is None and config.meter.port is None  # the caller fills them in
     assert config.bus.baud == 115200 and config.meter.baud == 9600
@@ -199,6 +209,12 @@ ONE_LINE_CASES = [
     ("[web]\nread_open = 'yes'", 'web.read_open: expected true or false, got "yes"'),
     ("[peers]\nsite_key = 'short'", "peers.site_key: a site key needs at least 16 characters"),
     ("[peers]\nstatic = ['nohost']", 'peers.static: "nohost" is not "host:port"'),
+    (
+        "[peers]\nsite_key = '0123456789abcdef0123 '",
+        "peers.site_key: starts or ends with a space: every unit of the site needs exactly the "
+        "same key (remove the spaces, here and wherever the key was copied to)",
+    ),
+    ("[peers]\nmdns = 'no'", 'peers.mdns: expected true or false, got "no"'),
     ("[history]\nflush_s = 'often'", 'history.flush_s: expected a number, got "often"'),
     ("[history]\nkeep_minutes_days = 0", "history.keep_minutes_days: 0 is out of range (1…3650)"),
     ("[channels]\nrating_a = 80", "channels.rating_a: 80 is out of range (1…63)"),

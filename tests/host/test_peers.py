@@ -304,6 +304,8 @@ def test_settings_from_config() -> None:
     settings = PeerSettings.from_config(config, offline_after_s=6.0)
     assert settings.retry_s == 7.0 and settings.static == ("10.0.0.5:8080",)
     assert settings.offline_after_s == 6.0 and settings.exchange_s == 1.0
+    assert settings.mdns is True
+    assert PeerSettings.from_config(PeersConfig(mdns=False)).mdns is False
 
 
 # ----------------------------------------------------------------------------- serving
