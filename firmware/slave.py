@@ -100,7 +100,7 @@ class BusSlave:
         self.tx_at_us = 0  # start time of the frame due() returned last
         self.char_ns = 86806  # one character on the line; the app sets the real one
         # Superframe after a SYNC: round r's REPORT starts at base + (r * count + slot) * slot_us.
-        self._sf_base_us = 0
+        self._sf_base_us = time.ticks_us()
         self._sf_slot = -1
         self._sf_count = 0
         self._sf_slot_us = 0

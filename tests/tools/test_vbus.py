@@ -66,11 +66,12 @@ async def _socket_endpoint(
     if name is not None:
         writer.write(HELLO_PREFIX + name.encode() + b"\n")
         await writer.drain()
+        endpoint = name.split()[0]  # "name flag ...": the flags are not part of the name
         for _ in range(100):  # the bus renames the endpoint once it has read the hello
-            if name in bus.endpoint_names():
+            if endpoint in bus.endpoint_names():
                 break
             await asyncio.sleep(0.01)
-        assert name in bus.endpoint_names()
+        assert endpoint in bus.endpoint_names()
     return reader, writer
 
 
@@ -154,6 +155,63 @@ async def test_simultaneous_senders_collide_and_are_garbled() -> None:
         board_writer.close()
         master.close()
         monitor.close()
+
+
+def _record(data: bytes, at_us: int) -> bytes:
+    return len(data).to_bytes(2, "little") + at_us.to_bytes(8, "little") + data
+
+
+async def _records(reader: asyncio.StreamReader, count: int) -> list[tuple[int, bytes]]:
+    out = []
+    for _ in range(count):
+        head = await asyncio.wait_for(reader.readexactly(10), 5)
+        body = await reader.readexactly(int.from_bytes(head[:2], "little"))
+        out.append((int.from_bytes(head[2:], "little"), body))
+    return out
+
+
+async def test_timed_endpoints_get_line_time_stamps_and_start_frames_on_time() -> None:
+    # Two boards as timed endpoints: frames handed over early start exactly at their line
+    # time, back to back without a collision, and every run of bytes arrives stamped with
+    # the line time its last byte ended.
+    byte_us = 10 * 1e6 / 115200
+    async with VirtualBus(115200, seed=3) as bus:
+        master = _open(bus.add_pty_endpoint("master"), timeout=0.5)
+        a_reader, a_writer = await _socket_endpoint(bus, "a timed")
+        b_reader, b_writer = await _socket_endpoint(bus, "b timed")
+        assert {"a", "b"} <= set(bus.endpoint_names())
+        frame_a, frame_b = bytes(range(1, 33)), bytes(range(101, 133))
+        start_us = round(asyncio.get_running_loop().time() * 1e6) + 30_000
+        b_start = start_us + round(32 * byte_us)  # right behind a's last stop bit
+        b_writer.write(_record(frame_b, b_start))  # handed over first, goes out second
+        a_writer.write(_record(frame_a, start_us))
+        await asyncio.gather(a_writer.drain(), b_writer.drain())
+        assert await asyncio.to_thread(master.read, 64) == frame_a + frame_b
+        got = bytearray()
+        end_a = 0
+        while len(got) < 32:
+            end_a, part = (await _records(b_reader, 1))[0]
+            got += part
+        assert bytes(got) == frame_a
+        assert abs(end_a - (start_us + 32 * byte_us)) <= 1
+        got_b = bytearray()
+        while len(got_b) < 32:
+            end_b, part = (await _records(a_reader, 1))[0]
+            got_b += part
+        assert bytes(got_b) == frame_b and abs(end_b - (b_start + 32 * byte_us)) <= 1
+        assert bus.stats().collisions == 0
+
+        # A start inside another board's frame is a collision, as on a real line.
+        start_us = round(asyncio.get_running_loop().time() * 1e6) + 30_000
+        a_writer.write(_record(frame_a, start_us))
+        b_writer.write(_record(frame_b, start_us + round(16 * byte_us)))
+        await asyncio.gather(a_writer.drain(), b_writer.drain())
+        seen = await asyncio.to_thread(master.read, 64)
+        assert frame_a not in seen and frame_b not in seen
+        assert bus.stats().collisions == 1
+        for writer in (a_writer, b_writer):
+            writer.close()
+        master.close()
 
 
 async def test_noise_burst_garbles_a_frame_on_the_line() -> None:
