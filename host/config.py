@@ -203,7 +203,7 @@ class HistoryConfig:
     keep_minutes_days: int = 30  # 1 min min/avg/max
     keep_events_days: int = 365
     max_size_mb: int = 256  # oldest minutes are dropped beyond this
-    flush_s: float = 2.0  # history lost by a power cut is at most about this
+    flush_s: float = 2.0  # history batches; a power cut loses at most ~5 s + this
     black_box_s: float = 30.0  # kept in memory, saved with each trip
 
 

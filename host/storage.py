@@ -13,10 +13,15 @@ Durability, and why the two ``synchronous`` levels:
 * Settings (and events) are committed in their own transaction with ``synchronous=FULL``:
   in WAL mode that fsyncs the log at every commit, so once a ``save_*`` coroutine returns,
   the setting survives kill -9 *and* a power cut. They are rare, so the fsync costs nothing
-  anyone notices.
-* History is written in batches every ``flush_s`` with ``synchronous=NORMAL``: still atomic
-  and never corrupt, but the last batches before a power cut may be rolled back (the WAL is
-  fsynced only at checkpoints). An SD card would not survive an fsync every second for years.
+  anyone notices. The ``Recorder`` writes every event queued at that moment in one such
+  transaction, so a burst (a power loss, a script renaming channels) costs one fsync and
+  the log never falls seconds behind the unit.
+* History is written in batches every ``flush_s`` with ``synchronous=NORMAL`` (atomic, never
+  corrupt, survives kill -9), and at least every ``HISTORY_DURABLE_S`` one batch commits with
+  ``synchronous=FULL``: that fsyncs the WAL and with it every batch before, so a power cut
+  loses at most the last ~``HISTORY_DURABLE_S + flush_s`` seconds of history. An fsync every
+  few seconds of a few KB is what an SD card can take for years; one per second per event
+  would not.
 
 All writes go through one thread (a single-worker executor that owns the write connection),
 so the event loop never waits on the disk and writes never contend; reads use a second
@@ -136,8 +141,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 TRIP_KINDS = frozenset({EventKind.BREAKER_TRIPPED, EventKind.CHANNEL_TRIPPED})
 MAX_EVENTS = 200_000  # beyond the retention time, a flapping input cannot fill the card
 MAX_PENDING_SAMPLES = 3600  # 1 h of 1 s rows waiting for a stuck disk, then the oldest go
+HISTORY_DURABLE_S = 5.0  # a history batch is fsynced at least this often (power cuts)
 BLACK_BOX_MIN_INTERVAL_S = 0.1  # at most 10 frames a second per group in the black box
 MAINTAIN_EVERY_S = 60.0
+MAX_EVENT_BATCH = 500  # events per transaction of the event log
 _KEY_MINUTES_DONE = "minutes_done_until"
 
 
@@ -296,6 +303,8 @@ class Storage:
         self._closed = False
         self._last_maintain = 0.0
         self.samples_dropped = 0
+        self.history_syncs = 0  # history batches committed with an fsync
+        self._history_synced_at = -math.inf
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -497,10 +506,16 @@ class Storage:
 
     async def append_event(self, event: Event, black_box: Mapping[str, Any] | None = None) -> int:
         """Log one event (durably, like a setting); returns its id."""
-        row = (
-            "INSERT INTO events (t, kind, severity, unit, grp, channel, message, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
+        return (await self.append_events([(event, black_box)]))[0]
+
+    async def append_events(
+        self, entries: Sequence[tuple[Event, Mapping[str, Any] | None]]
+    ) -> list[int]:
+        """Log events, each with its black box or None, in one durable transaction: a burst
+        costs one fsync, not one per event. Returns their ids, in order."""
+        rows: list[tuple[tuple[Any, ...], bytes | None, float]] = []
+        for event, black_box in entries:
+            values = (
                 event.time,
                 event.kind.value,
                 event.severity.value,
@@ -509,35 +524,45 @@ class Storage:
                 event.channel,
                 event.message,
                 json.dumps(to_jsonable(event.data)),
-            ),
-        )
-        box: bytes | None = None
-        window = 0.0
-        if black_box is not None:
-            box = zlib.compress(json.dumps(to_jsonable(black_box)).encode(), 6)
-            window = float(black_box.get("window_s", 0.0))
+            )
+            box: bytes | None = None
+            window = 0.0
+            if black_box is not None:
+                box = zlib.compress(json.dumps(to_jsonable(black_box)).encode(), 6)
+                window = float(black_box.get("window_s", 0.0))
+            rows.append((values, box, window))
 
-        def job() -> int:
+        def job() -> list[int]:
             con = self._w
+            ids: list[int] = []
             con.execute("PRAGMA synchronous = FULL")
             try:
                 con.execute("BEGIN IMMEDIATE")
                 try:
-                    event_id = con.execute(*row).lastrowid
-                    assert event_id is not None
-                    if box is not None:
-                        con.execute(
-                            "INSERT INTO black_boxes (event_id, window_s, data) VALUES (?, ?, ?)",
-                            (event_id, window, box),
-                        )
+                    for values, box, window in rows:
+                        event_id = con.execute(
+                            "INSERT INTO events (t, kind, severity, unit, grp, channel, message, "
+                            "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            values,
+                        ).lastrowid
+                        assert event_id is not None
+                        ids.append(event_id)
+                        if box is not None:
+                            con.execute(
+                                "INSERT INTO black_boxes (event_id, window_s, data) "
+                                "VALUES (?, ?, ?)",
+                                (event_id, window, box),
+                            )
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
             finally:
                 con.execute("PRAGMA synchronous = NORMAL")
-            return event_id
+            return ids
 
+        if not rows:
+            return []
         return await self._write(job)
 
     async def events(
@@ -623,6 +648,9 @@ class Storage:
 
     def _write_samples(self, batch: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         con = self._w
+        durable = time.monotonic() - self._history_synced_at >= HISTORY_DURABLE_S
+        if durable:
+            con.execute("PRAGMA synchronous = FULL")
         con.execute("BEGIN IMMEDIATE")
         try:
             rows = [
@@ -634,10 +662,16 @@ class Storage:
                 "INSERT OR REPLACE INTO samples (series_id, t, value) VALUES (?, ?, ?)", rows
             )
             con.execute("COMMIT")
+            if durable:
+                self._history_synced_at = time.monotonic()
+                self.history_syncs += 1
         except BaseException:
             con.execute("ROLLBACK")
             self._series = dict(con.execute("SELECT name, id FROM series").fetchall())
             raise
+        finally:
+            if durable:
+                con.execute("PRAGMA synchronous = NORMAL")
 
     async def series_names(self) -> list[str]:
         return await self._read(
@@ -857,18 +891,31 @@ class Recorder:
             # Events that arrived but were not yet written are still worth keeping.
             while not queue.empty():
                 with contextlib.suppress(Exception):
-                    await self._log_one(queue.get_nowait())
+                    await self._log_batch(_take_batch(queue, []))
             queue.close()
 
     async def _log_events(self, queue: EventQueue) -> None:
+        # Everything queued goes in one transaction: a burst of events (or of settings
+        # changes) costs one fsync, so the log keeps up and a kill -9 or a power cut loses
+        # only the batch being written, not a backlog of seconds.
         while True:
-            event = await queue.get()
+            batch = _take_batch(queue, [await queue.get()])
             try:
-                await self._log_one(event)
+                await self._log_batch(batch)
             except (sqlite3.Error, StorageError):
-                _LOG.exception("could not log event %s", event.kind)
+                _LOG.exception("could not log %d events (%s …)", len(batch), batch[0].kind)
 
-    async def _log_one(self, event: Event) -> None:
-        box = self.black_box.dump() if event.kind in TRIP_KINDS else None
-        await self.storage.append_event(event, box)
-        self.events_logged += 1
+    async def _log_batch(self, batch: Sequence[Event]) -> None:
+        box = None
+        if any(event.kind in TRIP_KINDS for event in batch):
+            box = self.black_box.dump()
+        await self.storage.append_events(
+            [(event, box if event.kind in TRIP_KINDS else None) for event in batch]
+        )
+        self.events_logged += len(batch)
+
+
+def _take_batch(queue: EventQueue, batch: list[Event]) -> list[Event]:
+    while len(batch) < MAX_EVENT_BATCH and not queue.empty():
+        batch.append(queue.get_nowait())
+    return batch

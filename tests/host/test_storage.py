@@ -378,6 +378,55 @@ async def test_recorder_logs_events_black_box_and_history(tmp_path: Path) -> Non
     await store.close()
 
 
+async def test_recorder_keeps_up_with_a_burst_of_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of events (a script renaming channels through the API, a power loss) goes to
+    the log in a few durable transactions, not one fsync each: with one per event the log
+    fell seconds behind under load and a kill -9 lost that backlog (issue #5, measured by
+    tests/host/test_service_kill9.py). A trip in the burst still gets its black box."""
+    store = await Storage.open(tmp_path / "pdu.db")
+    state = UnitState(default_config(unit={"id": "smartPDU00AA01"}))
+    recorder = Recorder(state, store, black_box_s=30.0)
+    transactions = [0]
+    write = store._write  # the writer thread: every transaction goes through here
+
+    async def counting(job: object) -> object:
+        transactions[0] += 1
+        return await write(job)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_write", counting)
+    task = asyncio.create_task(recorder.run())
+    await asyncio.sleep(0.01)
+    witness = state.event_queue(maxsize=10_000)
+    state.apply_status(50, Status(C.IN_BREAKER_CLOSED, 0, 250, 1, 0, 0, 0xFFFF), state.now())
+    for i in range(300):
+        state.set_channel_label(f"A{i % 12 + 1}", f"label {i}")
+        if i == 150:
+            state.apply_status(
+                50, Status(C.IN_BREAKER_TRIPPED, C.CAUSE_OVERLOAD, 250, 2, 0, 1, 0), state.now()
+            )
+    emitted = 0
+    while not witness.empty():
+        witness.get_nowait()
+        emitted += 1
+    assert emitted > 300
+    deadline = time.monotonic() + 20
+    while recorder.events_logged < emitted and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorder.events_logged == emitted
+    assert transactions[0] <= 4, f"{transactions[0]} transactions for {emitted} events"
+    logged = list(reversed(await store.events(limit=1000)))
+    labels = [e.data["new"] for e in logged if e.kind == "settings.changed"]
+    assert labels == [f"label {i}" for i in range(300)]
+    assert [e.has_black_box for e in logged if e.kind == "breaker.tripped"] == [True]
+    assert not any(e.has_black_box for e in logged if e.kind != "breaker.tripped")
+    await store.close()
+
+
 def test_history_values_leave_out_stale_data() -> None:
     clock = [1000.0]
     state = UnitState(default_config(), clock=lambda: clock[0])
@@ -506,3 +555,29 @@ def test_kill_minus_9_loses_no_acknowledged_setting(tmp_path: Path) -> None:
         await store.close()
 
     asyncio.run(reopen())
+
+
+async def test_history_batches_are_fsynced_every_few_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """History commits with synchronous=NORMAL (no fsync) except one batch at least every
+    HISTORY_DURABLE_S, committed with FULL: in WAL mode that fsyncs the log and every batch
+    before it, so a power cut loses seconds of history, not everything since a checkpoint."""
+    import host.storage as storage_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(storage_module.time, "monotonic", lambda: clock[0])
+    store = await Storage.open(tmp_path / "pdu.db")
+    levels: list[int] = []
+    try:
+        for second in range(12):  # one flush a second for 12 s
+            store.add_history(time.time() + second, {"A1": float(second)})
+            await store.flush()
+            level = await store._write(lambda: store._w.execute("PRAGMA synchronous").fetchone()[0])
+            levels.append(level)
+            clock[0] += 1.0
+        # first batch, then every 5 s: 3 fsynced batches in 12 s; NORMAL (1) restored after
+        assert store.history_syncs == 3
+        assert set(levels) == {1}
+    finally:
+        await store.close()
