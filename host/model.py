@@ -172,6 +172,8 @@ _STATE_FROM_WIRE = {
     C.ST_TRIPPED: ChannelState.TRIPPED,
 }
 _ALARM_STATES = (ChannelState.SLIGHT, ChannelState.SERIOUS, ChannelState.TRIPPED)
+# REPORT alarm code -> state (code 0 is OFF or OK, told apart by the current).
+_STATE_FROM_ALARM = (ChannelState.OK, *_ALARM_STATES)
 # Event for a channel entering an alarm state: kind, severity, what happened.
 _CHANNEL_ALARMS: dict[ChannelState, tuple[EventKind, Severity, str]] = {
     ChannelState.SLIGHT: (EventKind.CHANNEL_SLIGHT_OVERLOAD, Severity.WARNING, "slight overload, "),
@@ -693,6 +695,7 @@ class UnitState:
         self._groups = MODEL_GROUPS[unit.model]
         channels_config = self.config.channels
         self._channels: dict[str, _Channel] = {}
+        self._by_group: dict[str, list[_Channel]] = {}
         for group in self._groups:
             for number in range(1, CHANNELS_PER_GROUP + 1):
                 ch = _Channel(
@@ -1158,7 +1161,14 @@ class UnitState:
         return reference is not None and board.firmware is not None and board.firmware != reference
 
     def _group_channels(self, group: str) -> list[_Channel]:
-        return [self._channels[channel_id(group, n)] for n in range(1, CHANNELS_PER_GROUP + 1)]
+        # Every REPORT (hundreds a second) goes through here: build each group's list once.
+        channels = self._by_group.get(group)
+        if channels is None:
+            channels = [
+                self._channels[channel_id(group, n)] for n in range(1, CHANNELS_PER_GROUP + 1)
+            ]
+            self._by_group[group] = channels
+        return channels
 
     def _group_of(self, address: int, at: float) -> tuple[_Board, str] | None:
         board = self._boards.get(address)
@@ -1180,15 +1190,12 @@ class UnitState:
         ):
             over = centiamps >= C.REPORT_OVER_RANGE
             current = centiamps / 100.0
-            if alarm == C.AL_SLIGHT:
-                state = ChannelState.SLIGHT
-            elif alarm == C.AL_SERIOUS:
-                state = ChannelState.SERIOUS
-            elif alarm == C.AL_TRIPPED:
-                state = ChannelState.TRIPPED
+            if alarm:
+                state = _STATE_FROM_ALARM[alarm]
+                ttt = ch.ttt if alarm != C.AL_TRIPPED else None
             else:
                 state = ChannelState.OFF if centiamps == 0 else ChannelState.OK
-            ttt = ch.ttt if state in (ChannelState.SLIGHT, ChannelState.SERIOUS) else None
+                ttt = None
             self._update_channel(ch, received_at, current, over, state, ttt)
         self._after_group_update(group, received_at)
         return True
