@@ -61,6 +61,7 @@ _ALL_UIDS = b"\xff" * C.UID_LEN
 _MAX_GUARD_US = 6000
 _GUARD_STEP_US = 250
 _DETAIL_GRACE_S = 0.01
+_OFFLINE_CHECK_S = 0.1
 
 
 @dataclass
@@ -115,7 +116,9 @@ class CycleSettings:
     guard_us: int = 100  # slot margin for the boards' timing jitter (widened on collisions)
     rounds: int = 12  # report cycles per SYNC
     lead_us: int = 4000  # SYNC end -> first slot: time for the boards to get ready
-    offline_after_s: float = 0.5  # no frame for this long -> offline
+    # No frame for this long -> offline. Above two superframes (a lost SYNC must not flap a
+    # board), and checked every _OFFLINE_CHECK_S, so a dead board is offline within 1 s.
+    offline_after_s: float = 0.8
     discover_every_s: float = 2.0  # look for hot-plugged boards
     expected_fw: tuple[int, int, int] | None = None  # flag boards running something else
     rating_ca: int = 1600
@@ -488,7 +491,10 @@ class BusMaster:
         del self.cycle_started[:-200]
         detail_seen = asyncio.Event()
         self._detail_waiter = (detail, detail_seen) if detail is not None else None
-        await asyncio.sleep(max(0.0, end - loop.time()))
+        while (left := end - loop.time()) > 0:
+            # Sleep through the superframe, noticing a board that has gone silent meanwhile.
+            await asyncio.sleep(min(left, _OFFLINE_CHECK_S))
+            self._mark_offline(loop.time())
         if self._detail_waiter is not None:
             # The SYNC may have reached the line later than this process thinks (a busy
             # host, a serial driver's buffer): the superframe ends with the detail

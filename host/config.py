@@ -137,7 +137,7 @@ class BusConfig:
     rs485: Rs485Mode = "auto"  # kernel RS-485 ioctl, RTS-driven DE, or whichever works
     rounds_per_sync: int = 12  # report cycles per SYNC (superframe), see protocol/PROTOCOL.md
     slot_guard_us: int = 100  # slack per REPORT slot for the boards' timing jitter
-    offline_after_s: float = 0.5  # a board silent this long is offline (bus master)
+    offline_after_s: float = 0.8  # a board silent this long is offline (bus master)
     stale_after_s: float = 1.0  # its values are shown as stale after this (unit state)
     discovery_interval_s: float = 2.0  # look for hot-plugged boards
     expected_firmware: tuple[int, int, int] | None = None  # None: boards must agree
@@ -503,7 +503,7 @@ def _read_bus(raw: object, require_port: bool) -> BusConfig:
         rs485=t.choice("rs485", "auto", ("auto", "kernel", "rts")),
         rounds_per_sync=t.integer("rounds_per_sync", 12, 1, 64),
         slot_guard_us=t.integer("slot_guard_us", 100, 0, 6000),
-        offline_after_s=t.number("offline_after_s", 0.5, 0.05, 600.0),
+        offline_after_s=t.number("offline_after_s", 0.8, 0.05, 600.0),
         stale_after_s=t.number("stale_after_s", 1.0, 0.05, 600.0),
         discovery_interval_s=t.number("discovery_interval_s", 2.0, 0.5, 3600.0),
         expected_firmware=_version_tuple(firmware) if firmware else None,
