@@ -84,7 +84,6 @@ def build(argv=None, generator=None, **overrides):
         SimWatchdog,
         ensure_dir,
     )
-    from firmware.drivers.status_inputs import NAMES, SimTemperature, StatusInputs
     from firmware.drivers.tm1637 import Display
     from firmware.drivers.ws2812 import Ws2812
 
@@ -103,6 +102,8 @@ def build(argv=None, generator=None, **overrides):
         board.display = Display(panel.display_wire())
         board.buttons = Buttons(panel.button_pins)
     else:
+        from firmware.drivers.status_inputs import NAMES, SimTemperature, StatusInputs
+
         panel = SimPanel(
             conf["panel"], uid=board.uid, group="", n_leds=0, n_buttons=0, inputs=NAMES
         )
@@ -113,7 +114,7 @@ def build(argv=None, generator=None, **overrides):
     board.services = [panel]
     board.uart = SimUart(conf["bus"], baud=board.baud, name=board.uid)
     board.rs485 = Rs485(board.uart, SimPin(0), baud=board.baud)
-    board.wdt = SimWatchdog()
-    panel.wdt = board.wdt
     board.config_dir = ensure_dir(conf["config"])
+    board.wdt = SimWatchdog(marker=board.config_dir + "/wdt-reset")
+    panel.wdt = board.wdt
     return board

@@ -5,8 +5,13 @@ Tasks, each restarted if it raises (the error is logged, counted and flagged in 
 - ``sample``  ADC blocks -> RMS engine -> overload classifier -> ``Measurements``
 - ``bus``     RS-485 bytes -> ``BusSlave``; scheduled answers go out at their slot time
 - ``panel``   buttons -> selection; LEDs and LOAD CURRENT display from the measurements
-- ``console`` debug commands typed on the USB serial console (``firmware.debug``)
-- ``watchdog`` feeds the hardware watchdog only while every other task is alive
+- ``console`` debug commands typed on the USB serial console (``firmware.debug``, imported
+  at the first command: a board nobody talks to does not keep the interpreter in RAM)
+- ``watchdog`` feeds the hardware watchdog only while every other task is alive (a stalled
+  task is reported once on the console; the WDT then resets the board)
+
+``firmware.debug``'s ``fault`` command makes a task crash, stall or spin, to see the
+supervisor and the watchdog at work on a running board (``tests/firmware/test_supervisor.py``).
 
 ``main(board_name)`` is what ``/main.py`` on a board calls; the sim board runs the same code
 on the MicroPython unix port.
@@ -18,7 +23,6 @@ import sys
 import time
 from binascii import hexlify, unhexlify
 
-from firmware import debug
 from firmware.config import ConfigStore
 from firmware.measurements import Measurements
 from firmware.slave import FW_VERSION, BusSlave
@@ -109,6 +113,9 @@ class GroupBoardApp:
         self.measurements = m = Measurements()
         if self.store.fallback:
             m.flags |= C.F_CONFIG_DEFAULTS
+        if board.wdt.caused_reset():
+            m.flags |= C.F_WATCHDOG_RESET  # until the next reset
+            print("smartPDU: the watchdog reset the board")
         self.engine = RmsEngine(mains_mhz=cfg.mains_hz * 1000, floor_ma=cfg.noise_floor_ma)
         self.classifier = OverloadClassifier(
             rating_ma=cfg.rating_ca * 10, curve=_curve_rows(cfg.curve)
@@ -131,7 +138,10 @@ class GroupBoardApp:
         if board.name == "sim":
             from firmware.loadsim import LoadSim
 
-            self.loadsim = LoadSim(mains_mhz=cfg.mains_hz * 1000, seed=uid_bytes(board.uid)[0])
+            # 256-point waveform tables: 6.7 KB instead of 26.6 KB of RAM
+            self.loadsim = LoadSim(
+                mains_mhz=cfg.mains_hz * 1000, seed=uid_bytes(board.uid)[0], table_bits=8
+            )
             board.adc.generator = self.loadsim
             board.panel.on_load = self.on_load
 
@@ -152,6 +162,9 @@ class GroupBoardApp:
             self.measurements.flags |= C.F_IDENTIFY
         else:
             self.measurements.flags &= ~C.F_IDENTIFY
+
+    def info(self) -> str:
+        return info_line(self.board, self.slave)
 
     def on_load(self, load) -> None:
         """Sim only: a load change from the virtual PDU (``{"ch": 1..12, "kind", "amps"}``)."""
@@ -272,7 +285,6 @@ class GroupBoardApp:
         await asyncio.sleep_ms(400)
 
     async def run(self) -> None:
-        debug.attach(self)
         self.tasks = [asyncio.create_task(s.run()) for s in self.board.services or ()]
         await self.lamp_test()
         self.panel.lamp_test(sleep_ms=lambda ms: None)  # resets the LED bookkeeping
@@ -283,30 +295,60 @@ class GroupBoardApp:
         await watchdog(self.board, self.health)
 
     async def console(self) -> None:
-        await debug.console(self.health, 3)
+        await console(self)
+
+
+async def console(app) -> None:
+    """Read debug commands from the console (stdin) without stopping the other tasks."""
+    reader = asyncio.StreamReader(sys.stdin)  # pyright: ignore[reportArgumentType]
+    print("smartpdu> ", end="")
+    while True:
+        line = await reader.readline()
+        if not line:
+            if _exit_on_eof():
+                # A virtual board whose supervisor died: leave no orphan process behind.
+                sys.exit(0)
+            # No console attached (stdin closed): nothing to read, ever.
+            while True:
+                await asyncio.sleep_ms(1000)
+        from firmware import debug
+
+        debug.attach(app)
+        await debug.run_command(line.decode() if isinstance(line, bytes) else line)
+
+
+def _exit_on_eof() -> bool:
+    # Only the sim board has an environment; its supervisor sets this.
+    try:
+        import os
+
+        return os.getenv("SMARTPDU_EXIT_ON_EOF") == "1"  # pyright: ignore[reportAttributeAccessIssue]
+    except (ImportError, AttributeError):
+        return False
 
 
 async def run_bus(board, slave, health, index, on_sync_freq=None) -> None:
-    """Receive into the slave and transmit what it schedules, at its time."""
+    """Receive into the slave and hand the UART what it schedules, to start at its time."""
     rs485 = board.rs485
     buf = rs485.rx_buf
+    slave.char_ns = rs485.wire_time_us(1000)  # µs for 1000 characters = ns for one
+    ahead = rs485.tx_lead_us
     last_freq = 0
     while True:
         n = rs485.poll()
-        now = time.ticks_us()
-        if n:
-            slave.receive(buf, n, now)
-            if on_sync_freq is not None and slave.sync_freq_centihz != last_freq:
-                last_freq = slave.sync_freq_centihz
-                on_sync_freq(last_freq)
-        out = slave.due(time.ticks_us())
+        while n:
+            slave.receive(buf, n, rs485.rx_end_us())
+            n = rs485.poll()
+        if on_sync_freq is not None and slave.sync_freq_centihz != last_freq:
+            last_freq = slave.sync_freq_centihz
+            on_sync_freq(last_freq)
+        out = slave.due(time.ticks_us(), ahead)
         if out is not None:
-            await rs485.send(out)
+            await rs485.send_at(out, slave.tx_at_us)
         health.beat(index)
-        # Slot times are sub-millisecond: spin (yielding) when an answer is about to be due,
-        # otherwise sleep a millisecond so an idle bus costs no CPU.
-        wait = slave.next_tx_in_us(time.ticks_us())
-        await asyncio.sleep_ms(0 if 0 <= wait < 1500 else 1)
+        # Frames are handed over up to ``ahead`` µs early and the driver waits for the exact
+        # start, so a millisecond's sleep here costs no slot and an idle bus no CPU.
+        await asyncio.sleep_ms(1)
 
 
 async def supervise(app, index: int, task) -> None:
@@ -319,6 +361,10 @@ async def supervise(app, index: int, task) -> None:
             health.crashes[index] += 1
             health.last_error = "%s: %r" % (health.names[index], exc)
             sys.print_exception(exc)  # pyright: ignore[reportAttributeAccessIssue]
+            print(
+                "smartPDU: task %s crashed (%d), restarting"
+                % (health.names[index], health.crashes[index])
+            )
             m = getattr(app, "measurements", None)
             if m is not None:
                 m.flags |= C.F_TASK_RESTARTED
@@ -332,12 +378,16 @@ async def watchdog(board, health) -> None:
     for i in range(len(health.beats)):
         health.beats[i] = now
     wdt.start(_WDT_TIMEOUT_MS)
+    reported = -1
     while True:
         stalled = health.stalled(time.ticks_ms())
         if stalled < 0:
             wdt.feed()
-        else:
+            reported = -1
+        elif stalled != reported:
+            reported = stalled
             health.last_error = "task %s stalled" % health.names[stalled]
+            print("smartPDU: task %s stalled: watchdog no longer fed" % health.names[stalled])
         await asyncio.sleep_ms(500)
 
 
@@ -363,6 +413,8 @@ class StatusNodeApp:
             uid_bytes(board.uid), board_type, self.config, self.store, status=self
         )
         self.health = TaskHealth(self.TASKS, 2)
+        if board.wdt.caused_reset():
+            print("smartPDU: the watchdog reset the board")
         self.inputs = 0
         self.cause = C.CAUSE_NONE
         self.trip_count = 0
@@ -432,11 +484,13 @@ class StatusNodeApp:
         await run_bus(self.board, self.slave, self.health, 1)
 
     async def console(self) -> None:
-        await debug.console(self.health, 2)
+        await console(self)
+
+    def info(self) -> str:
+        return info_line(self.board, self.slave)
 
     async def run(self) -> None:
         print(info_line(self.board, self.slave))
-        debug.attach(self)
         self.tasks = [asyncio.create_task(s.run()) for s in self.board.services or ()]
         for index, task in enumerate((self.inputs_task, self.bus, self.console)):
             self.tasks.append(asyncio.create_task(supervise(self, index, task)))
@@ -458,8 +512,12 @@ def main(board_name: str = "sim", argv=None) -> None:
         asyncio.run(app.run())
     except KeyboardInterrupt:
         # Ctrl-C from the USB console (or mpremote before flashing): hand the running
-        # watchdog to a timer, or the RP2040 would reset under the engineer's hands.
+        # watchdog to a timer, or the RP2040 would reset under the engineer's hands; the
+        # debug functions work on this app at the REPL.
         board.wdt.hand_over_to_repl()
+        from firmware import debug
+
+        debug.attach(app)
         raise
     finally:
         asyncio.new_event_loop()

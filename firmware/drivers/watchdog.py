@@ -32,6 +32,14 @@ class Watchdog:
         self._wdt = WDT(timeout=timeout_ms)
         self.timeout_ms = timeout_ms
 
+    def caused_reset(self):
+        """True if the last reset of the chip was this watchdog's."""
+        import machine
+
+        reset_cause = getattr(machine, "reset_cause", None)
+        wdt_reset = getattr(machine, "WDT_RESET", None)
+        return reset_cause is not None and wdt_reset is not None and reset_cause() == wdt_reset
+
     def feed(self):
         wdt = self._wdt
         if wdt is not None:

@@ -199,3 +199,49 @@ print(json.dumps([((s - 0.25 * n) / e) ** 0.5 for s, e in zip(sampled, exact)]))
 """
     )
     assert result == pytest.approx([1, 1, 1, 1], abs=0.001)
+
+
+def test_small_tables_and_no_allocation_per_block() -> None:
+    # The sim board takes 256-point tables; steady loads cost no heap per block.
+    result = mpy(
+        """
+import gc
+
+
+def made_by(sim, buf):  # locals only: a new global would grow the module's dict
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    k = 0
+    while k < 50:  # (a range() would allocate its iterator)
+        sim.fill(buf, 0, BLOCK)
+        k += 1
+    made = gc.mem_alloc() - before
+    gc.enable()
+    return made
+
+
+out = {}
+for bits in (10, 8):
+    gc.collect()
+    before = gc.mem_alloc()
+    sim = loadsim.LoadSim(seed=4, table_bits=bits)
+    for ch in range(12):
+        sim.set_load(ch, (RESISTIVE, LED, DIMMER, SMPS)[ch % 4], 2000 + 1000 * ch)
+    gc.collect()
+    size = gc.mem_alloc() - before
+    buf = array('H', bytearray(2 * rms.STRIDE * BLOCK))
+    sim.fill(buf, 0, BLOCK)
+    made = made_by(sim, buf)
+    levels = [rms_of(capture(sim, 30)[ch]) * 74.6 for ch in range(12)]
+    out[bits] = dict(size=size, made=made, levels=levels)
+    del sim
+print(json.dumps(out))
+"""
+    )
+    for bits, tables in (("10", 13 * 1025 * 2), ("8", 13 * 257 * 2)):
+        got = result[bits]
+        assert got["made"] == 0, got
+        assert tables < got["size"] < tables + 4096
+        for ch, ma in enumerate(got["levels"]):
+            assert ma == pytest.approx(2000 + 1000 * ch, rel=0.01), (bits, ch)

@@ -384,3 +384,53 @@ from firmware.drivers.sim import SimUart
 SimUart({str(tmp_path / "nobus")!r}, connect_timeout_ms=200)
 """
         )
+
+
+def test_panel_state_line_is_the_state_as_json_and_allocates_nothing() -> None:
+    out = run_micropython(
+        """
+import gc, json
+from firmware.drivers.sim import SimPanel
+from firmware.drivers.status_inputs import NAMES, SimTemperature
+group = SimPanel(None, uid="sim-A", group="A")
+group.leds[3] = (160 << 8) | (20 << 16) | 7
+group.set_display(bytearray([1, 2, 3, 250]), 4, True, " 7.3")
+group.button_pins[4].down = True
+group.button_pins[11].down = True
+mains = SimPanel(None, uid='sim-"x', group="", n_leds=0, n_buttons=0, inputs=NAMES)
+mains.temperature = SimTemperature(-15)
+mains.input_pins[1].value(0)
+
+
+def made_by(panel):  # locals only: a new global would grow the module's dict
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    k = 0
+    while k < 20:  # (a range() would allocate its iterator)
+        panel.state_line()
+        panel.heartbeat_line(123456)
+        k += 1
+    made = gc.mem_alloc() - before
+    gc.enable()
+    return made
+
+
+lines = []
+for panel in (group, mains):
+    n = panel.state_line()
+    lines.append([json.loads(bytes(panel._line[:n])), panel.state()])
+    lines.append(made_by(panel))
+n = mains.heartbeat_line(987654)
+lines.append(json.loads(bytes(mains._line[:n])))
+print(json.dumps(lines))
+"""
+    )
+    (g_line, g_state), g_made, (m_line, m_state), m_made, beat = json.loads(
+        out.strip().splitlines()[-1]
+    )
+    assert g_line == g_state and m_line == m_state
+    assert g_line["leds"][3] == [160, 20, 7] and g_line["pressed"] == [5, 12]
+    assert m_line["temperature"] == -1.5 and m_line["inputs"]["alarm"] == 1
+    assert g_made == 0 and m_made == 0
+    assert beat == {"hb": 987654, "wdt": 0}
