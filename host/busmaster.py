@@ -123,7 +123,9 @@ class CycleSettings:
     expected_fw: tuple[int, int, int] | None = None  # flag boards running something else
     rating_ca: int = 1600
     curve: tuple[tuple[int, int, int], ...] = ()
-    turnaround_s: float = 0.004  # request timeout beyond the answer's own length
+    # request timeout beyond the answer's own length: 2 ms board turnaround, the transport's
+    # 2 ms read coalescing, slack
+    turnaround_s: float = 0.006
 
 
 class BusMaster:

@@ -75,8 +75,13 @@ class SerialTransport:
         driver_enable: DriverEnable = DriverEnable.AUTO,
         on_data: Callable[[bytes, float], None] | None = None,
         what: str = "bus",
+        coalesce_s: float = 0.002,
     ) -> None:
         self.port = port
+        # While bytes keep coming, read every ``coalesce_s`` on a timer instead of waking for
+        # every batch the driver hands over (a busy bus: ~1000 wake-ups a second -> ~500).
+        self.coalesce_s = coalesce_s
+        self._timer: asyncio.TimerHandle | None = None
         self.baud = baud
         self.requested_mode = driver_enable
         self.mode = DriverEnable.NONE
@@ -129,24 +134,47 @@ class SerialTransport:
         return DriverEnable.NONE
 
     def _readable(self) -> None:
+        if self._read_once() and self.coalesce_s > 0 and self._loop is not None:
+            self._stop_reading()
+            self._timer = self._loop.call_later(self.coalesce_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        ser, loop = self._serial, self._loop
+        if ser is None or loop is None or self.lost:
+            return
+        # Ask first: a tty read with nothing waiting returns b"" (VMIN = 0), which reads as
+        # end-of-file (the adapter gone) when it comes from a "readable" wake-up.
+        try:
+            waiting = ser.in_waiting
+        except (OSError, serial.SerialException):
+            waiting = 1  # let the read find out what is wrong
+        if waiting and self._read_once():
+            self._timer = loop.call_later(self.coalesce_s, self._on_timer)
+        elif not self.lost:
+            loop.add_reader(ser.fileno(), self._readable)  # quiet line: wake on the next byte
+
+    def _read_once(self) -> bool:
+        """Read what is waiting and hand it on; True if something came."""
         ser = self._serial
         if ser is None:
-            return
+            return False
         try:
             data = os.read(ser.fileno(), 4096)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             # EOF or error: the adapter is gone. Stop reading; the owner decides what to do.
             self.lost = True
             self._stop_reading()
-            return
+            return False
         self.bytes_in += len(data)
         if self.on_data is not None:
             assert self._loop is not None
             self.on_data(data, self._loop.time())
+        return True
 
     def _stop_reading(self) -> None:
         if self._serial is not None and self._loop is not None:
@@ -187,6 +215,9 @@ class SerialTransport:
                 termios.tcflush(self._serial.fileno(), termios.TCIFLUSH)
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._stop_reading()
         if self._serial is not None:
             with contextlib.suppress(OSError, serial.SerialException):

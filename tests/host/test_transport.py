@@ -43,6 +43,35 @@ async def test_bytes_flow_both_ways(pty_pair: tuple[int, str]) -> None:
         await transport.close()
 
 
+async def test_reads_are_coalesced_while_bytes_flow_and_a_quiet_line_is_not_eof(
+    pty_pair: tuple[int, str],
+) -> None:
+    # While bytes keep coming the transport reads on a 2 ms timer (fewer wake-ups); when the
+    # line goes quiet it waits for the next byte again. A quiet line must not look like an
+    # unplugged adapter (a tty read with nothing waiting returns b"").
+    master, path = pty_pair
+    got: list[bytes] = []
+    transport = SerialTransport(path, 115200, on_data=lambda data, t: got.append(data))
+    await transport.open()
+    try:
+        sent = b""
+        for burst in range(5):
+            for k in range(20):  # a byte every ~0.5 ms for 10 ms
+                chunk = bytes([burst * 20 + k])
+                os.write(master, chunk)
+                sent += chunk
+                await asyncio.sleep(0.0005)
+            await asyncio.sleep(0.05)  # quiet line between bursts
+        for _ in range(100):
+            if len(b"".join(got)) == len(sent):
+                break
+            await asyncio.sleep(0.01)
+        assert b"".join(got) == sent and not transport.lost
+        assert len(got) < len(sent)  # several bytes per read
+    finally:
+        await transport.close()
+
+
 def test_missing_port_is_named() -> None:
     with pytest.raises(TransportError, match=r"bus.port /dev/ttyNOPE0: no such device"):
         open_serial("/dev/ttyNOPE0", 115200)
