@@ -1,5 +1,5 @@
 """Web benchmark: how long from a report reaching the aggregator to the number changing in
-the pages of 10 browsers.
+the pages of 10 browsers (and of one).
 
 The aggregator side is real (``UnitState``, the aiohttp app with its live hub, SQLite), fed
 the way the bus master feeds it: three group boards' REPORTs at about the rate the virtual
@@ -7,8 +7,16 @@ bus delivers them (~70 a second) with a show's loads on them (a third of the out
 half steady with ±0.3 % reading noise, the rest on dimmers fading), and the meter once a
 second. Every ``marker_every_s`` one channel (B1) is given a new, unique current; the time
 ``UnitState.apply_report`` is called with it is compared with the moment a
-``MutationObserver`` in each page sees that value appear in pane D (Debian's chromium via
-Playwright, 10 pages). Both stamps are the machine's wall clock, in ms.
+``MutationObserver`` in each page sees that value appear in pane D. Each page is the whole
+UI in a browser context (a window) of its own, visible, scrolled so that B1's tile is on
+screen, with its live WebSocket. Stamps are the machine's wall clock, in ms.
+
+Where the time goes, per page count: ``server_publish`` (report → frame built and published
+by the hub: the coalescing to ≤ 20 frames a second), ``server_send`` (report → that frame
+written to the page's socket: also the wait for the page's ack of the previous frame) and
+``browser`` (socket → DOM shows it: delivery through chromium's network process, the wait
+for the page's main thread, the update). The CPU the browsers and the aggregator spend is
+read from /proc.
 
 ``run()`` returns figures only; nothing here asserts a timing.
 """
@@ -36,7 +44,7 @@ from host.config import default_config
 from host.model import UnitState
 from host.storage import Storage
 from host.web import HUB, WebContext, create_app
-from host.web.live import MIN_INTERVAL_S, Frame
+from host.web.live import MIN_INTERVAL_S, Frame, LiveClient
 from protocol import consts as C
 from protocol.messages import Report
 
@@ -47,6 +55,10 @@ REPORTS_PER_S = 70.0
 MARKER_CHANNEL = "B1"
 NOISE = 0.003  # ±0.3 % reading to reading, about what the boards' RMS shows on a steady load
 
+SETTLE_S = 5.0  # after the last page opened: ten pages starting up load two cores for seconds
+SCROLL_JS = (
+    """(cid) => document.querySelector(`[data-ch="${cid}"]`).scrollIntoView({block: "center"})"""
+)
 OBSERVER_JS = """
 (cid) => {
   window.__seen = [];
@@ -142,6 +154,51 @@ async def _feed(state: UnitState, marker: dict[str, Any], stop: asyncio.Event, n
     return sent
 
 
+def _process_cpu() -> dict[str, float]:
+    """CPU seconds of this process's descendants (the Playwright driver, chromium's
+    processes) by kind: renderer, gpu-process, browser, utility, driver. Linux only."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    kind: dict[int, str] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return {}
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                words = f.read().replace(b"\0", b" ").split()  # chromium rewrites its argv
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+        exe = words[0].decode(errors="replace") if words else ""
+        if "chrom" not in exe:
+            kind[pid] = "driver" if "node" in exe else "other"
+            continue
+        types = [w[7:].decode() for w in words if w.startswith(b"--type=")]
+        kind[pid] = types[0] if types else "browser"
+    mine = {os.getpid()}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in mine and pid not in mine:
+                mine.add(pid)
+                grew = True
+    totals: dict[str, float] = {}
+    for pid in mine - {os.getpid()}:
+        totals[kind[pid]] = totals.get(kind[pid], 0.0) + cpu[pid]
+    return totals
+
+
 async def _bench(
     clients: int, markers: int, marker_every_s: float, min_interval_s: float, noise: float
 ) -> dict[str, Any]:
@@ -165,37 +222,66 @@ async def _bench(
     url = f"http://127.0.0.1:{port}/"
     hub = app[HUB]
     published: dict[int, float] = {}  # marker value (centiamps) -> frame published (ms)
+    marker_in_frame: dict[int, int] = {}  # frame seq -> marker value it was first in
+    page_of: dict[LiveClient, int] = {}
+    written: dict[tuple[int, int], float] = {}  # (page, marker value) -> frame on its socket
 
     def on_publish(frame: Frame) -> None:
         amps = frame.view["channels"][MARKER_CHANNEL]["current_a"]
         if amps is not None:
-            published.setdefault(round(amps * 100), time.time() * 1000.0)
+            centiamps = round(amps * 100)
+            if centiamps not in published:
+                published[centiamps] = time.time() * 1000.0
+                marker_in_frame[frame.seq] = centiamps
+
+    def on_sent(client: LiveClient, seq: int) -> None:
+        page = page_of.get(client)
+        if page is None:
+            return
+        now = time.time() * 1000.0
+        for frame_seq, centiamps in marker_in_frame.items():
+            if frame_seq <= seq:
+                written.setdefault((page, centiamps), now)
 
     hub.on_publish.append(on_publish)
+    hub.on_sent.append(on_sent)
     marker: dict[str, Any] = {"value": 1.0, "pending": None, "applied": {}, "sent": 0}
     stop = asyncio.Event()
     feeder = asyncio.create_task(_feed(state, marker, stop, noise))
-    reports = 0
-    sent_before = 0
-    cpu_before = os.times()
-    wall_before = time.monotonic()
-    frames_before = 0
+    values: list[int] = []
+    first_seen: list[dict[str, float]] = []
+    render_ms: list[float] = []
+    visible = 0
+    reports = frames = 0
+    wall = 1.0
+    cpu_before: dict[str, float] = {}
+    cpu_after: dict[str, float] = {}
+    own_before = own_after = os.times()
+    lagging_before = lagging_after = 0
     try:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
             pages = []
-            for _ in range(clients):
+            for index in range(clients):
+                # A context of its own for every page: its own window, as if on its own phone.
                 page = await (await browser.new_context(bypass_csp=True)).new_page()
+                before = set(hub.clients)
                 await page.goto(url)
                 await page.wait_for_function("document.body.dataset.link === 'live'")
+                for client in hub.clients - before:
+                    page_of[client] = index
+                await page.evaluate(SCROLL_JS, MARKER_CHANNEL)
                 await page.evaluate(OBSERVER_JS, MARKER_CHANNEL)
                 pages.append(page)
-            await asyncio.sleep(2.0)  # everything settled
+            await asyncio.sleep(SETTLE_S)
+            for page in pages:
+                visible += bool(await page.evaluate("document.visibilityState === 'visible'"))
             frames_before = hub.stats.frames
+            lagging_before = hub.stats.lagging_sends
             sent_before = marker["sent"]
-            cpu_before = os.times()
+            cpu_before = _process_cpu()
+            own_before = os.times()
             wall_before = time.monotonic()
-            values: list[int] = []
             for k in range(1, markers + 1):
                 centiamps = 100 + k  # 1.01 A, 1.02 A …: unique, shown with two decimals
                 values.append(centiamps)
@@ -204,12 +290,11 @@ async def _bench(
                 await asyncio.sleep(marker_every_s * random.uniform(0.8, 1.2))
             await asyncio.sleep(1.0)
             wall = time.monotonic() - wall_before
-            cpu_after = os.times()
+            cpu_after = _process_cpu()
+            own_after = os.times()
             frames = hub.stats.frames - frames_before
+            lagging_after = hub.stats.lagging_sends
             reports = marker["sent"] - sent_before
-            latencies: list[float] = []
-            missed = 0
-            render_ms: list[float] = []
             for page in pages:
                 page_stats = await page.evaluate("window.smartpdu.stats")
                 if page_stats["messages"]:
@@ -218,13 +303,7 @@ async def _bench(
                 first: dict[str, float] = {}
                 for text, at in seen:
                     first.setdefault(str(text), float(at))
-                for centiamps in values:
-                    applied = marker["applied"].get(centiamps)
-                    shown = first.get(f"{centiamps / 100:.2f}")
-                    if applied is None or shown is None:
-                        missed += 1
-                        continue
-                    latencies.append(shown - applied)
+                first_seen.append(first)
             await browser.close()
     finally:
         stop.set()
@@ -233,34 +312,66 @@ async def _bench(
         await runner.cleanup()
         await storage.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    server = [
-        published[c] - marker["applied"][c]
-        for c in values
-        if c in published and c in marker["applied"]
-    ]
-    cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+
+    applied: dict[int, float] = marker["applied"]
+    total: list[float] = []
+    send: list[float] = []
+    browser_part: list[float] = []
+    missed = 0
+    for index, first in enumerate(first_seen):
+        for centiamps in values:
+            at = applied.get(centiamps)
+            shown = first.get(f"{centiamps / 100:.2f}")
+            if at is None or shown is None:
+                missed += 1
+                continue
+            total.append(shown - at)
+            out = written.get((index, centiamps))
+            if out is not None:
+                send.append(out - at)
+                browser_part.append(shown - out)
+    server = [published[c] - applied[c] for c in values if c in published and c in applied]
+    cpu = {key: cpu_after.get(key, 0.0) - cpu_before.get(key, 0.0) for key in cpu_after}
+    chromium = sum(v for key, v in cpu.items() if key not in ("driver", "other"))
+    own = (own_after.user - own_before.user) + (own_after.system - own_before.system)
     stats = hub.stats.to_json()
+
+    def pct(values: list[float], q: float) -> float:
+        return round(_percentile(values, q), 1)
+
+    def share(seconds: float) -> float:
+        return round(100.0 * seconds / wall, 1)  # % of one core
+
     return {
-        "web.update_latency_ms_p50": round(_percentile(latencies, 50), 1),
-        "web.update_latency_ms_p95": round(_percentile(latencies, 95), 1),
-        "web.update_latency_ms_p99": round(_percentile(latencies, 99), 1),
-        "web.update_latency_ms_max": round(max(latencies, default=float("nan")), 1),
-        "web.update_latency_samples": len(latencies),
-        "web.update_missed": missed,
-        "web.clients": clients,
-        "web.server_publish_latency_ms_p99": round(_percentile(server, 99), 1),
-        "web.server_publish_latency_ms_mean": round(statistics.fmean(server), 1)
-        if server
-        else None,
-        "web.reports_per_s": round(reports / max(wall, 1e-9), 1) if reports else None,
-        "web.frames_per_s": round(frames / wall, 1),
-        "web.patch_bytes_mean": stats["mean_patch_bytes"],
-        "web.full_view_bytes": stats["full_view_bytes"],
-        "web.view_build_ms_mean": stats["mean_build_ms"],
-        "web.page_message_ms_mean": round(statistics.fmean(render_ms), 2) if render_ms else None,
-        # The Playwright client runs in this process too (idle while measuring).
-        "web.aggregator_cpu_percent": round(100.0 * cpu / wall, 1),
-        "web.load_average_1min": round(os.getloadavg()[0], 2),
+        "update_latency_ms_p50": pct(total, 50),
+        "update_latency_ms_p95": pct(total, 95),
+        "update_latency_ms_p99": pct(total, 99),
+        "update_latency_ms_max": round(max(total, default=float("nan")), 1),
+        "update_latency_samples": len(total),
+        "update_missed": missed,
+        "server_publish_latency_ms_p50": pct(server, 50),
+        "server_publish_latency_ms_p99": pct(server, 99),
+        "server_send_latency_ms_p50": pct(send, 50),
+        "server_send_latency_ms_p99": pct(send, 99),
+        "browser_latency_ms_p50": pct(browser_part, 50),
+        "browser_latency_ms_p99": pct(browser_part, 99),
+        "pages_visible": visible,
+        "reports_per_s": round(reports / max(wall, 1e-9), 1),
+        "frames_per_s": round(frames / wall, 1),
+        "lagging_sends_per_s": round((lagging_after - lagging_before) / wall, 1),
+        "patch_bytes_mean": stats["mean_patch_bytes"],
+        "full_view_bytes": stats["full_view_bytes"],
+        "view_build_ms_mean": stats["mean_build_ms"],
+        "page_message_ms_mean": round(statistics.fmean(render_ms), 2) if render_ms else None,
+        "browser_cpu_ms_per_page_frame": round(1000.0 * chromium / max(1, frames * clients), 2),
+        "renderers_cpu_percent": share(cpu.get("renderer", 0.0)),
+        "gpu_process_cpu_percent": share(cpu.get("gpu-process", 0.0)),
+        "browser_other_cpu_percent": share(
+            chromium - cpu.get("renderer", 0.0) - cpu.get("gpu-process", 0.0)
+        ),
+        # This process: the aggregator, the feed and the (idle) Playwright client.
+        "aggregator_cpu_percent": share(own),
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
 
@@ -272,18 +383,28 @@ def run(
     single_client_pass: bool = True,
     noise: float = NOISE,
 ) -> dict[str, Any]:
-    """Figures of the web benchmark (see the module's docstring). With
-    ``single_client_pass``, the latency with one page is measured too: on a small machine
-    ten browsers' renderers, not the aggregator, are what takes the time."""
-    figures = asyncio.run(_bench(clients, markers, marker_every_s, min_interval_s, noise))
+    """Figures of the web benchmark (see the module's docstring): ``web.*`` for ``clients``
+    pages and, with ``single_client_pass``, ``web.*_1_client`` for one page, measured the
+    same way (on a small machine ten browsers' renderers, not the aggregator, take the
+    time)."""
+    raw = asyncio.run(_bench(clients, markers, marker_every_s, min_interval_s, noise))
+    figures = {"web.clients": clients} | {f"web.{key}": value for key, value in raw.items()}
     if single_client_pass and clients != 1:
         single = asyncio.run(
             _bench(1, max(20, markers // 2), marker_every_s, min_interval_s, noise)
         )
-        for key in ("p50", "p99"):
-            figures[f"web.update_latency_ms_{key}_1_client"] = single[
-                f"web.update_latency_ms_{key}"
-            ]
+        for key in (
+            "update_latency_ms_p50",
+            "update_latency_ms_p99",
+            "server_publish_latency_ms_p50",
+            "server_publish_latency_ms_p99",
+            "server_send_latency_ms_p50",
+            "server_send_latency_ms_p99",
+            "browser_latency_ms_p50",
+            "browser_latency_ms_p99",
+            "browser_cpu_ms_per_page_frame",
+        ):
+            figures[f"web.{key}_1_client"] = single[key]
     return figures
 
 

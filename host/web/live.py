@@ -15,10 +15,10 @@ Wire format (server → client, text frames of JSON)::
     {"type": "patch", "seq": 18, "patch": {...}}    merge patch onto the previous view
 
 Client → server: ``{"type": "ack", "seq": 18}`` once it has applied a frame (optional).
-A client that acknowledges gets its next frame only after acknowledging the previous one:
-one frame in flight, so a phone that renders slowly is sent fewer, combined patches instead
-of a queue it cannot drain (and a machine running many browsers is not flooded). A client
-that never acknowledges is sent every frame.
+A client that acknowledges has at most ``MAX_IN_FLIGHT`` (2) frames unacknowledged: the next
+frame goes out while the previous one's ack is still on its way, but a phone that renders
+slowly is sent fewer, combined patches instead of a queue it cannot drain (and a machine
+running many browsers is not flooded). A client that never acknowledges is sent every frame.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,6 +45,10 @@ MIN_INTERVAL_S = 0.05  # ≤ 20 frames a second to each browser
 POLL_S = 0.1  # virtual panels and peers are polled this often (they signal nothing)
 SEND_TIMEOUT_S = 10.0
 MAX_CLIENTS = 100
+# Frames a page that acknowledges may have unacknowledged: a second one goes out while the
+# first one's ack is on its way back (one in flight would add that round trip to every
+# frame that follows a busy moment), and no page is sent a backlog.
+MAX_IN_FLIGHT = 2
 HEARTBEAT_S = 20.0
 
 
@@ -105,11 +110,15 @@ class LiveClient:
     sent_view: JSON | None = None
     acked_seq: int = 0
     flow_control: bool = False  # on once the client acknowledges frames
+    # Sent, not yet acknowledged (bounded: a client that never acknowledges keeps no list).
+    unacked: deque[int] = field(default_factory=lambda: deque[int](maxlen=MAX_IN_FLIGHT))
 
     def ack(self, seq: int) -> None:
         self.flow_control = True
         if self.sent_seq >= seq > self.acked_seq:
             self.acked_seq = seq
+            while self.unacked and self.unacked[0] <= seq:
+                self.unacked.popleft()
             self.wake.set()
 
     async def run(self) -> None:
@@ -120,8 +129,8 @@ class LiveClient:
             frame = hub.frame
             if frame is None or frame.seq == self.sent_seq:
                 continue
-            if self.flow_control and self.acked_seq < self.sent_seq:
-                continue  # the previous frame is still being applied: the ack wakes us
+            if self.flow_control and len(self.unacked) >= MAX_IN_FLIGHT:
+                continue  # the page is still applying what it has: an ack wakes us
             if self.sent_view is None:
                 text = frame.full_text
             elif frame.seq == self.sent_seq + 1 and frame.patch_text is not None:
@@ -143,6 +152,9 @@ class LiveClient:
             hub.stats.sent += 1
             self.sent_seq = frame.seq
             self.sent_view = frame.view
+            self.unacked.append(frame.seq)
+            for callback in hub.on_sent:
+                callback(self, frame.seq)
 
 
 class LiveHub:
@@ -171,6 +183,8 @@ class LiveHub:
         self._last_publish = float("-inf")
         self._published_version = -1
         self.on_publish: list[Callable[[Frame], None]] = []
+        # (client, seq) once a frame is written to a client's socket (the benchmark's clock)
+        self.on_sent: list[Callable[[LiveClient, int], None]] = []
         directory.on_change(self.poke)
 
     def poke(self) -> None:

@@ -26,6 +26,7 @@
     afterLogin: null,
     editing: null,
     stats: { messages: 0, bytes: 0, renderMs: 0 },
+    link: "connecting",
   };
   window.smartpdu = S; // for the console and the tests
 
@@ -66,9 +67,16 @@
     node.replaceChildren(...children.filter((c) => c !== null && c !== undefined && c !== false));
   }
 
+  // Live numbers change many times a second: a node holding one text node keeps it and
+  // only its data changes (no new node, no layout object rebuilt).
   function setText(node, text) {
     const value = text === null || text === undefined ? "" : String(text);
-    if (node.textContent !== value) node.textContent = value;
+    const first = node.firstChild;
+    if (first !== null && first.nodeType === 3 && first.nextSibling === null) {
+      if (first.data !== value) first.data = value;
+    } else if (node.textContent !== value) {
+      node.textContent = value;
+    }
   }
 
   function setHidden(node, hidden) {
@@ -346,6 +354,7 @@
   // ------------------------------------------------------------------ live link
 
   function setLink(state, text) {
+    S.link = state;
     setData(document.body, "link", state);
     setText($("#link-status"), text);
     setHidden($("#no-data"), state === "live");
@@ -366,7 +375,7 @@
         S.seq = msg.seq;
         onView(null);
       } else if (msg.type === "patch" && S.view) {
-        S.view = applyPatch(S.view, msg.patch);
+        S.view = mergePatch(S.view, msg.patch);
         S.seq = msg.seq;
         onView(msg.patch);
       }
@@ -401,29 +410,42 @@
     return result;
   }
 
+  // The same, merged into the view in place: a frame touches a few channels of the view,
+  // the rest of it is not copied.
+  function mergePatch(target, patch) {
+    if (patch === null || typeof patch !== "object" || Array.isArray(patch)) return patch;
+    if (Object.prototype.hasOwnProperty.call(patch, "$replace")) return patch.$replace;
+    if (!target || typeof target !== "object" || Array.isArray(target)) return applyPatch(null, patch);
+    for (const key in patch) target[key] = mergePatch(target[key], patch[key]);
+    return target;
+  }
+
   function replaced(part) { return Boolean(part && typeof part === "object" && "$replace" in part); }
 
   function onView(patch) {
     const v = S.view;
     S.clockOffset = Date.now() / 1000 - v.taken_at;
-    setLink("live", "live");
+    if (S.link !== "live") setLink("live", "live");
     const key = v.group_order.join("") + ":" + v.unit.id;
     if (!patch || key !== S.skeletonKey || replaced(patch.channels) || replaced(patch.groups) || "meter_quantities" in patch) {
       buildSkeleton();
       renderAll();
       return;
     }
-    if (patch.channels) for (const id of Object.keys(patch.channels)) renderChannel(id);
+    if (patch.channels) for (const id in patch.channels) renderChannel(id);
     if (patch.groups) {
-      for (const [letter, g] of Object.entries(patch.groups)) {
+      let boards = false;
+      for (const letter in patch.groups) {
+        const g = patch.groups[letter];
         renderGroup(letter);
         if (g && "panel" in g) {
           if (v.groups[letter].panel && !S.refs.panels[letter]) buildPanels();
           renderPanel(letter);
           for (const id of v.groups[letter].channels) renderChannel(id);
         }
+        if (g && g.board && boardTableChanged(g.board)) boards = true;
       }
-      renderBoards();
+      if (boards) renderBoards();
     }
     if (patch.unit) renderUnitName();
     if (patch.units || patch.unit || "triangle" in patch) renderUnits();
@@ -431,6 +453,13 @@
     if (patch.breaker || patch.mains) { renderBreaker(); renderMains(); }
     if (patch.conditions) renderConditions();
     if (patch.events) scheduleEvents();
+  }
+
+  // last_seen moves with every report and is shown as an age once a second (renderAges);
+  // frames_ok is not shown.
+  function boardTableChanged(boardPatch) {
+    for (const key in boardPatch) if (key !== "last_seen" && key !== "frames_ok") return true;
+    return false;
   }
 
   function renderAll() {
@@ -531,14 +560,16 @@
     const groups = [];
     for (const letter of v.group_order) {
       const g = v.groups[letter];
-      const total = el("span", { className: "g-total" });
-      const phases = el("span", { className: "muted" });
+      // The numbers that move with every frame each sit in a fixed box of their own.
+      const total = el("span", { className: "g-num" });
+      const phases = el("span", { className: "g-num" });
       const status = el("span", { className: "badge" });
       const fw = el("span", { className: "muted" });
       const tiles = [];
       for (const id of g.channels) tiles.push(buildChannel(id));
       const section = el("div", { className: "group", dataset: { group: letter } },
-        el("div", { className: "group-head" }, el("h3", { text: `Group ${letter}` }), total, phases, status, fw),
+        el("div", { className: "group-head" }, el("h3", { text: `Group ${letter}` }),
+          el("span", { className: "g-total" }, total), el("span", { className: "g-phases muted" }, phases), status, fw),
         el("div", { className: "channels" }, ...tiles));
       S.refs.groups[letter] = { section, total, phases, status, fw };
       groups.push(section);
@@ -580,6 +611,11 @@
     const c = S.view.channels[id];
     const r = S.refs.channels[id];
     if (!c || !r) return;
+    setText(r.amps, c.over_range ? `≥${fmtAmps(c.current_a)}` : fmtAmps(c.current_a));
+    // A frame mostly moves the current: the rest is redrawn only when one of its inputs changed.
+    const key = `${c.state}|${c.freshness}|${c.selected}|${c.sup_on}|${c.sup_status}|${c.sup_min}|${c.sup_max}|${c.phase}|${c.ttt_s}|${c.label}`;
+    if (r.key === key) return;
+    r.key = key;
     const live = c.freshness === "live";
     setData(r.tile, "state", live ? c.state : "unknown");
     setData(r.tile, "fresh", c.freshness);
@@ -587,7 +623,6 @@
     setData(r.tile, "sup", c.sup_on && (c.sup_status === "below_min" || c.sup_status === "above_max") ? "warning" : c.sup_on ? "on" : "off");
     setData(r.tile, "labelled", Boolean(c.label));
     if (r.label.textContent !== c.label) { r.label.textContent = c.label; r.label.title = c.label; }
-    setText(r.amps, c.over_range ? `≥${fmtAmps(c.current_a)}` : fmtAmps(c.current_a));
     setText(r.phase, c.phase);
     let ttt = "";
     if (live && c.state === "tripped") ttt = "TRIPPED";
@@ -707,6 +742,9 @@
     kv($("#breaker-settings"), b.settings_text);
     const trip = $("#breaker-trip");
     const last = b.last_trip;
+    const tripKey = last ? `${pos}|${JSON.stringify(last)}` : "";
+    if (trip.dataset.key === tripKey) return;
+    trip.dataset.key = tripKey;
     if (last) {
       trip.hidden = false;
       const items = last.evidence.map((e) => el("li", { text: e }));
@@ -774,7 +812,7 @@
     $("#conditions").replaceChildren(...nodes);
     const alarms = conditions.filter((c) => c.severity === "alarm");
     const banner = $("#alarm-banner");
-    banner.hidden = alarms.length === 0;
+    setHidden(banner, alarms.length === 0);
     if (alarms.length) {
       fill(banner,
         el("span", { text: alarms[0].message }),
