@@ -313,7 +313,10 @@ class BusMaster:
         sent_at = await self.send(message)
         wait = (sent_at - loop.time()) + self.frame_time(answer_bytes) + self.settings.turnaround_s
         try:
-            answer = await asyncio.wait_for(future, timeout or wait)
+            # asyncio.timeout, not wait_for, here and below: on Python 3.11 wait_for swallows
+            # a cancellation that arrives with the answer, and the master would not stop.
+            async with asyncio.timeout(timeout or wait):
+                answer = await future
         except TimeoutError:
             link = self.boards.get(dst)
             if link is not None:
@@ -418,7 +421,8 @@ class BusMaster:
         try:
             sent_at = await self.send(message)
             wait = sent_at - loop.time() + self.frame_time(16) + self.settings.turnaround_s + 0.05
-            return await asyncio.wait_for(future, wait)
+            async with asyncio.timeout(wait):
+                return await future
         except TimeoutError:
             return None
         finally:
@@ -502,7 +506,8 @@ class BusMaster:
             # host, a serial driver's buffer): the superframe ends with the detail
             # TELEMETRY, so give it a little longer before the next SYNC could collide.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(detail_seen.wait(), _DETAIL_GRACE_S)
+                async with asyncio.timeout(_DETAIL_GRACE_S):
+                    await detail_seen.wait()
             self._detail_waiter = None
         self._slot_window = None
         self._adapt_guard(self._slot_bad)

@@ -776,8 +776,12 @@ class UnitState:
         if self._changed is None:
             self._changed = asyncio.Event()
         changed = self._changed
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # arrives as the event is set, and with hundreds of changes a second that happens:
+        # the service then never stopped (its live view kept running).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await changed.wait()
         return self._version
 
     def _touch(self) -> None:
