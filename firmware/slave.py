@@ -327,17 +327,6 @@ class BusSlave:
         self._pending_at_us = at_us
 
     # -- transmit ------------------------------------------------------------------------
-    def next_tx_in_us(self, now_us) -> int:
-        """Microseconds until the next scheduled answer (0 if due now), or -1 if none."""
-        best = -1
-        if self._pending is not None:
-            best = max(0, time.ticks_diff(self._pending_at_us, now_us))
-        if self._tx_type != _NO_TX:
-            wait = max(0, time.ticks_diff(self._tx_at_us, now_us))
-            if best < 0 or wait < best:
-                best = wait
-        return best
-
     def due(self, now_us, ahead_us: int = 0):
         """The next frame to transmit if it starts within ``ahead_us``, else None.
 
