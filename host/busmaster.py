@@ -254,7 +254,8 @@ class BusMaster:
         try:
             if isinstance(message, Report):
                 self.reports += 1
-                link.alarming = any(a in (C.AL_SLIGHT, C.AL_SERIOUS) for a in message.alarms)
+                alarms = message.alarms
+                link.alarming = C.AL_SLIGHT in alarms or C.AL_SERIOUS in alarms
                 self.listener.report(link, message, received_at)
             elif isinstance(message, Telemetry):
                 self.telemetries += 1
