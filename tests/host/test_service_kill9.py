@@ -57,6 +57,7 @@ import pytest
 
 from host.config import LABEL_MAX_CHARS, channel_ids, validate_label
 from host.supervision import SupervisionSettings
+from tests.procs import descendants, stat
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = "smartPDU0K1LL9"
@@ -127,44 +128,18 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _stat(pid: int) -> list[str] | None:
-    """/proc/PID/stat after the command name: state, ppid, …, start time (index 19)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def _started(pid: int) -> str | None:
     """The process's start time: with the pid, it names the process (pids are reused)."""
-    fields = _stat(pid)
+    fields = stat(pid)
     return None if fields is None else fields[19]
 
 
 def _alive(pid: int, started: str | None = None) -> bool:
     """Running (a zombie waiting for its parent counts as gone), and the same process."""
-    fields = _stat(pid)
+    fields = stat(pid)
     if fields is None or fields[0] == "Z":
         return False
     return started is None or fields[19] == started
-
-
-def _descendants(pid: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 async def _until_gone(pids: dict[int, str | None], timeout: float) -> set[int]:
@@ -188,7 +163,7 @@ class Processes:
         self.live: list[asyncio.subprocess.Process] = []
 
     def note(self, proc: asyncio.subprocess.Process) -> None:
-        for pid, started in _named({proc.pid, *_descendants(proc.pid)}).items():
+        for pid, started in _named({proc.pid, *descendants(proc.pid)}).items():
             if started is not None:
                 self.seen.setdefault(pid, started)
 
@@ -601,7 +576,7 @@ class Service:
     async def kill(self) -> float:
         """SIGKILL; returns the wall clock of the kill."""
         assert self.proc is not None
-        children = _named(_descendants(self.proc.pid))
+        children = _named(descendants(self.proc.pid))
         at = time.time()
         code = await self.procs.stop(self.proc, signal.SIGKILL, 10.0)
         assert code == -signal.SIGKILL, (code, self.log.read_text(errors="replace")[-3000:])
@@ -896,7 +871,7 @@ async def test_kill_9_of_smartpdu_run_leaves_no_board_behind(tmp_path: Path) -> 
         await service.spawn()
         async with logged_in(service) as client:
             assert service.proc is not None
-            boards = _descendants(service.proc.pid)
+            boards = descendants(service.proc.pid)
             assert len(boards) >= 6, boards  # 4 groups + the mains node + the reaper
             label = "🎚️ before the kill <b>"
             status, _ = await client.put(client.unit("/channels/A1/label"), {"label": label})

@@ -23,6 +23,7 @@ from host.transport import SerialTransport
 from protocol import consts as C
 from protocol.messages import Report, Telemetry
 from tests.busrecorder import Recorder
+from tests.procs import descendants, is_zombie, stat
 from tools.metersim import phase_spectrum, rms_of
 from tools.scenario import PHASES, Estop, PowerLoss, Trip, load_scenario, loads_scenario
 from tools.vpdu import PduState, VirtualPdu
@@ -167,10 +168,9 @@ def board_cpu_seconds(pids: list[int]) -> float:
     launcher with the interpreter as its child)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in {p for root in pids for p in (root, *_children(root))}:
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{pid}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
+    for pid in {p for root in pids for p in (root, *descendants(root))}:
+        fields = stat(pid)
+        if fields is not None:
             total += int(fields[11]) + int(fields[12])  # utime + stime
     return total / ticks
 
@@ -457,7 +457,7 @@ async def test_estop_and_power_loss_through_the_stack(tmp_path: Path) -> None:
         assert set(old_pids) == set(new_pids)
         assert not set(old_pids.values()) & set(new_pids.values())
         for pid in old_pids.values():
-            assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+            assert not Path(f"/proc/{pid}").exists() or is_zombie(pid)
         meter = await read_meter(pdu.ports.meter)
         assert meter["import_energy"] < before["import_energy"] / 2
         await until(
@@ -534,36 +534,10 @@ duration = 1
     finally:
         await pdu.stop()
     for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+        assert not Path(f"/proc/{pid}").exists() or is_zombie(pid)
 
 
 # ---------------------------------------------------------------------- the command line
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _children(pid: int) -> set[int]:
-    """Every descendant of ``pid`` (walking /proc by parent)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 @pytest.mark.slow
@@ -586,18 +560,16 @@ def test_sim_command_leaves_no_process_behind(tmp_path: Path, sig: signal.Signal
         for key in ("master", "monitor", "meter"):
             assert Path(info[key]).exists(), key
         assert info["model"] == 48 and sorted(info["pids"]) == ["A", "B", "C", "D", "mains"]
-        started = set(info["pids"].values()) | _children(proc.pid)
-        assert set(info["pids"].values()) <= _children(proc.pid)
+        started = set(info["pids"].values()) | descendants(proc.pid)
+        assert set(info["pids"].values()) <= descendants(proc.pid)
         time.sleep(3.0)  # the show runs (its first cue is at 10 s, 2 s here): cues go to the boards
-        started |= _children(proc.pid)
+        started |= descendants(proc.pid)
         assert all(Path(f"/proc/{pid}").exists() for pid in info["pids"].values())
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
         assert "song 1 intro" in err  # the show's log
-        survivors = [
-            pid for pid in started if Path(f"/proc/{pid}").exists() and not _is_zombie(pid)
-        ]
+        survivors = [pid for pid in started if Path(f"/proc/{pid}").exists() and not is_zombie(pid)]
         assert not survivors, f"left behind: {survivors}"
         assert not list(workdir.glob("*.sock")) and not list(workdir.glob("*.panel"))
     finally:
@@ -620,7 +592,7 @@ def test_boards_die_even_when_the_sim_command_is_killed(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
-        started = _children(proc.pid)
+        started = descendants(proc.pid)
         assert set(info["pids"].values()) <= started and len(started) >= 6  # + the reaper
         proc.kill()
         proc.wait()
@@ -629,7 +601,7 @@ def test_boards_die_even_when_the_sim_command_is_killed(tmp_path: Path) -> None:
         while alive and time.monotonic() < deadline:
             time.sleep(0.1)
             alive = {pid for pid in started if Path(f"/proc/{pid}").exists()}
-            alive = {pid for pid in alive if not _is_zombie(pid)}
+            alive = {pid for pid in alive if not is_zombie(pid)}
         assert not alive, f"left behind after SIGKILL: {alive}"
     finally:
         if proc.poll() is None:
