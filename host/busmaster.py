@@ -145,10 +145,8 @@ class BusMaster:
         self.freq_centihz = freq_centihz
         self.boards: dict[int, BoardLink] = {}  # by address
         self.reader = FrameReader()
-        self.cycles = 0  # report rounds run
         self.superframes = 0
         self.reports = 0  # REPORT frames received
-        self.telemetries = 0  # TELEMETRY frames received
         self.bad_frames = 0
         self.foreign_frames = 0
         self._seq = 0
@@ -258,7 +256,6 @@ class BusMaster:
                 link.alarming = C.AL_SLIGHT in alarms or C.AL_SERIOUS in alarms
                 self.listener.report(link, message, received_at)
             elif isinstance(message, Telemetry):
-                self.telemetries += 1
                 if self._detail_waiter is not None and self._detail_waiter[0] is link:
                     self._detail_waiter[1].set()
                 self.listener.telemetry(link, message, received_at)
@@ -491,10 +488,8 @@ class BusMaster:
         if order:
             for r in range(rounds):  # cycle starts, for the rate figures
                 self.cycle_started.append(start + r * len(order) * slot_s)
-            self.cycles += rounds
         else:
             self.cycle_started.append(started)
-            self.cycles += 1
         del self.cycle_started[:-200]
         detail_seen = asyncio.Event()
         self._detail_waiter = (detail, detail_seen) if detail is not None else None
