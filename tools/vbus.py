@@ -16,9 +16,12 @@ Endpoints
   termios).  Each connection is one transceiver.  Convention: the connection *may* start with
   one hello line ``@vbus <name>[ echo][ listen][ timed]\\n`` (name: ``[A-Za-z0-9_.-]{1,32}``);
   every other byte is raw line data, or, with ``timed``, records (below).  Without a hello
-  the endpoint is called ``sockN``.  The bus writes nothing but line data (or records) to a
-  socket.  A newer connection with the same name replaces
-  the older one (a board that restarted); bytes a board wrote before closing still go out.
+  the endpoint is called ``sockN``.  Line data for a new connection is held until its first
+  byte (hello or data) says which form it wants (a timed board must never get raw bytes
+  before its records); one silent for 0.2 s is a raw listener.
+  The bus writes nothing but line data (or records) to a socket.  A newer connection with the
+  same name replaces the older one (a board that restarted); bytes a board wrote before
+  closing still go out.
   MicroPython's unix port wants the raw ``sockaddr_un``::
 
       s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -97,6 +100,8 @@ HELLO_PREFIX = b"@vbus "
 _HELLO_MAX = 80
 _RECORD_HEAD = 10  # timed sockets: u16 length + u64 time in µs
 _LATE_READ_S = 0.05  # a timed start read later than this is sent at once instead
+_HELLO_WAIT_S = 0.2  # a socket silent this long after connecting is a raw listener
+_HELD_PARTS = 256  # line data held for a socket whose hello is not read yet (newest kept)
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 
 
@@ -275,6 +280,8 @@ class _SocketEndpoint(_Endpoint, asyncio.Protocol):
         # Until we know whether the connection starts with a hello, hold its bytes back.
         self._hello: bytearray | None = bytearray()
         self._records = bytearray()  # timed: bytes of an incomplete record
+        self._hello_timer: asyncio.TimerHandle | None = None
+        self._held: list[tuple[bytes, float]] = []  # line data before the hello was read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -293,6 +300,7 @@ class _SocketEndpoint(_Endpoint, asyncio.Protocol):
         head = held[: len(HELLO_PREFIX)]
         if not HELLO_PREFIX.startswith(head):
             self._hello = None  # plain line data from the first byte
+            self._flush_held()
             self.bus._on_tx(self, held)
             return
         end = held.find(b"\n")
@@ -310,8 +318,19 @@ class _SocketEndpoint(_Endpoint, asyncio.Protocol):
         self.listen_only = "listen" in flags
         self.timed = "timed" in flags
         self.bus._rename(self, words[0])
+        self._flush_held()
         if len(held) > end + 1 and not self.closed:
             self.data_received(held[end + 1 :])
+
+    def _no_hello(self) -> None:
+        self._hello_timer = None
+        if self._hello is not None and not self._hello:
+            self._hello = None  # silent since it connected: a raw listener
+            self._flush_held()
+
+    def _flush_held(self) -> None:
+        if self._held and not self.closed:
+            self.deliver([])
 
     def _timed_received(self, data: bytes) -> None:
         records = self._records
@@ -334,6 +353,8 @@ class _SocketEndpoint(_Endpoint, asyncio.Protocol):
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
         self.closed = True
         self.bus._unregister(self)
 
@@ -341,6 +362,17 @@ class _SocketEndpoint(_Endpoint, asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self._hello is not None:
+            # Not yet known whether this endpoint wants raw bytes or timed records (its
+            # hello may be on the way): hold the data until it is. A client that says
+            # nothing at all is taken as raw after _HELLO_WAIT_S.
+            self._held.extend(parts)
+            del self._held[:-_HELD_PARTS]
+            if self._hello_timer is None:
+                self._hello_timer = self.bus.loop.call_later(_HELLO_WAIT_S, self._no_hello)
+            return
+        if self._held:
+            parts, self._held = [*self._held, *parts], []
         size = sum(len(part) for part, _ in parts)
         if transport.get_write_buffer_size() > _SOCKET_RX_LIMIT:
             self.overrun_bytes += size

@@ -214,6 +214,33 @@ async def test_timed_endpoints_get_line_time_stamps_and_start_frames_on_time() -
         master.close()
 
 
+async def test_a_timed_board_joining_a_busy_line_gets_only_records() -> None:
+    # A board that connects while the line is busy must not get raw bytes before the bus
+    # has read its hello: it would take them for record heads and never find its footing.
+    async with VirtualBus(115200) as bus:
+        master = _open(bus.add_pty_endpoint("master"))
+        stop = asyncio.Event()
+
+        async def chatter() -> None:
+            while not stop.is_set():
+                master.write(bytes(range(1, 64)))
+                await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(chatter())
+        reader, writer = await asyncio.open_unix_connection(bus.socket_path)
+        await asyncio.sleep(0.05)  # the line keeps going before the hello
+        writer.write(HELLO_PREFIX + b"late timed\n")
+        await writer.drain()
+        now_us = round(asyncio.get_running_loop().time() * 1e6)
+        for end_us, data in await _records(reader, 20):
+            assert 0 < len(data) <= 4096 and abs(end_us - now_us) < 5_000_000
+            assert set(data) <= set(range(1, 64))
+        stop.set()
+        await task
+        writer.close()
+        master.close()
+
+
 async def test_noise_burst_garbles_a_frame_on_the_line() -> None:
     frame = bytes(range(32))
     async with VirtualBus(115200, seed=3) as bus:
