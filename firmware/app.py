@@ -130,6 +130,7 @@ class GroupBoardApp:
             measurements=m,
             on_config=self.apply_config,
             on_identify=self.identify,
+            panel=self.panel,  # its selection goes into every REPORT
         )
         self.health = TaskHealth(self.TASKS, 3)
         self.apply_config(cfg)

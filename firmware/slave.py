@@ -66,7 +66,9 @@ class BusSlave:
     ``measurements`` must expose ``centiamps`` (array of 12 x 10 mA), ``states`` (bytearray,
     state | STATE_CLIP), ``crest_x10`` (bytearray), ``ttt_ds`` (array of 12 x 0.1 s),
     ``windows``, ``freq_centihz`` and ``flags``; a status node passes ``status`` instead: an
-    object with ``pack(buf, off) -> length`` for the STATUS payload.
+    object with ``pack(buf, off) -> length`` for the STATUS payload. ``panel`` (a group
+    board's ``FrontPanel``, or anything with ``selected``: channel 0..11 or -1) goes into
+    every REPORT, so the aggregator sees a press within one round.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class BusSlave:
         status=None,
         on_config=None,
         on_identify=None,
+        panel=None,
     ) -> None:
         self.uid = bytes(uid)
         self.board_type = board_type
@@ -86,6 +89,7 @@ class BusSlave:
         self.store = store
         self.measurements = measurements
         self.status = status
+        self.panel = panel
         self.on_config = on_config  # called after a config change was saved
         self.on_identify = on_identify  # called with the seconds to blink
         self.reader = FrameReader()
@@ -364,7 +368,9 @@ class BusSlave:
         else:
             rx_errors = self.counters.rx_errors
             if mtype == C.T_REPORT:
-                n = pack_report(writer.raw, p, m.centiamps, m.states)
+                panel = self.panel
+                selected = -1 if panel is None else panel.selected
+                n = pack_report(writer.raw, p, m.centiamps, m.states, selected)
             else:
                 uptime_s = time.ticks_diff(time.ticks_ms(), self.boot_ms) // 1000
                 n = pack_telemetry(

@@ -72,7 +72,7 @@ AL_TRIPPED = const(3)
 REPORT_MAX_CENTIAMPS = const(12278)  # 122.78 A: the largest current a REPORT carries
 REPORT_OVER_RANGE = const(0x3FFF)  # decoded value of the over-range code
 
-# Board flags (TELEMETRY and REPORT byte 0, INFO flags).
+# Board flags (TELEMETRY byte 0, INFO flags).
 F_CONFIG_DEFAULTS = const(0x01)  # config file missing or corrupt: safe defaults in use
 F_CLIPPING = const(0x02)  # some channel clipped in the last window
 F_IDENTIFY = const(0x04)  # identify (blink) active

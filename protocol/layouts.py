@@ -42,9 +42,13 @@ SYNC_DETAIL = 11
 SYNC_ROUNDS = 12
 SYNC_LEAD = 13
 # REPORT: 12 x 12-bit current code, two per 3 bytes (even channel in the low 12 bits), then
-# 12 x 2-bit alarm, four per byte (channel 4k in bits 0-1).
-REPORT_LEN = 21
+# 12 x 2-bit alarm, four per byte (channel 4k in bits 0-1), then the panel byte: bits 0-3 the
+# selected channel (blue button, shown on the LOAD CURRENT display), 0x0F none; bits 4-7
+# reserved (sent 0, ignored).
+REPORT_LEN = 22
 REPORT_ALARMS = 18
+REPORT_PANEL = 21
+REPORT_NO_SELECTION = 0x0F  # panel nibble: no button selected (12..14 read the same)
 REPORT_FINE_CODES = 2048  # codes 0..2047: 10 mA steps (0..20.47 A)
 REPORT_COARSE_STEP = 5  # codes 2048..4094: 50 mA steps from 20.48 A to 122.78 A
 REPORT_CODE_OVER = 4095
@@ -224,10 +228,11 @@ def pack_telemetry(
 _ALARM_OF_STATE = b"\x00\x00\x01\x02\x03\x00\x00\x00"
 
 
-def pack_report(buf, off: int, centiamps, states) -> int:
+def pack_report(buf, off: int, centiamps, states, selected: int) -> int:
     """Write a REPORT payload at ``buf[off:]`` without allocating; returns its length.
 
     ``centiamps`` may hold CENTIAMPS_INVALID (0xFFFF): it goes out as the over-range code.
+    ``selected`` is the front panel's selected channel (0..11) or -1 for none.
     """
     o = off
     for ch in range(0, CHANNELS, 2):
@@ -247,11 +252,13 @@ def pack_report(buf, off: int, centiamps, states) -> int:
             | alarm_of[states[k + 3] & 0x07] << 6
         )
         o += 1
+    buf[off + REPORT_PANEL] = selected if 0 <= selected < CHANNELS else REPORT_NO_SELECTION
     return REPORT_LEN
 
 
-def unpack_report(buf, off: int, centiamps, alarms) -> None:
-    """Read a REPORT payload into ``centiamps`` (10 mA) and ``alarms`` (12 each)."""
+def unpack_report(buf, off: int, centiamps, alarms) -> int:
+    """Read a REPORT payload into ``centiamps`` (10 mA) and ``alarms`` (12 each); returns
+    the selected channel (0..11) or -1 for none."""
     o = off
     for ch in range(0, CHANNELS, 2):
         centiamps[ch] = report_centiamps(buf[o] | (buf[o + 1] & 0x0F) << 8)
@@ -259,3 +266,5 @@ def unpack_report(buf, off: int, centiamps, alarms) -> None:
         o += 3
     for ch in range(CHANNELS):
         alarms[ch] = buf[off + REPORT_ALARMS + (ch >> 2)] >> (2 * (ch & 3)) & 3
+    selected = buf[off + REPORT_PANEL] & 0x0F
+    return selected if selected < CHANNELS else -1

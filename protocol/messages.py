@@ -211,21 +211,25 @@ def _bit_length(value: int) -> int:
 
 
 class Report(Message):
-    """Compact per-cycle currents: a 12-bit current code and a 2-bit alarm per channel.
+    """Compact per-cycle currents: a 12-bit current code and a 2-bit alarm per channel, and
+    the front panel's selected channel.
 
     ``centiamps`` are in 10 mA; above 20.47 A the REPORT carries 50 mA steps, so a value
     packs to the nearest step (``layouts.report_code``) and reads back quantised.
+    ``selected`` is the channel (0..11) whose button is blue and whose current the group's
+    LOAD CURRENT display shows, or -1 when none is selected.
     """
 
     TYPE = C.T_REPORT
     NAME = "Report"
-    FIELDS = ("centiamps", "alarms")
-    VALID_UNPACKED = True  # 12-bit codes decode into range; alarms are 2 bits
+    FIELDS = ("centiamps", "alarms", "selected")
+    VALID_UNPACKED = True  # 12-bit codes decode into range; alarms are 2 bits; selected -1..11
 
     def __init__(
         self,
         centiamps: list,
         alarms: list,
+        selected: int = -1,
         dst: int = C.ADDR_MASTER,
         src: int = 1,
         seq: int = 0,
@@ -233,6 +237,7 @@ class Report(Message):
         super().__init__(dst, src, seq)
         self.centiamps = list(centiamps)
         self.alarms = list(alarms)
+        self.selected = selected
 
     def validate(self) -> None:
         super().validate()
@@ -245,6 +250,8 @@ class Report(Message):
             )
         for v in self.alarms:
             _check(isinstance(v, int) and 0 <= v <= 3, "alarm 0..3")
+        s = self.selected
+        _check(isinstance(s, int) and -1 <= s < C.CHANNELS, "selected -1..11")
 
     def pack(self, buf: bytearray, off: int) -> int:
         for ch in range(0, C.CHANNELS, 2):
@@ -259,14 +266,16 @@ class Report(Message):
             buf[off + L.REPORT_ALARMS + k] = (
                 a[4 * k] | a[4 * k + 1] << 2 | a[4 * k + 2] << 4 | a[4 * k + 3] << 6
             )
+        s = self.selected
+        buf[off + L.REPORT_PANEL] = s if s >= 0 else L.REPORT_NO_SELECTION
         return L.REPORT_LEN
 
     @classmethod
     def unpack(cls, buf, off: int, n: int, dst: int, src: int, seq: int) -> "Report":
         centiamps = [0] * C.CHANNELS
         alarms = [0] * C.CHANNELS
-        L.unpack_report(buf, off, centiamps, alarms)
-        return cls(centiamps, alarms, dst, src, seq)
+        selected = L.unpack_report(buf, off, centiamps, alarms)
+        return cls(centiamps, alarms, selected, dst, src, seq)
 
 
 class Telemetry(Message):

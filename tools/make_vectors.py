@@ -59,9 +59,14 @@ def good_messages() -> list[tuple[str, Message]]:
             Report(
                 [1734, 0, 2403, 16383, 5, 1600, 0, 0, 820, 1, 12278, 2047],
                 [1, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0],
+                8,
                 src=4,
                 seq=200,
             ),
+        ),
+        (
+            "report_selected_last",
+            Report([0] * 11 + [730], [0] * 12, 11, src=3, seq=1),
         ),
         (
             "telemetry_ok",
@@ -149,6 +154,7 @@ def bad_frames() -> list[tuple[str, bytes, str]]:
         ("config_unknown_key", _raw_frame(b"\x01\x02\x00\x32\x01\x63\x00\x01"), "ConfigKeyError"),
         ("telemetry_bad_state",
          _raw_frame(bytes([1, 0, 1, 0x11, 0]) + bytes(25) + b"\x07" + bytes(27)), "FieldError"),
+        ("report_21_bytes", _raw_frame(bytes([1, 0, 3, 0x10, 1]) + bytes(21)), "LengthError"),
         ("oversized", b"\x01" * 300 + b"\x00", "LengthError"),
     ]  # fmt: skip
 

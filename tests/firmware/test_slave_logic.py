@@ -114,6 +114,92 @@ print(decode(bytes(slave.due(end, 20000))).NAME, time.ticks_diff(slave.tx_at_us,
     assert out[3] == "Report 18000"
 
 
+def test_button_press_shows_in_the_encoded_report(tmp_path: Path) -> None:
+    # The real FrontPanel on fake LEDs and display: a press selects channel 2 (index 1),
+    # every REPORT slot (and a polled REPORT) then carries it, a second press clears it,
+    # and the slot path with a selection allocates nothing.
+    out = run(
+        r"""
+import micropython
+from firmware.panel import FrontPanel, BLUE
+
+class Leds:
+    def __init__(self):
+        self.c = [(0, 0, 0)] * 12
+    def set(self, i, r, g, b):
+        self.c[i] = (r, g, b)
+    def write(self):
+        pass
+
+class Display:
+    text = ""
+    def show(self, text):
+        self.text = text
+
+leds, display = Leds(), Display()
+panel = FrontPanel(leds, display, "B")
+board = BusSlave(uid, C.BOARD_SIM, cfg, store, measurements=slave.measurements, panel=panel)
+sync = encode(Sync(1, 5000, 3000, 1, 0b111, 0, 2, 3000, seq=4))
+
+def slots():
+    end = time.ticks_us()
+    board.receive(sync, len(sync), end)
+    got = []
+    while True:
+        frame = board.due(end, 100_000)
+        if frame is None:
+            return got
+        got.append(frame)
+
+print([decode(bytes(f)).selected for f in slots()])
+now = time.ticks_ms()
+panel.press(1, now)
+m = slave.measurements
+panel.render(m.states, m.centiamps, now)
+print(leds.c[1] == BLUE, display.text)
+print([decode(bytes(f)).selected for f in slots()])
+polled = encode(Poll(C.T_REPORT, dst=3, seq=8))
+t = time.ticks_us()
+board.receive(polled, len(polled), t)
+r = decode(bytes(board.due(time.ticks_add(t, 100_000))))
+print(r.NAME, r.seq, r.selected, r.centiamps[1])
+panel.press(11, now)
+print(decode(bytes(slots()[0])).selected)
+panel.press(11, now)
+print(decode(bytes(slots()[0])).selected)
+
+# Allocation-free: SYNC in, both REPORT slots out, a press in between.
+panel.press(7, now)
+slots()
+end = time.ticks_us()
+seen = bytearray(2)
+at = 1 + C.HEADER_LEN + 21  # the panel byte in the wire frame (COBS code byte first)
+f2 = None
+micropython.heap_lock()
+try:
+    for k in range(50):
+        board.receive(sync, len(sync), end)
+        seen[0] = board.due(end, 100_000)[at]
+        panel.press(2 if k & 1 else 9, now)
+        f2 = board.due(end, 100_000)
+        seen[1] = f2[at]
+finally:
+    micropython.heap_unlock()
+print("locked", seen[0], seen[1], decode(bytes(f2)).selected)
+""",
+        tmp_path,
+    )
+    assert out[0] == "[-1, -1]"
+    assert out[1] == "True  7.4"
+    assert out[2] == "[1, 1]"
+    assert out[3] == "Report 8 1 735"
+    assert out[4] == "11"
+    assert out[5] == "-1"
+    # Last round of the locked loop (k = 49): slot 1 still had channel 9 (k = 48), slot 2
+    # went out after the press of channel 2.
+    assert out[6] == "locked 9 2 2"
+
+
 def test_info_config_identify_and_naks(tmp_path: Path) -> None:
     out = run(
         r"""

@@ -123,6 +123,7 @@ messages = st.one_of(
         # Only values a REPORT carries exactly (50 mA steps above 20.47 A) read back equal.
         twelve(st.integers(0, L.REPORT_CODE_OVER).map(L.report_centiamps)),
         twelve(st.integers(0, 3)),
+        st.integers(-1, C.CHANNELS - 1),
         dst=u8,
         src=u8,
         seq=u8,
@@ -253,3 +254,35 @@ def test_report_code_is_within_half_a_step(centiamps: int) -> None:
         assert abs(back - centiamps) <= 2
     else:
         assert code == L.REPORT_CODE_OVER and back == C.REPORT_OVER_RANGE
+
+
+@given(
+    twelve(st.integers(0, 0xFFFF)),
+    twelve(st.integers(C.ST_OFF, C.ST_TRIPPED)),
+    st.integers(-3, 20),
+)
+def test_board_packer_and_message_agree_on_report(
+    centiamps: list[int], states: list[int], selected: int
+) -> None:
+    # The board's allocation-free packer and the host's decoder: same bytes, same selection;
+    # anything that is not a channel goes out as "none".
+    buf = bytearray(C.HEADER_LEN + L.REPORT_LEN)
+    assert L.pack_report(buf, C.HEADER_LEN, centiamps, states, selected) == L.REPORT_LEN
+    report = Report.unpack(buf, C.HEADER_LEN, L.REPORT_LEN, 0, 1, 0)
+    assert report.selected == (selected if 0 <= selected < C.CHANNELS else -1)
+    report.validate()
+    again = bytearray(C.HEADER_LEN + L.REPORT_LEN)
+    report.pack(again, C.HEADER_LEN)
+    assert again == buf
+
+
+@given(st.integers(0, 0xFF))
+def test_report_panel_byte_reserved_bits_and_codes_read_as_valid(panel: int) -> None:
+    # Bits 4-7 are reserved (ignored); nibble 12..15 means no selection. Every byte decodes
+    # to a valid REPORT, so the host can skip validate() on REPORTs (VALID_UNPACKED).
+    buf = bytearray(C.HEADER_LEN + L.REPORT_LEN)
+    buf[C.HEADER_LEN + L.REPORT_PANEL] = panel
+    report = Report.unpack(buf, C.HEADER_LEN, L.REPORT_LEN, 0, 1, 0)
+    report.validate()
+    nibble = panel & 0x0F
+    assert report.selected == (nibble if nibble < C.CHANNELS else -1)

@@ -44,7 +44,7 @@ def hot_path():
                     writer.raw, C.HEADER_LEN, 0, centiamps, states, crest,
                     86400, 2, 1234, 5000, ttt)
                 writer.seal(C.ADDR_MASTER, C.T_TELEMETRY, reader.seq, p - C.HEADER_LEN)
-                pl = pack_report(writer.raw, C.HEADER_LEN, centiamps, states)
+                pl = pack_report(writer.raw, C.HEADER_LEN, centiamps, states, 7)
                 writer.seal(C.ADDR_MASTER, C.T_REPORT, reader.seq, pl)
     # A corrupted frame is rejected by check() (the board's path), also without allocating.
     i = 0
