@@ -3,7 +3,9 @@
 ``LoadSim.fill()`` writes sample instants in the layout ``firmware.rms`` reads (13 values per
 instant, 12 CTs then the voltage reference, one instant every ``rms.SAMPLE_US``) as a real
 board's ADC would: 12-bit codes around a mid-rail offset that drifts slowly, +-1 LSB
-triangular noise, clipping at 0 and 4095.
+triangular noise (1/4 LSB^2 with the quantisation) or, with ``noise_lsb``, Gaussian noise of
+that many LSB rms (``noise_lsb ** 2 + 1/12`` LSB^2; a real MCP3208 board has about 1 LSB),
+clipping at 0 and 4095.
 
 The voltage reference is a sine of 1500 counts peak. Every load kind is one mains cycle of
 a unit waveform (RMS 1), tabulated in ``2 ** table_bits`` points (1024 by default; the sim
@@ -25,6 +27,14 @@ decays to 5 % in ``inrush_ms``); ``SMPS`` (switch-mode supply or projector with 
 correction: nearly sinusoidal, some odd harmonics); ``AUDIO`` (class-D amplifier: rectifier
 pulses whose size follows the programme, changing every ``fill``).
 
+Any load can flicker (``flicker_hz``, ``depth``: its current modulated by
+``1 + depth * sin(2 pi flicker_hz t)``, a new value every ``fill``, as an LED wall's dimming
+does); that is a float path too.
+
+Counters of sample instants (``samples``, a motor's start) wrap like ``time.ticks_*`` values
+and are only combined with ``ticks_add``/``ticks_diff``; the offset's slow wander is a 24-bit
+phase accumulator: on a 32-bit port (small ints of 31 bits) ``fill`` makes no big ints.
+
 Overload and trip are driven by calling ``set_load`` at run time (``OFF`` = the breaker
 opened); ``set_mains`` changes the frequency without a jump in phase. ``exact_sum_sq`` gives
 the exact integral of the square of the continuous, unquantised waveform (the table
@@ -34,6 +44,7 @@ benchmark's reference value.
 
 import math
 from array import array
+from time import ticks_add, ticks_diff
 
 import micropython
 from micropython import const
@@ -58,6 +69,8 @@ _REF_PEAK = 1500.0  # counts, voltage reference amplitude
 _SINE_PEAK = const(5793)  # table value of a unit-RMS sine's peak: 4096 * sqrt(2)
 _STRIDE = const(13)  # rms.STRIDE, as a constant the viper kernel can use
 _ADC_MAX = const(4095)
+_GAUSS_BITS = const(10)  # Gaussian noise: inverse-CDF table of 1024 points, Q8 counts
+_GAUSS_MASK = const(1023)
 
 
 class LoadError(ValueError):
@@ -71,32 +84,52 @@ class LoadSim:
     period ``drift_s``, a different phase per channel). ``ref=False`` leaves the voltage
     reference flat (a board without one). ``seed`` seeds the noise. ``table_bits``: log2 of
     the points per cycle of each channel's waveform table (13 tables of ``2 ** table_bits + 1``
-    16-bit words).
+    16-bit words). ``noise_lsb``: 0 for +-1 LSB triangular noise, else the rms of Gaussian
+    noise in LSB (0.05..8; a 1024-word inverse-CDF table, its variance exactly
+    ``noise_lsb ** 2``, tails cut at 3.4 sigma).
     """
 
     def __init__(
-        self, mains_mhz=50000, seed=1, ref=True, offset_drift=8, drift_s=60, table_bits=10
+        self,
+        mains_mhz=50000,
+        seed=1,
+        ref=True,
+        offset_drift=8,
+        drift_s=60,
+        table_bits=10,
+        noise_lsb=0,
     ):
         if not 6 <= table_bits <= 12:
             raise ValueError("table_bits 6..12")
+        if noise_lsb and not 0.05 <= noise_lsb <= 8:
+            raise ValueError("noise_lsb 0.05..8")
         n = rms.STRIDE
         npts = 1 << table_bits
         self._npts = npts  # table points per mains cycle
         self._seg_bits = _PHASE_BITS - table_bits  # phase units per table segment, log2
         self._tables = array("H", bytearray(2 * n * (npts + 1)))
         self._par = array("i", bytearray(4 * n * _NPAR))
-        # phase, increment, noise, table index shift, interpolation fraction shift
-        self._state = array("i", [0, 0, seed & 0x3FFFFFFF, self._seg_bits, self._seg_bits - 8])
+        # phase, increment, noise, table index shift, interpolation fraction shift, Gaussian
+        gauss = 1 if noise_lsb else 0
+        self._state = array(
+            "i", [0, 0, seed & 0x3FFFFFFF, self._seg_bits, self._seg_bits - 8, gauss]
+        )
+        self._gauss = _gauss_table(noise_lsb) if gauss else array("H", [_BIAS])
+        self.noise_lsb = noise_lsb
         self._kind = bytearray(n)
         self._options: list = [{}] * n
         self._counts = [0.0] * n  # RMS of the running load, counts
         self._started = [0] * n  # sample count at set_load (start of the inrush)
+        self._flicker = [0.0] * n  # radians of the flicker per sample instant (0: steady)
+        self._flicker_at = [0.0] * n  # flicker phase at the start of the next fill, radians
         self._table_rms = [float(_UNIT)] * n
         self._dirty = bytearray(b"\x01" * n)  # amplitude to be rescaled
         self._cum: list = [None] * n  # cumulative energy tables for exact_sum_sq
         self._programme_state = 1  # of AUDIO loads
         self._drift_q8 = int(offset_drift * 256)  # Q8 counts
-        self._drift_samples = max(1, int(drift_s * 1_000_000 / rms.SAMPLE_US))
+        # 24-bit phase of the offset's wander, advanced per sample instant
+        self._drift_inc = max(1, round((1 << _PHASE_BITS) * rms.SAMPLE_US / (drift_s * 1e6)))
+        self._drift_phase = 0
         self._block_phase = 0
         self.samples = 0  # sample instants generated so far
         for i in range(len(self._tables)):
@@ -121,7 +154,9 @@ class LoadSim:
 
         Options: ``angle`` (DIMMER firing angle, degrees, default 90), ``rise_us`` (DIMMER
         choke rise time, default 200), ``inrush`` and ``inrush_ms`` (MOTOR, default 6 and
-        300). Takes effect with the next ``fill``; a MOTOR starts then.
+        300), ``flicker_hz`` and ``depth`` (any kind: amplitude modulation, default 0 and
+        0.3; ``ma`` is the unmodulated current). Takes effect with the next ``fill``; a
+        MOTOR starts then.
         """
         if not 0 <= kind < len(KINDS):
             raise LoadError("kind")
@@ -129,6 +164,9 @@ class LoadSim:
         self._options[ch] = options
         self._counts[ch] = ma * 1000 / rms.UA_PER_COUNT if kind != OFF else 0.0
         self._started[ch] = self.samples
+        hz = options.get("flicker_hz", 0)
+        self._flicker[ch] = 2 * math.pi * hz * rms.SAMPLE_US * 1e-6 if kind != OFF else 0.0
+        self._flicker_at[ch] = 0.0
         self._shape(ch)
 
     def current_ma(self, ch):
@@ -182,24 +220,29 @@ class LoadSim:
 
     def fill(self, buf, start, count):
         """Write ``count`` sample instants into ``buf`` from instant ``start`` on."""
-        mid = self.samples + count // 2
-        period = self._drift_samples
-        angle = ((mid % period) << _PHASE_BITS) // period  # of the offset's slow wander
+        mid = ticks_add(self.samples, count >> 1)
+        inc = self._drift_inc
+        angle = (self._drift_phase + (count >> 1) * inc) & _PHASE_MASK  # of the offset wander
+        self._drift_phase = (self._drift_phase + count * inc) & _PHASE_MASK
         drift = self._drift_q8
         par = self._par
         kinds = self._kind
         dirty = self._dirty
+        flicker = self._flicker
         for ch in range(rms.STRIDE):
             kind = kinds[ch]
             if kind == MOTOR:
                 opt = self._options[ch]
-                age_ms = (mid - self._started[ch]) * rms.SAMPLE_US / 1000
+                age_ms = ticks_diff(mid, self._started[ch]) * rms.SAMPLE_US / 1000
                 excess = math.exp(-3 * age_ms / opt.get("inrush_ms", 300))
-                if excess > 1e-5 or dirty[ch]:
+                if excess > 1e-5 or dirty[ch] or flicker[ch]:
                     inrush = 1 + (opt.get("inrush", 6) - 1) * excess
-                    self._scale(ch, self._counts[ch] * inrush)
+                    self._scale(ch, self._counts[ch] * inrush * self._flicker_gain(ch, count))
             elif kind == AUDIO:
-                self._scale(ch, self._counts[ch] * (0.35 + 0.65 * self._programme()))
+                level = 0.35 + 0.65 * self._programme()
+                self._scale(ch, self._counts[ch] * level * self._flicker_gain(ch, count))
+            elif flicker[ch]:
+                self._scale(ch, self._counts[ch] * self._flicker_gain(ch, count))
             elif dirty[ch]:
                 self._scale(ch, self._counts[ch])
             # mid-rail offset, each channel wandering with its own phase
@@ -207,8 +250,17 @@ class LoadSim:
             wander = drift * self._sine(phase) // _SINE_PEAK
             par[ch * _NPAR + 3] = (rms.ADC_MAX + 1) * 128 + wander
         self._block_phase = self._state[0]
-        _synth(buf, start, count, self._tables, par, self._state)  # pyright: ignore[reportArgumentType]
-        self.samples += count
+        _synth(buf, start, count, self._tables, par, self._state, self._gauss)  # pyright: ignore[reportArgumentType]
+        self.samples = ticks_add(self.samples, count)
+
+    def _flicker_gain(self, ch, count):
+        # Modulation of a flickering load at the middle of this fill; 1.0 when steady
+        step = self._flicker[ch]
+        if not step:
+            return 1.0
+        at = self._flicker_at[ch]
+        self._flicker_at[ch] = math.fmod(at + step * count, 2 * math.pi)
+        return 1 + self._options[ch].get("depth", 0.3) * math.sin(at + step * count / 2)
 
     def _scale(self, ch, counts):
         # RMS in counts -> Q8 counts per table unit, as a 15-bit multiplier and a shift
@@ -247,6 +299,30 @@ class LoadSim:
         scale = scale_now**2 / inc
         t = self._tables
         return scale * (_energy(cum, t, base, n, seg, p1) - _energy(cum, t, base, n, seg, p0))
+
+
+def _gauss_table(sigma):
+    # Inverse CDF of a normal distribution at the midpoints of 1024 equal-probability bins,
+    # biased Q8 counts; scaled so that the table's variance is exactly sigma^2
+    n = 1 << _GAUSS_BITS
+    z = [0.0] * n
+    for i in range(n >> 1):
+        p = (i + 0.5) / n
+        lo, hi = -6.0, 0.0  # bisection on the CDF
+        for _ in range(40):
+            x = (lo + hi) / 2
+            if 0.5 * (1 + math.erf(x / math.sqrt(2))) < p:
+                lo = x
+            else:
+                hi = x
+        z[i] = (lo + hi) / 2
+        z[n - 1 - i] = -z[i]
+    power = sum(v * v for v in z) / n
+    scale = sigma * 256 / math.sqrt(power)
+    table = array("H", bytearray(2 * n))
+    for i in range(n):
+        table[i] = _BIAS + round(z[i] * scale)
+    return table
 
 
 def _harmonics(terms, n):
@@ -330,14 +406,17 @@ def _energy(cum, tables, base, n, seg, phase):
 
 
 @micropython.viper
-def _synth(buf: ptr16, start: int, count: int, tables: ptr16, par: ptr32, state: ptr32):
+def _synth(
+    buf: ptr16, start: int, count: int, tables: ptr16, par: ptr32, state: ptr32, gauss: ptr16
+):
     # One channel at a time: phase -> table (linear interpolation) -> scale -> offset,
-    # triangular noise, round, clip. Every product stays below 2^31.
+    # triangular or Gaussian noise, round, clip. Every product stays below 2^31.
     phase0 = state[0]
     inc = state[1]
     noise = state[2]
     ishift = state[3]  # phase -> table index
     fshift = state[4]  # phase -> 8-bit interpolation fraction
+    gaussian = state[5]
     c = 0
     while c < _STRIDE:
         base = par[c * _NPAR]
@@ -354,8 +433,11 @@ def _synth(buf: ptr16, start: int, count: int, tables: ptr16, par: ptr32, state:
             b = int(tables[i + 1]) - _BIAS
             v = a + (((b - a) * ((phase >> fshift) & 255)) >> 8)
             noise = (noise * 1664525 + 1013904223) & 0x3FFFFFFF
-            x = offset + ((v * amp + half) >> shift) + ((noise >> 22) & 255) + ((noise >> 14) & 255)
-            x = (x - 255) >> 8
+            x = offset + ((v * amp + half) >> shift)
+            if gaussian:  # top 10 bits of the LCG pick a point of the inverse CDF
+                x = (x + int(gauss[(noise >> 20) & _GAUSS_MASK]) - _BIAS) >> 8
+            else:  # two uniform 0..255/256 LSB: +-1 LSB triangular
+                x = (x + ((noise >> 22) & 255) + ((noise >> 14) & 255) - 255) >> 8
             if x < 0:
                 x = 0
             elif x > _ADC_MAX:
