@@ -350,6 +350,9 @@ class ChannelSnapshot:
     supervision: SupervisionState
     updated_at: float | None
     freshness: Freshness
+    # Its monitor button is blue: selected on the board's front panel, so the group's LOAD
+    # CURRENT display shows it (from the board's REPORTs; False while the board is offline).
+    selected: bool = False
 
 
 @dataclass(frozen=True)
@@ -376,6 +379,9 @@ class GroupSnapshot:
     channels: tuple[ChannelSnapshot, ...]
     current_a: float  # sum of the live channels
     phase_currents: PhaseCurrents  # sum of the live channels per phase
+    # The output (1..12) selected on the front panel, whose current the LOAD CURRENT display
+    # shows; None: nothing selected (the display's idle pattern), or the board is offline.
+    selected: int | None = None
 
 
 @dataclass(frozen=True)
@@ -553,6 +559,7 @@ class _Board:
         "mismatch_reported",
         "online",
         "rx_errors",
+        "selected",
         "uid",
         "uptime",
     )
@@ -572,6 +579,7 @@ class _Board:
         self.uptime: int | None = None
         self.mains_hz: float | None = None
         self.mismatch_reported: tuple[int, int, int] | None = None
+        self.selected: int | None = None  # front-panel output 1..12 (REPORT), None: none
 
     @property
     def is_mains(self) -> bool:
@@ -1013,6 +1021,7 @@ class UnitState:
         if board is None or not board.online:
             return
         board.online = False
+        board.selected = None  # unknown until its next REPORT
         if board.is_mains:
             self._emit(
                 at,
@@ -1188,7 +1197,8 @@ class UnitState:
         found = self._group_of(address, received_at)
         if found is None:
             return False
-        _board, group = found
+        board, group = found
+        board.selected = report.selected + 1 if report.selected >= 0 else None
         for ch, centiamps, alarm in zip(
             self._group_channels(group), report.centiamps, report.alarms, strict=True
         ):
@@ -1727,6 +1737,7 @@ class UnitState:
         for letter in self._groups:
             channel_snaps: list[ChannelSnapshot] = []
             group_phase = dict.fromkeys(PHASES, 0.0)
+            selected = self._selected_output(letter)
             for ch in self._group_channels(letter):
                 freshness = self._channel_freshness(ch, now)
                 if freshness is Freshness.LIVE and ch.current is not None:
@@ -1748,6 +1759,7 @@ class UnitState:
                         supervision=self._supervision_snapshot(ch),
                         updated_at=self.wall(ch.updated_at),
                         freshness=freshness,
+                        selected=ch.number == selected,
                     )
                 )
             for phase in PHASES:
@@ -1760,6 +1772,7 @@ class UnitState:
                     channels=tuple(channel_snaps),
                     current_a=phase_currents.total,
                     phase_currents=phase_currents,
+                    selected=selected,
                 )
             )
         meter = self._meter_snapshot(now)
@@ -1783,6 +1796,11 @@ class UnitState:
             conditions=tuple(conditions),
             recent_events=tuple(self._events)[-RECENT_EVENTS:],
         )
+
+    def _selected_output(self, letter: str) -> int | None:
+        address = self._group_boards.get(letter)
+        board = None if address is None else self._boards.get(address)
+        return board.selected if board is not None and board.online else None
 
     def _supervision_snapshot(self, ch: _Channel) -> SupervisionState:
         state = self._supervision[ch.id].state()

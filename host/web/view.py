@@ -56,7 +56,8 @@ def rnd(value: float | None, decimals: int) -> float | int | None:
 
 @dataclass(frozen=True)
 class PanelView:
-    """A virtual board's front panel as it lights now."""
+    """A virtual board's front panel as it lights now (the simulated hardware; the unit's
+    selection comes from the REPORTs, ``GroupSnapshot.selected``)."""
 
     leds: tuple[str, ...]  # "#rrggbb" per button
     display: str
@@ -85,7 +86,7 @@ def panel_view(state: object) -> PanelView | None:
     return PanelView(tuple(leds), display if isinstance(display, str) else "", selected)
 
 
-def channel_view(ch: ChannelSnapshot, panel: PanelView | None) -> JSON:
+def channel_view(ch: ChannelSnapshot) -> JSON:
     sup = ch.supervision
     return {
         "n": ch.number,
@@ -103,10 +104,8 @@ def channel_view(ch: ChannelSnapshot, panel: PanelView | None) -> JSON:
         "sup_min": sup.settings.min_a,
         "sup_max": sup.settings.max_a,
         "sup_status": sup.status.value,
-        # Blue on the board's panel: known from a virtual board's LEDs (or, once the wire
-        # protocol carries it, from the snapshot).
-        "selected": bool(getattr(ch, "selected", False))
-        or (panel is not None and panel.selected == ch.number),
+        # Blue on the board's front panel, from its REPORTs (real and virtual boards alike).
+        "selected": ch.selected,
     }
 
 
@@ -297,11 +296,14 @@ def build_view(
             "current_a": rnd(g.current_a, 2),
             "phases": [rnd(pc.l1, 2), rnd(pc.l2, 2), rnd(pc.l3, 2)],
             "board": board_view(g.board),
+            # The output selected on the front panel: its button is blue and the LOAD CURRENT
+            # display shows its current (None: nothing selected, or the board is offline).
+            "selected": g.selected,
             "panel": None if panel is None else panel.to_json(),
             "channels": [c.id for c in g.channels],
         }
         for ch in g.channels:
-            channels[ch.id] = channel_view(ch, panel)
+            channels[ch.id] = channel_view(ch)
     return {
         "unit": {
             "id": snapshot.unit_id,

@@ -52,9 +52,11 @@ def info(group: str, fw: tuple[int, int, int] = (1, 0, 0), flags: int = 0, uid: 
     )
 
 
-def report(amps: list[float], alarms: list[int] | None = None, src: int = 1) -> Report:
+def report(
+    amps: list[float], alarms: list[int] | None = None, src: int = 1, selected: int = -1
+) -> Report:
     centiamps = [round(a * 100) for a in amps]
-    return wire(Report(centiamps, alarms or [0] * 12, src=src))
+    return wire(Report(centiamps, alarms or [0] * 12, selected, src=src))
 
 
 def telemetry(
@@ -194,6 +196,34 @@ def test_board_offline_and_back(state: UnitState, clock: FakeClock) -> None:
     state.board_online(1, clock.now)
     assert events.kinds() == [EventKind.BOARD_ONLINE]
     assert state.snapshot().conditions == ()
+
+
+def test_front_panel_selection_from_reports(state: UnitState, clock: FakeClock) -> None:
+    online_group(state, clock)
+    online_group(state, clock, "B", 2)
+    state.apply_report(1, report(AMPS), clock.now)
+    snap = state.snapshot()
+    assert snap.groups[0].selected is None and not any(c.selected for c in snap.iter_channels())
+    events = Recorder(state)
+    state.apply_report(1, report(AMPS, selected=4), clock.now)  # button 5 pressed on A
+    snap = state.snapshot()
+    assert snap.groups[0].selected == 5 and snap.groups[1].selected is None
+    assert [c.id for c in snap.iter_channels() if c.selected] == ["A5"]
+    assert snap.to_dict()["groups"][0]["selected"] == 5  # the status API carries it
+    assert events.kinds() == []  # a press is not an event
+    state.apply_report(2, report(AMPS, src=2, selected=11), clock.now)
+    assert [c.id for c in state.snapshot().iter_channels() if c.selected] == ["A5", "B12"]
+    state.apply_report(1, report(AMPS), clock.now)  # pressed again: deselected
+    assert state.snapshot().groups[0].selected is None
+    # An offline board's selection is unknown; it is back with its next REPORT.
+    state.apply_report(2, report(AMPS, src=2, selected=11), clock.now)
+    state.board_offline(2, clock.now)
+    assert state.snapshot().groups[1].selected is None
+    assert not any(c.selected for c in state.snapshot().iter_channels())
+    state.board_online(2, clock.now)
+    assert state.snapshot().groups[1].selected is None
+    state.apply_report(2, report(AMPS, src=2, selected=0), clock.now)
+    assert state.snapshot().groups[1].selected == 1
 
 
 def test_link_stats_and_board_health(state: UnitState, clock: FakeClock) -> None:

@@ -57,9 +57,13 @@ class PanelState:
 
 
 def feed(
-    state: UnitState, address: int, amps: list[float], alarms: list[int] | None = None
+    state: UnitState,
+    address: int,
+    amps: list[float],
+    alarms: list[int] | None = None,
+    selected: int = -1,
 ) -> None:
-    report = Report([round(a * 100) for a in amps], alarms or [0] * 12, src=address)
+    report = Report([round(a * 100) for a in amps], alarms or [0] * 12, selected, src=address)
     assert state.apply_report(address, report, state.now())
 
 
@@ -224,8 +228,19 @@ async def test_view_matches_the_state(web: Harness) -> None:
     view = await (await web.client.get(f"{U}/view")).json()
     assert view["channels"]["C1"]["current_a"] == 16.5
     assert view["channels"]["C1"]["state"] == "slight"
-    assert view["groups"]["A"]["panel"]["selected"] == 12  # the fake panel's blue button
-    assert view["channels"]["A12"]["selected"] is True
+    # The fake virtual panel lights button 12 blue, but the selection comes from the
+    # board's REPORTs only (one path for real and virtual boards): none reported yet.
+    assert view["groups"]["A"]["panel"]["selected"] == 12
+    assert view["channels"]["A12"]["selected"] is False
+    assert view["groups"]["A"]["selected"] is None
+    feed(web.state, 2, [0.0] * 12, selected=6)  # group B (no virtual panel): button 7
+    view = await (await web.client.get(f"{U}/view")).json()
+    assert view["groups"]["B"]["selected"] == 7
+    assert [cid for cid, c in view["channels"].items() if c["selected"]] == ["B7"]
+    status = await (await web.client.get(U)).json()
+    assert [g["selected"] for g in status["groups"]] == [None, 7, None]
+    channel = await (await web.client.get(f"{U}/channels/B7")).json()
+    assert channel["selected"] is True
     assert [q[0] for q in view["meter_quantities"]][:4] == [
         "l1_current",
         "l2_current",

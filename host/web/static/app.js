@@ -564,14 +564,18 @@
       const total = el("span", { className: "g-num" });
       const phases = el("span", { className: "g-num" });
       const status = el("span", { className: "badge" });
+      // Which output the group's LOAD CURRENT display shows (the blue button on the board).
+      const shows = el("span", { className: "g-shows" });
+      const load = el("span", { className: "g-load", title: "The output selected on the board's front panel: its button is blue and the LOAD CURRENT display shows its current" },
+        el("span", { className: "muted", text: "LOAD CURRENT " }), shows);
       const fw = el("span", { className: "muted" });
       const tiles = [];
       for (const id of g.channels) tiles.push(buildChannel(id));
       const section = el("div", { className: "group", dataset: { group: letter } },
         el("div", { className: "group-head" }, el("h3", { text: `Group ${letter}` }),
-          el("span", { className: "g-total" }, total), el("span", { className: "g-phases muted" }, phases), status, fw),
+          el("span", { className: "g-total" }, total), el("span", { className: "g-phases muted" }, phases), load, status, fw),
         el("div", { className: "channels" }, ...tiles));
-      S.refs.groups[letter] = { section, total, phases, status, fw };
+      S.refs.groups[letter] = { section, total, phases, status, fw, shows };
       groups.push(section);
     }
     $("#groups").replaceChildren(...groups);
@@ -646,6 +650,12 @@
     if (!g || !r) return;
     setText(r.total, `${fmtAmps(g.current_a)} A`);
     setText(r.phases, `L1 ${fmtAmps(g.phases[0])} · L2 ${fmtAmps(g.phases[1])} · L3 ${fmtAmps(g.phases[2])}`);
+    const sel = g.selected ? String(g.selected) : "";
+    if (r.section.dataset.selected !== sel) {
+      r.section.dataset.selected = sel;
+      setText(r.shows, sel ? `${letter}${sel}` : "—");
+      r.shows.title = sel ? `output ${letter}${sel} is selected` : "nothing selected";
+    }
     setText(r.status, g.board.online ? "board online" : "board OFFLINE");
     setClass(r.status, g.board.online ? "badge ok" : "badge offline");
     setText(r.fw, g.board.firmware ? `fw ${g.board.firmware}${g.board.firmware_mismatch ? " (mismatch)" : ""}` : "");
