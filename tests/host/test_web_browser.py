@@ -38,7 +38,10 @@ pytestmark = [
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebStack]:
-    async with WebStack(tmp_path_factory.mktemp("vpdu"), supervision_dwell_s=1.0) as running:
+    # Group C has no virtual front panel in the UI: to the aggregator it is a real board.
+    async with WebStack(
+        tmp_path_factory.mktemp("vpdu"), supervision_dwell_s=1.0, panel_groups="AB"
+    ) as running:
         await running.until(
             lambda: all(g.board.online for g in running.parts.state.snapshot().groups),
             20,
@@ -407,6 +410,7 @@ async def test_virtual_panel_press_turns_the_button_blue(page: Any, stack: WebSt
         "s => document.querySelector(s).dataset.led === '#0000a0'", arg=button, timeout=10_000
     )
     await page.wait_for_selector('[data-ch="B5"][data-selected="true"]')
+    assert (await page.text_content('.group[data-group="B"] .g-shows') or "").strip() == "B5"
     led = await page.eval_on_selector(
         '[data-ch="B5"] .btn-led', "e => getComputedStyle(e).backgroundColor"
     )
@@ -417,6 +421,48 @@ async def test_virtual_panel_press_turns_the_button_blue(page: Any, stack: WebSt
     await page.locator("#vpanels").screenshot(path=shot("virtual-front-panels"))
     await page.click(button)  # pressed again: deselected
     await page.wait_for_selector('[data-ch="B5"][data-selected="false"]', timeout=10_000)
+
+
+async def test_button_pressed_on_a_real_board_shows_selected(page: Any, stack: WebStack) -> None:
+    # Someone presses monitor button 7 on group C's board (no virtual panel in the UI: the
+    # page knows it only from the board's REPORTs on the bus).
+    assert await page.query_selector('.vpanel[data-group="C"]') is None
+    await stack.set_channel("C", 7, 3.5)
+    board = stack.boards["C"]
+    tile = '[data-ch="C7"][data-selected="true"]'
+    shows = '.group[data-group="C"] .g-shows'
+    latencies = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        await board.press(7)
+        await page.wait_for_selector(tile, timeout=10_000)
+        latencies.append(time.monotonic() - t0)
+        assert (await page.text_content(shows) or "").strip() == "C7"
+        led = await page.eval_on_selector(
+            '[data-ch="C7"] .btn-led', "e => getComputedStyle(e).backgroundColor"
+        )
+        assert led == "rgb(47, 125, 255)"  # blue, like the button on the board
+        await asyncio.sleep(0.3)  # released (a click holds 120 ms)
+        await board.press(7)  # pressed again: deselected, the display back to its idle text
+        await page.wait_for_selector('[data-ch="C7"][data-selected="false"]', timeout=10_000)
+        assert (await page.text_content(shows) or "").strip() == "—"
+        await asyncio.sleep(0.3)
+    # Button 2, then 9: the selection moves (one blue button per group).
+    await board.press(2)
+    await page.wait_for_selector('[data-ch="C2"][data-selected="true"]', timeout=10_000)
+    await asyncio.sleep(0.3)
+    await board.press(9)
+    await page.wait_for_selector('[data-ch="C9"][data-selected="true"]', timeout=10_000)
+    await page.wait_for_selector('[data-ch="C2"][data-selected="false"]', timeout=10_000)
+    assert (await page.text_content(shows) or "").strip() == "C9"
+    assert await page.query_selector_all('[data-group="C"] .ch[data-selected="true"]')
+    assert len(await page.query_selector_all('.ch[data-selected="true"]')) == 1
+    await page.locator('.group[data-group="C"]').screenshot(path=shot("selected-real-board"))
+    print("press -> page, s:", [round(x, 3) for x in latencies])
+    assert max(latencies) < 1.5  # shared two-core machine; ~0.1-0.2 s when quiet
+    await asyncio.sleep(0.3)
+    await board.press(9)
+    await page.wait_for_selector('[data-ch="C9"][data-selected="false"]', timeout=10_000)
 
 
 async def test_phone_layout(browser: Any, stack: WebStack) -> None:

@@ -43,9 +43,13 @@ class WebStack:
         supervision_dwell_s: float = 1.0,
         baud: int = 115200,
         unit_name: str = "",
+        panel_groups: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.groups = groups
+        # Groups whose virtual front panel the web UI gets (default: all). The others look to
+        # the aggregator like real boards: it knows only what they send on the bus.
+        self.panel_groups = groups if panel_groups is None else panel_groups
         self.with_mains = mains
         self.supervision_dwell_s = supervision_dwell_s
         self.baud = baud
@@ -139,7 +143,8 @@ class WebStack:
             self.web = handle
             return handle
 
-        self.service = Service(self.config(), panels=dict(self.boards), web=web)
+        panels = {g: b for g, b in self.boards.items() if g in self.panel_groups}
+        self.service = Service(self.config(), panels=panels, web=web)
         self._task = asyncio.create_task(self.service.run(), name="service")
         ready = asyncio.create_task(self.service.ready.wait())
         done, _ = await asyncio.wait(
