@@ -5,14 +5,36 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEBIAN_PACKAGES := chromium socat tmux mosquitto iproute2
+# Building MicroPython (make firmware) and running it on the emulated RP2040 (rp2040js).
+# NAME:COMMAND = needed only while COMMAND is missing (nodesource's nodejs bundles npm, and
+# Debian's npm conflicts with it).
+FIRMWARE_DEBIAN_PACKAGES := cmake gcc-arm-none-eabi libnewlib-arm-none-eabi \
+	libstdc++-arm-none-eabi-newlib gcc-multilib pkg-config patch nodejs:node npm:npm
 
-.PHONY: setup debian run test bench lint format clean
+# MicroPython 1.28.0 for the RP2040 and a 32-bit unix port, built from the offline bundle.
+RP2_SHARED ?= ../shared/rp2
+RP2_BUILD ?= build/rp2
+RP2_MANIFEST := tools/rp2/manifest.py
+# Rebuilt when the frozen sources, the manifest or the build script change.
+FIRMWARE_HASH := $(shell find protocol firmware boards -name '*.py' -not -path '*/__pycache__/*' \
+	| LC_ALL=C sort | xargs cat $(RP2_MANIFEST) tools/rp2build.sh | cksum | cut -d' ' -f1)
+FIRMWARE_STAMP := $(RP2_BUILD)/out/.smartpdu-$(FIRMWARE_HASH)
 
-setup: debian $(STAMP)
+.PHONY: setup debian firmware run test bench lint format clean
+
+setup: debian $(STAMP) $(FIRMWARE_STAMP)
 
 # Debian packages the tests and the virtual PDU use; installed only when missing.
 debian:
-	@tools/install-debian-packages.sh $(DEBIAN_PACKAGES)
+	@tools/install-debian-packages.sh $(DEBIAN_PACKAGES) $(FIRMWARE_DEBIAN_PACKAGES)
+
+# build/rp2/out/{firmware-stock.uf2, smartpdu-rp2.uf2, micropython-32, mpy-cross}: the stock
+# image and the 32-bit unix port once, the production image whenever the stamp is stale.
+firmware: $(FIRMWARE_STAMP)
+
+$(FIRMWARE_STAMP):
+	@tools/install-debian-packages.sh $(FIRMWARE_DEBIAN_PACKAGES)
+	tools/rp2build.sh $(RP2_SHARED) $(RP2_BUILD) $(RP2_MANIFEST) $@
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

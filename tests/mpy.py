@@ -2,6 +2,13 @@
 
 Tests call :func:`run_micropython` with a script; any MicroPython exception or a non-zero
 exit turns into a pytest failure that shows MicroPython's own traceback.
+
+Two ports: ``"64"``, the package's 64-bit unix port (the default), and ``"32"``, the 32-bit
+(i386) unix port ``make firmware`` builds from MicroPython 1.28.0 (``build/rp2/out/
+micropython-32``, or ``$SMARTPDU_MICROPYTHON_32``): the RP2040's pointer width, 31-bit small
+ints and ticks that wrap at 2**30. :func:`micropython_command` (and so everything here) uses
+the port selected with :func:`use_port`; the test modules
+listed in ``tests/conftest.py`` (``BOTH_PORTS``) run every test on both.
 """
 
 from __future__ import annotations
@@ -11,15 +18,50 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PORTS = ("64", "32")
+_port = "64"
+
+
+def micropython_32_path() -> Path:
+    """Where ``make firmware`` puts the 32-bit unix port (``$SMARTPDU_MICROPYTHON_32`` wins)."""
+    override = os.environ.get("SMARTPDU_MICROPYTHON_32")
+    if override:
+        return Path(override)
+    return REPO_ROOT / "build" / "rp2" / "out" / "micropython-32"
+
+
+def current_port() -> str:
+    return _port
+
+
+@contextmanager
+def use_port(port: str) -> Iterator[None]:
+    """Run MicroPython on ``port`` (``"64"`` or ``"32"``) inside the block."""
+    global _port
+    if port not in PORTS:
+        raise ValueError(f"unknown MicroPython port {port!r}")
+    before, _port = _port, port
+    try:
+        yield
+    finally:
+        _port = before
 
 
 def micropython_command() -> str:
-    """Path of the ``micropython`` command installed beside this interpreter."""
+    """Path of the selected port's ``micropython``: the 64-bit command installed beside this
+    interpreter, or the 32-bit build."""
+    if _port == "32":
+        path = micropython_32_path()
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} is missing: `make firmware` builds it")
+        return str(path)
     beside = Path(sys.executable).parent / "micropython"
     if beside.exists():
         return str(beside)

@@ -69,6 +69,10 @@ _MAX_CATCH_UP = const(8)  # blocks the sim ADC generates in one go before it res
 _MAX_BACKLOG = const(65536)
 _LINE_SIZE = const(512)  # a state line of 12 LEDs all white, 12 buttons down: ~420 B (grows)
 _RECORD_HEAD = const(10)  # timed bus records: u16 length, u64 time in µs
+# ticks_us() on the unix port is CLOCK_MONOTONIC µs modulo the ticks period: 2**62 on a 64-bit
+# port (the same number in practice), 2**30 on a 32-bit port (it wraps every 17.9 min).
+_TICKS_MASK = ticks_add(0, -1)  # pyright: ignore[reportArgumentType]  # period - 1
+_TICKS_MASK_8 = _TICKS_MASK >> 8
 _AF_UNIX = socket.AF_UNIX  # pyright: ignore[reportAttributeAccessIssue]
 _SOCK_STREAM = socket.SOCK_STREAM  # pyright: ignore[reportAttributeAccessIssue]
 
@@ -152,6 +156,13 @@ class SimUart(io.IOBase):
     endpoint (records ``u16 length, u64 time_us, data`` both ways, see ``tools/vbus.py``):
     :attr:`rx_end_us` is the ``ticks_us`` at which the last byte :meth:`readinto` returned
     ended on the line, and :meth:`write_at` starts a frame at a chosen ``ticks_us``.
+
+    The records carry CLOCK_MONOTONIC µs, ``ticks_us`` is the same clock modulo the ticks
+    period (which wraps every 17.9 min on a 32-bit port): a received time becomes ticks by
+    its low bits (no big-int arithmetic); a ticks time to send becomes monotonic µs from the
+    newest received record, kept as an anchor (its u64 time and its ticks), as
+    ``anchor + ticks_diff(at, anchor ticks)``. Before any record arrived there is no anchor
+    and a timed write starts at once.
     """
 
     def __init__(
@@ -177,7 +188,10 @@ class SimUart(io.IOBase):
         self._head_n = 0
         self._head_tx = bytearray(_RECORD_HEAD)
         self._rec_left = 0  # data bytes of the current record not yet handed out
-        self._rec_end_us = 0
+        self._rec_end_us = 0  # ticks_us of the current record's end
+        self._anchor = bytearray(8)  # u64 line time of the newest record received, LE
+        self._anchor_ticks = 0  # the same time in ticks_us
+        self._anchored = False
         if path:
             self._connect(path, connect_timeout_ms)
 
@@ -269,10 +283,15 @@ class SimUart(io.IOBase):
                 if self._head_n == _RECORD_HEAD:
                     self._head_n = 0
                     self._rec_left = head[0] | head[1] << 8
+                    # ticks = the time's low bits (masked before each shift: no big int)
                     t = 0
+                    anchor = self._anchor
                     for k in range(9, 1, -1):
-                        t = t << 8 | head[k]
+                        t = (t & _TICKS_MASK_8) << 8 | head[k]
+                        anchor[k - 2] = head[k]
                     self._rec_end_us = t
+                    self._anchor_ticks = t
+                    self._anchored = True
                 continue
             take = self._raw_len - pos
             if take > self._rec_left:
@@ -284,8 +303,8 @@ class SimUart(io.IOBase):
             got += take
             self._raw_pos = pos + take
             self._rec_left -= take
-            # Plain int maths: ticks on the 64-bit unix port are CLOCK_MONOTONIC µs.
-            self.rx_end_us = self._rec_end_us - (self._rec_left * self._char_ns) // 1000
+            late_us = (self._rec_left * self._char_ns) // 1000
+            self.rx_end_us = ticks_add(self._rec_end_us, -late_us)  # pyright: ignore[reportArgumentType]
             if self._rec_left == 0:
                 break  # one run of back-to-back bytes per read: rx_end_us is exact for it
         if not got:
@@ -321,13 +340,22 @@ class SimUart(io.IOBase):
             head = self._head_tx
             head[0] = n & 0xFF
             head[1] = n >> 8
-            t = at_us
+            t = self.line_time_us(at_us) if at_us else 0
             for k in range(2, _RECORD_HEAD):
                 head[k] = t & 0xFF
                 t >>= 8
             self._send_all(head)
         self._send_all(buf)
         return n
+
+    def line_time_us(self, at_us):
+        """The bus's line time (CLOCK_MONOTONIC µs) of ``ticks_us`` ``at_us``, anchored on
+        the newest received record (valid within half a ticks period of it: 8.9 min on a
+        32-bit port); 0 (at once) without one."""
+        if not self._anchored:
+            return 0
+        t = int.from_bytes(self._anchor, "little") + ticks_diff(at_us, self._anchor_ticks)
+        return t if t > 0 else 0
 
     def _send_all(self, buf):
         sock = self._sock

@@ -1,0 +1,166 @@
+"""The firmware on a 32-bit MicroPython, where ``ticks_us`` wraps every 2**30 µs (17.9 min).
+
+Listed in ``tests/conftest.py``'s ``BOTH_PORTS``: each test runs on the 64-bit unix port and
+on the 32-bit build of ``make firmware`` (``build/rp2/out/micropython-32``).
+
+- The sim UART's timed records carry CLOCK_MONOTONIC µs (``tools/vbus.py``), the firmware
+  works in ``ticks_us``: received times become ticks by their low bits and times to send
+  become line times from the newest received record. Checked with line times chosen next to
+  a ticks wrap, whatever the machine's uptime.
+- A sim board running the real firmware answers a real bus master over the virtual bus:
+  discovered, then REPORTs in its slots of every superframe (timed from the SYNC's end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from host.busmaster import BusMaster, CycleSettings
+from host.transport import SerialTransport
+from tests.busrecorder import Recorder
+from tests.mpy import REPO_ROOT, current_port, micropython_command, micropython_env
+from tools.vboard import VirtualBoard
+from tools.vbus import VirtualBus
+
+TICKS_PERIOD = {"32": 1 << 30, "64": 1 << 62}
+CHAR_US_115200 = 86_806 / 1000  # 10 bits at 115200 baud
+
+UART_APP = """
+import json, sys
+from time import sleep_ms, ticks_add, ticks_diff
+from firmware.drivers.sim import SimUart
+
+uart = SimUart(sys.argv[1], name="t32")
+buf = bytearray(16)
+got = []
+while len(got) < 2:
+    n = uart.readinto(buf, 4 if not got else None)
+    if n:
+        got.append((bytes(buf[:n]).decode(), uart.rx_end_us))
+    else:
+        sleep_ms(1)
+(first, first_end), (rest, end) = got
+# one frame 1 ms after the record's end, one 100 µs after the end of its first 4 bytes
+uart.write_at(b"after", ticks_add(end, 1000))
+uart.write_at(b"early", ticks_add(first_end, 100))
+print(json.dumps({"text": first + rest, "first_end": first_end, "end": end,
+                  "mask": ticks_add(0, -1), "rx_span": ticks_diff(end, first_end)}))
+"""
+
+
+def _records(conn: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    data = b""
+    out: list[tuple[int, bytes]] = []
+    conn.settimeout(10)
+    while len(out) < count:
+        while len(data) >= 10 and len(data) >= 10 + int.from_bytes(data[:2], "little"):
+            n = int.from_bytes(data[:2], "little")
+            out.append((int.from_bytes(data[2:10], "little"), data[10 : 10 + n]))
+            data = data[10 + n :]
+        if len(out) < count:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return out
+
+
+@pytest.mark.parametrize("low", [200, (1 << 30) - 300], ids=["after-wrap", "before-wrap"])
+def test_timed_records_convert_across_the_ticks_wrap(tmp_path: Path, low: int) -> None:
+    period = TICKS_PERIOD[current_port()]
+    # A line time far above 2**30 µs whose low 30 bits sit next to a wrap of 32-bit ticks.
+    stamp = (7 << 30) + low
+    sock_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"spdu32-{os.getpid()}-{low}.sock"
+    sock_path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(1)
+    script = tmp_path / "uart.py"
+    script.write_text(UART_APP)
+    proc = subprocess.Popen(
+        [micropython_command(), str(script), str(sock_path)],
+        cwd=REPO_ROOT,
+        env=micropython_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        server.settimeout(10)
+        conn, _ = server.accept()
+        hello = b""
+        while not hello.endswith(b"\n"):
+            hello += conn.recv(1)
+        assert hello == b"@vbus t32 timed\n"
+        payload = b"hello bus"
+        conn.sendall(len(payload).to_bytes(2, "little") + stamp.to_bytes(8, "little") + payload)
+        sent = _records(conn, 2)
+        out, err = proc.communicate(timeout=10)
+        conn.close()
+    finally:
+        server.close()
+        sock_path.unlink(missing_ok=True)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["mask"] == period - 1
+    assert result["text"] == "hello bus"
+    # received: the line time's low bits; the first 4 bytes ended 5 characters earlier
+    late = int(5 * CHAR_US_115200)
+    assert result["end"] == stamp % period
+    assert result["first_end"] == (stamp - late) % period
+    assert result["rx_span"] == late
+    # sent: back to monotonic µs, across the wrap where there is one
+    assert sent == [(stamp + 1000, b"after"), (stamp - late + 100, b"early")]
+
+
+async def _until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_sim_board_answers_the_bus(tmp_path: Path) -> None:
+    # Two group boards running the real firmware (firmware.app, sim board) on this port, the
+    # host's bus master on the virtual bus's pty: both are discovered and send a REPORT in
+    # each round of every superframe, in slots timed from the SYNC's line end.
+    async with VirtualBus(115200, socket_path=str(tmp_path / "bus.sock")) as bus:
+        port = bus.add_pty_endpoint("master")
+        boards = [
+            VirtualBoard(g, bus_socket=bus.socket_path, workdir=tmp_path, group=g) for g in "AB"
+        ]
+        for board in boards:
+            await board.start()
+        recorder = Recorder()
+        transport = SerialTransport(port, 115200)
+        master = BusMaster(transport.write, recorder, CycleSettings(guard_us=2500))
+        transport.on_data = master.feed
+        await transport.open()
+        task = asyncio.create_task(master.run())
+        try:
+            await _until(lambda: len(recorder.infos) == 2, 15, "both boards discovered")
+            assert sorted(info.group for info in recorder.infos.values()) == ["A", "B"]
+            start = {a: len(recorder.reports.get(a, [])) for a in recorder.infos}
+            await asyncio.sleep(2.0)
+            got = {a: len(recorder.reports.get(a, [])) - start[a] for a in recorder.infos}
+            # 12 rounds per superframe of two boards: well over 100 REPORTs each in 2 s
+            assert min(got.values()) >= 100, (got, [b.log[-5:] for b in boards])
+            assert not recorder.offline
+        finally:
+            master.stop()
+            task.cancel()
+            await transport.close()
+            for board in boards:
+                await board.stop()
