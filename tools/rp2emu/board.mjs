@@ -39,6 +39,7 @@ import { attachMcp3208 } from './mcp3208.mjs';
 import { attachWs2812 } from './ws2812.mjs';
 import { attachTm1637 } from './tm1637.mjs';
 import { LoadCodes } from './loadcodes.mjs';
+import { installFlashId, uidFromHex } from './flashid.mjs';
 
 const FLASH_SIZE = 2 * 1024 * 1024;
 const UART_DE = 2;
@@ -46,7 +47,7 @@ const BUTTON_PINS = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
 const LED_PIN = 22;
 const TM_CLK = 26;
 const TM_DIO = 27;
-const ADC_PINS = { dout: 16, sclk: 18, din: 19, csA: 20, csB: 21 };
+const ADC_PINS = { dout: 16, sclk: 18, din: 19, cs: [20, 21] };
 const WATCHDOG_TIMER_REASON = 1 << 0;
 const HOOK_US = 250; // simulated time between I/O turns (bus, USB, buttons, pacing)
 const LOADCODE_AHEAD_NS = 100_000_000; // ADC codes generated ahead of simulated time
@@ -112,6 +113,7 @@ saveFlash();
 // -- the chip ------------------------------------------------------------------------------
 
 const { rom } = patchBootrom(bootromB1);
+const boardUid = uidFromHex(opts.uid || 'e6614103e7452d2f'); // a Pico's ID looks like this
 const stats = { resets: 0, watchdogResets: 0, flash: {}, lagResets: 0, maxLagMs: 0, cdcDropped: 0, busTx: 0, busRx: 0, txWithoutDe: 0 };
 let chip = null;
 let watchdogScratch = new Uint32Array(8);
@@ -127,12 +129,24 @@ function buildChip(startNs = 0) {
   mcu.logger = new ConsoleLogger(opts.verbose ? LogLevel.Warn : LogLevel.Error);
   mcu.loadBootrom(rom); // reset() clears flash: load the image after it
   mcu.flash.set(flashImage);
+  installFlashId(mcu, boardUid);
   const c = { sim, mcu };
+  c.loop = installPioClock(sim, { hookUs: HOOK_US, onHook: (ns) => hook(c, ns) });
+  const now = () => c.loop.now();
+  // After the loop is installed: it takes onBreak for itself.
+  mcu.onBreak = flashBreakHandler(mcu, {
+    stats: stats.flash,
+    onWrite: (offset, length) => {
+      flashImage.set(mcu.flash.subarray(offset, offset + length), offset);
+      flashDirty = true;
+    },
+    otherBreak: (code) => fail(`breakpoint ${code} at 0x${mcu.core.PC.toString(16)}`),
+  });
   const watchdog = mcu.peripherals[0x40058];
   watchdog.scratchData.set(watchdogScratch);
   watchdog.reason = resetReason;
   watchdog.onWatchdogTrigger = () => {
-    c.resetPending = true;
+    c.resetPending = 'watchdog';
   };
   c.watchdog = watchdog;
   const uart = installUart(mcu, 0);
@@ -146,30 +160,29 @@ function buildChip(startNs = 0) {
   });
   uart.rxGate = () => !c.deHigh;
   uart.onTxChar = (byte, startNs, endNs) => busTxChar(c, byte, startNs, endNs);
-  c.adc = attachMcp3208(mcu, { pins: ADC_PINS, codeFor: (adc, ch, t) => loadCodes.codeFor(adc, ch, t) });
+  loadCodes.restart();
+  c.adc = attachMcp3208(mcu, {
+    ...ADC_PINS,
+    now,
+    codeFor: (adc, ch, t, info) => loadCodes.codeFor(adc, ch, t, info),
+  });
+  const tSim = () => now() / 1e9;
   c.leds = attachWs2812(mcu, {
     pin: LED_PIN,
     count: 12,
-    onFrame: (colours) => emit({ leds: colours, t: mcu.clock.nanos / 1e9 }),
+    now,
+    onFrame: (frame) => emit({ leds: frame.colors, malformed: frame.malformed, t: frame.latchNs / 1e9 }),
   });
   c.display = attachTm1637(mcu, {
     clk: TM_CLK,
     dio: TM_DIO,
-    onChange: (state) => emit({ display: state.text, segments: state.segments, on: state.on, level: state.level, t: mcu.clock.nanos / 1e9 }),
+    now,
+    onChange: (state) =>
+      emit({ display: state.text, segments: Array.from(state.segments), on: state.on, level: state.brightness, t: state.timeNs / 1e9 }),
   });
   c.cdc = new USBCDC(mcu.usbCtrl);
-  c.cdc.onDeviceConnected = () => emit({ usb: 'connected', t: mcu.clock.nanos / 1e9 });
+  c.cdc.onDeviceConnected = () => emit({ usb: 'connected', t: tSim() });
   c.cdc.onSerialData = (data) => cdcOut(data);
-  c.loop = installPioClock(sim, { hookUs: HOOK_US, onHook: (ns) => hook(c, ns) });
-  // After the loop is installed: it takes onBreak for itself.
-  mcu.onBreak = flashBreakHandler(mcu, {
-    stats: stats.flash,
-    onWrite: (offset, length) => {
-      flashImage.set(mcu.flash.subarray(offset, offset + length), offset);
-      flashDirty = true;
-    },
-    otherBreak: (code) => fail(`breakpoint ${code} at 0x${mcu.core.PC.toString(16)}`),
-  });
   mcu.core.PC = 0x10000000;
   return c;
 }
@@ -412,7 +425,7 @@ function simToMonoNs(simNs) {
 function hook(c, nowNs) {
   if (c !== chip || shuttingDown) return;
   if (c.resetPending) {
-    resetChip(c.resetPending === true ? 'watchdog' : 'reset');
+    resetChip(c.resetPending);
     return;
   }
   releaseDueButtons();
@@ -478,4 +491,5 @@ chip = buildChip();
 monoAnchorNs = monoNs();
 if (opts.bus) connectBus(opts.bus, opts.name || 'rp2');
 emit({ ready: true, pid: process.pid, t: 0 });
-chip.loop.start();
+// The ADC must never answer a conversion with a made-up code: start with codes at hand.
+loadCodes.whenCovered(0, () => chip.loop.start());

@@ -25,7 +25,10 @@ export class LoadCodes {
     this.base = 0; // first instant held
     this.count = 0; // instants held
     this.requested = 0; // instants asked for (held + in flight)
-    this.anchor = null;
+    this.anchor = null; // sample time of instant anchorK
+    this.anchorK = 0;
+    this.instantBase = 0;
+    this.lastK = -1;
     this.pending = Buffer.alloc(0);
     this.waiters = [];
     this.stats = { instants: 0, conversions: 0, spare: 0, late: 0, starved: 0 };
@@ -36,29 +39,46 @@ export class LoadCodes {
 
   /** Instant index of a conversion at simulated `ns` (anchors on the first). */
   instantAt(ns) {
-    if (this.anchor === null) this.anchor = ns;
-    return Math.floor((ns - this.anchor + SAMPLE_NS / 26) / SAMPLE_NS);
+    if (this.anchor === null) {
+      this.anchor = ns;
+      this.anchorK = this.lastK + 1;
+    }
+    const k = this.anchorK + Math.floor((ns - this.anchor + SAMPLE_NS / 26) / SAMPLE_NS);
+    if (k > this.lastK) this.lastK = k;
+    return k;
   }
 
-  /** The conversion stream restarted (a chip reset): the next conversion anchors again. */
+  /** Instant index from the ADC model's own instant counter. */
+  instantFrom(info) {
+    if (this.anchor === null) {
+      this.anchor = info.instantStartNs;
+      this.anchorK = this.lastK + 1;
+      this.instantBase = info.instant;
+    }
+    const k = this.anchorK + info.instant - this.instantBase;
+    if (k > this.lastK) this.lastK = k;
+    return k;
+  }
+
+  /** The conversion stream restarted (a chip reset): the codes go on where they were. */
   restart() {
     this.anchor = null;
   }
 
-  /** Newest simulated time whose codes are (or will be) at hand. */
-  horizonNs(instants) {
-    return this.anchor === null ? Infinity : this.anchor + instants * SAMPLE_NS;
+  timeOf(k) {
+    return this.anchor + (k - this.anchorK) * SAMPLE_NS;
   }
 
   covers(ns) {
-    if (!this.child || this.anchor === null) return true;
-    return this.horizonNs(this.base + this.count) > ns;
+    if (!this.child) return true;
+    if (this.anchor === null) return this.count > 0; // the first conversion anchors on held codes
+    return this.timeOf(this.base + this.count - 1) > ns;
   }
 
   request(ns) {
     if (!this.child) return;
-    const anchor = this.anchor === null ? 0 : this.anchor;
-    const want = Math.ceil((ns - anchor) / SAMPLE_NS) + 1;
+    const want =
+      this.anchor === null ? this.lastK + 1 + CHUNK : this.anchorK + Math.ceil((ns - this.anchor) / SAMPLE_NS) + 1;
     while (this.requested < want && this.requested - this.base < KEEP - CHUNK) {
       this.child.stdin.write(`F ${CHUNK}\n`);
       this.requested += CHUNK;
@@ -67,7 +87,8 @@ export class LoadCodes {
 
   whenCovered(ns, fn) {
     this.request(ns);
-    this.waiters.push([ns, fn]);
+    if (this.covers(ns)) fn();
+    else this.waiters.push([ns, fn]);
   }
 
   onData(chunk) {
@@ -94,14 +115,15 @@ export class LoadCodes {
     this.child.stdin.write(`L ${JSON.stringify(load)}\n`);
   }
 
-  codeFor(adc, channel, ns) {
+  codeFor(adc, channel, ns, info) {
     this.stats.conversions++;
     const index = adc === 0 ? channel : channel < 5 ? 8 + channel : -1;
     if (index < 0) {
       this.stats.spare++;
       return MID;
     }
-    const k = this.instantAt(ns);
+    // The ADC model counts sample instants itself (a new one at each ADC A CH0 conversion).
+    const k = info ? this.instantFrom(info) : this.instantAt(ns);
     if (!this.child) {
       if (index !== 12) return MID;
       return Math.round(MID + 1500 * Math.sin((2 * Math.PI * 50 * k * SAMPLE_NS) / 1e9));
