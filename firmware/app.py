@@ -421,8 +421,10 @@ class StatusNodeApp:
         self.trip_count = 0
         self.trip_ms = 0
         self.temperature = 250
-        self._estop_ms = -1000000
-        self._neutral_ms = -1000000
+        # ticks_ms of the last sample with E-stop / Neutral loss active; None once older
+        # than the cause window (a stamp must not live to see ticks_ms wrap: 2**30 ms)
+        self._estop_ms = None
+        self._neutral_ms = None
         self.boot_ms = time.ticks_ms()
 
     def pack(self, buf, off: int) -> int:
@@ -452,18 +454,23 @@ class StatusNodeApp:
         tripped = status.tripped()
         if tripped:
             inputs |= C.IN_BREAKER_TRIPPED
+        window = self._CAUSE_WINDOW_MS
         if status.estop():
             inputs |= C.IN_ESTOP
             self._estop_ms = now
+        elif self._estop_ms is not None and time.ticks_diff(now, self._estop_ms) > window:
+            self._estop_ms = None
         if status.neutral_lost():
             inputs |= C.IN_NEUTRAL_LOST
             self._neutral_ms = now
+        elif self._neutral_ms is not None and time.ticks_diff(now, self._neutral_ms) > window:
+            self._neutral_ms = None
         if tripped and not self.inputs & C.IN_BREAKER_TRIPPED:
             self.trip_count += 1
             self.trip_ms = now
-            if time.ticks_diff(now, self._estop_ms) <= self._CAUSE_WINDOW_MS:
+            if self._estop_ms is not None:
                 self.cause = C.CAUSE_ESTOP
-            elif time.ticks_diff(now, self._neutral_ms) <= self._CAUSE_WINDOW_MS:
+            elif self._neutral_ms is not None:
                 self.cause = C.CAUSE_NEUTRAL_LOST
             else:
                 self.cause = C.CAUSE_OVERLOAD

@@ -76,7 +76,7 @@ class FrontPanel:
         else:
             self.selected = channel
         self._last_press_ms = now_ms
-        self._text_ms = now_ms - _DISPLAY_EVERY_MS  # show the new choice at once
+        self._text_ms = time.ticks_add(now_ms, -_DISPLAY_EVERY_MS)  # show the new choice at once
 
     def identify(self, seconds: int, now_ms) -> None:
         self._identify = seconds > 0

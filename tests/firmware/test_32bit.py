@@ -7,6 +7,8 @@ on the 32-bit build of ``make firmware`` (``build/rp2/out/micropython-32``).
   works in ``ticks_us``: received times become ticks by their low bits and times to send
   become line times from the newest received record. Checked with line times chosen next to
   a ticks wrap, whatever the machine's uptime.
+- The mains status node's trip cause (E-stop within 500 ms of the trip) across a wrap of
+  ``ticks_ms`` and half a ticks period after boot (2**29 ms = 6.2 days on the chip).
 - A sim board running the real firmware answers a real bus master over the virtual bus:
   discovered, then REPORTs in its slots of every superframe (timed from the SYNC's end).
 """
@@ -26,7 +28,13 @@ import pytest
 from host.busmaster import BusMaster, CycleSettings
 from host.transport import SerialTransport
 from tests.busrecorder import Recorder
-from tests.mpy import REPO_ROOT, current_port, micropython_command, micropython_env
+from tests.mpy import (
+    REPO_ROOT,
+    current_port,
+    micropython_command,
+    micropython_env,
+    run_micropython,
+)
 from tools.vboard import VirtualBoard
 from tools.vbus import VirtualBus
 
@@ -164,3 +172,65 @@ async def test_sim_board_answers_the_bus(tmp_path: Path) -> None:
             await transport.close()
             for board in boards:
                 await board.stop()
+
+
+CAUSE_APP = """
+import json, sys
+from time import ticks_add
+import boards.sim
+from firmware.app import StatusNodeApp
+from protocol import consts as C
+
+class Contacts:  # the status inputs, set by the script
+    def __init__(self):
+        self.levels = {"estop": False, "tripped": False}
+    def poll(self, now):
+        pass
+    def pop(self):
+        return -1
+    def breaker_closed(self):
+        return not self.levels["tripped"]
+    def tripped(self):
+        return self.levels["tripped"]
+    def estop(self):
+        return self.levels["estop"]
+    def neutral_lost(self):
+        return False
+
+board = boards.sim.build([], role="mains", config=sys.argv[1])
+app = StatusNodeApp(board)
+contacts = board.status = Contacts()
+causes = []
+
+def trip_at(now):
+    contacts.levels["tripped"] = True
+    app._sample_inputs(now)
+    causes.append(app.cause)
+    contacts.levels["tripped"] = False
+    app._sample_inputs(ticks_add(now, 5))
+
+half = (ticks_add(0, -1) + 1) // 2
+# 1. no E-stop ever, a trip half a ticks period after boot: overload
+trip_at(half - 1000)
+# 2. E-stop pressed 5 ms before the wrap, released; trip 300 ms later, across the wrap
+t = ticks_add(0, -5)
+contacts.levels["estop"] = True
+app._sample_inputs(t)
+contacts.levels["estop"] = False
+for k in range(1, 60):  # sampled every 5 ms
+    app._sample_inputs(ticks_add(t, 5 * k))
+trip_at(ticks_add(t, 300))
+# 3. the same E-stop, a trip 2 s after it: overload
+for k in range(61, 400):
+    app._sample_inputs(ticks_add(t, 5 * k))
+trip_at(ticks_add(t, 2000))
+print(json.dumps({"causes": causes, "names": [C.CAUSE_OVERLOAD, C.CAUSE_ESTOP]}))
+"""
+
+
+def test_status_node_trip_cause_survives_the_ticks_wrap(tmp_path: Path) -> None:
+    out = json.loads(
+        run_micropython(CAUSE_APP, args=[str(tmp_path / "flash")]).strip().splitlines()[-1]
+    )
+    overload, estop = out["names"]
+    assert out["causes"] == [overload, estop, overload]
