@@ -376,6 +376,7 @@ def micropython_command() -> str:
 def run(timeout: float = 900.0) -> dict:
     figures = accuracy_and_speed(timeout)
     figures.update(heap_figures())
+    figures.update(heap_figures_32())
     figures.update(mpy_total_kb())
     return figures
 
@@ -536,6 +537,7 @@ def run_workload(
     monitor: bool = True,
     bus: bool = True,
     presses: bool = True,
+    port: str = "64",
 ) -> WorkloadRun:
     """Run the group-board firmware for ``seconds`` with its full workload (see above).
 
@@ -545,9 +547,11 @@ def run_workload(
     a board); None runs the sources (compiled on the heap at import). ``romfs``: import the
     modules from this ROMFS image instead (``build_romfs``), mapped outside the heap and
     mounted at ``/rom`` (``tools/romfs_run.py``); ``lib`` is then not used. ``bus``/``presses``
-    False leave out the bus master / the button presses (to see what each one costs)."""
+    False leave out the bus master / the button presses (to see what each one costs).
+    ``port``: ``"32"`` runs the 32-bit build of ``make firmware`` (``lib`` / ``romfs`` then
+    hold x86 code, see ``heap_figures_32``)."""
     return asyncio.run(
-        _run_workload(seconds, heapsize, period_ms, lib, romfs, monitor, bus, presses)
+        _run_workload(seconds, heapsize, period_ms, lib, romfs, monitor, bus, presses, port)
     )
 
 
@@ -560,6 +564,7 @@ async def _run_workload(
     monitor: bool,
     with_bus: bool,
     presses: bool,
+    port: str = "64",
 ) -> WorkloadRun:
     from protocol import consts as C
     from protocol.errors import FrameError
@@ -688,9 +693,9 @@ async def _run_workload(
         await bus.start()
         path = ".frozen" if romfs else f"{lib or REPO_ROOT}:.frozen"
         process = await asyncio.create_subprocess_exec(
-            *micropython_launcher(romfs), "-X", f"heapsize={heapsize}", *command,
+            *micropython_launcher(romfs, port), "-X", f"heapsize={heapsize}", *command,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, cwd=tmp, env=dict(os.environ, MICROPYPATH=path),
+            stderr=asyncio.subprocess.STDOUT, cwd=tmp, env=launch_env(path, romfs, port),
         )  # fmt: skip
         # (cwd: `-m` puts it first on sys.path, and the modules must come from lib or romfs)
         jobs = [read_console(), panel_client()] + ([bus_master()] if with_bus else [])
@@ -728,7 +733,9 @@ async def _run_workload(
     return run
 
 
-def module_bytes(modules: list[str], lib: Path | None = None, romfs: Path | None = None) -> int:
+def module_bytes(
+    modules: list[str], lib: Path | None = None, romfs: Path | None = None, port: str = "64"
+) -> int:
     """Live heap that importing ``modules`` (.mpy from ``lib``, or from the ROMFS image
     ``romfs``, mounted before the count starts) takes, in bytes."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
@@ -736,9 +743,9 @@ def module_bytes(modules: list[str], lib: Path | None = None, romfs: Path | None
         script = handle.name
     try:
         done = subprocess.run(
-            [*micropython_launcher(romfs), "-X", "heapsize=4M", script, *modules],
+            [*micropython_launcher(romfs, port), "-X", "heapsize=4M", script, *modules],
             capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=False,
-            env=dict(os.environ, MICROPYPATH=".frozen" if romfs else f"{lib}:.frozen"),
+            env=launch_env(".frozen" if romfs else f"{lib}:.frozen", romfs, port),
         )  # fmt: skip
     finally:
         os.unlink(script)
@@ -845,10 +852,61 @@ def min_heapsize_kb(
     return high_kb + 1
 
 
-def micropython_launcher(romfs: Path | None = None) -> list[str]:
+def heap_figures_32(seconds: float = 10.0) -> dict:
+    """The heap run of ``heap_figures`` on the **32-bit** unix port ``make firmware`` builds
+    from MicroPython 1.28.0 (``build/rp2/out/micropython-32``: the RP2040's pointer width and
+    object sizes; viper code outside the heap, as on the 64-bit port). The .mpy files are
+    compiled for ``x86``; the ROMFS image is mapped by the binary itself
+    (``unix-romfs-mmap.diff``: ``$SMARTPDU_ROMFS_FILE``).
+
+    - ``firmware.peak_heap_kb_32``: live-heap high-water mark, modules in ROMFS; the figure
+      closest to a Pico's (whose frozen or ROMFS modules keep their bytecode in flash too).
+    - ``firmware.heap_modules_kb_32``: of which the modules.
+    - ``firmware.peak_heap_kb_32_modules_in_ram``: the same with the .mpy files in the heap.
+    """
+    if not os.access(MICROPYTHON_32, os.X_OK):
+        raise BenchError(f"{MICROPYTHON_32} is missing: `make firmware` builds it")
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = Path(tmp) / "lib"
+        compile_tree(lib, "x86")
+        image = build_romfs(lib, Path(tmp) / "firmware-x86.romfs")
+        run = run_workload(seconds, romfs=image, port="32")
+        if not run.completed or not run.samples:
+            raise BenchError(
+                f"32-bit heap run (ROMFS) failed (exit {run.returncode})\n{run.tail()}"
+            )
+        if not run.module_files or any(not f.startswith("/rom/lib/") for f in run.module_files):
+            raise BenchError("32-bit run: modules not imported from the ROMFS")
+        ram = run_workload(seconds, lib=lib, port="32")
+        if not ram.completed or not ram.samples:
+            raise BenchError(f"32-bit heap run (.mpy files) failed\n{ram.tail()}")
+        modules = module_bytes(run.modules, romfs=image, port="32")
+    return {
+        "firmware.peak_heap_kb_32": round(max(s[1] for s in run.samples) / 1024, 1),
+        "firmware.heap_modules_kb_32": round(modules / 1024, 1),
+        "firmware.peak_heap_kb_32_modules_in_ram": round(max(s[1] for s in ram.samples) / 1024, 1),
+    }
+
+
+MICROPYTHON_32 = REPO_ROOT / "build" / "rp2" / "out" / "micropython-32"
+
+
+def launch_env(path: str, romfs: Path | None, port: str) -> dict[str, str]:
+    """Environment of a MicroPython run: ``MICROPYPATH`` = ``path``; on the 32-bit port the
+    ROMFS image for the binary to map."""
+    env = dict(os.environ, MICROPYPATH=path)
+    if port == "32" and romfs is not None:
+        env["SMARTPDU_ROMFS_FILE"] = str(romfs)
+    return env
+
+
+def micropython_launcher(romfs: Path | None = None, port: str = "64") -> list[str]:
     """The command that starts MicroPython: the ``micropython`` command, or with ``romfs``
     ``tools/romfs_run.py`` (which maps the image outside MicroPython's heap and starts the
-    package's MicroPython in its own process) under this interpreter."""
+    package's MicroPython in its own process) under this interpreter. ``port`` ``"32"``: the
+    32-bit build, which maps the image itself (``launch_env``)."""
+    if port == "32":
+        return [str(MICROPYTHON_32)]
     if romfs is None:
         return [micropython_command()]
     try:
