@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-DEBIAN_PACKAGES := chromium socat tmux mosquitto iproute2
+DEBIAN_PACKAGES := chromium socat tmux mosquitto iproute2 faketime
 # Building MicroPython (make firmware) and running it on the emulated RP2040 (rp2040js).
 # NAME:COMMAND = needed only while COMMAND is missing (nodesource's nodejs bundles npm, and
 # Debian's npm conflicts with it).
@@ -22,7 +22,15 @@ FIRMWARE_STAMP := $(RP2_BUILD)/out/.smartpdu-$(FIRMWARE_HASH)
 
 .PHONY: setup debian firmware run test bench lint format clean
 
-setup: debian $(STAMP) $(FIRMWARE_STAMP)
+EMU_DIR := tools/rp2emu
+EMU_STAMP := $(EMU_DIR)/node_modules/.installed-$(shell cksum $(EMU_DIR)/package-lock.json | cut -d' ' -f1)
+
+setup: debian $(STAMP) $(FIRMWARE_STAMP) $(EMU_STAMP)
+
+# The emulated RP2040 (rp2040js, pinned in tools/rp2emu/package-lock.json).
+$(EMU_STAMP): $(EMU_DIR)/package.json $(EMU_DIR)/package-lock.json | debian
+	cd $(EMU_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # Debian packages the tests and the virtual PDU use; installed only when missing.
 debian:

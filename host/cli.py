@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -76,11 +77,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_REEXEC = "from host.cli import main; raise SystemExit(main())"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from host import runvirtual
 
     config = Path(args.config) if args.config is not None else None
-    return runvirtual.main(args.scenario, args.host, args.port, args.speed, config)
+    rp2 = tuple(g.strip().upper() for g in (args.rp2 or "").split(",") if g.strip())
+    if rp2 and args.time_scale < 1:
+        from tools import timescale
+
+        if timescale.active_scale() == 1.0:
+            # Emulated RP2040s run slower than real time: run the whole unit in slow motion.
+            try:
+                argv = timescale.faketime_command(
+                    [sys.executable, "-c", _REEXEC, *sys.argv[1:]], args.time_scale
+                )
+            except timescale.TimeScaleError as exc:
+                print(f"smartpdu run: {exc}", file=sys.stderr)
+                return 2
+            print(
+                f"smartpdu run: emulated RP2040 boards {', '.join(rp2)}: "
+                f"running at {args.time_scale:g} x real time",
+                flush=True,
+            )
+            os.execve(argv[0], argv, timescale.scaled_env(args.time_scale))
+    return runvirtual.main(args.scenario, args.host, args.port, args.speed, config, rp2)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -142,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="web interface address (default: the config's, 0.0.0.0)")
     run.add_argument("--port", type=int, help="web interface port (default: the config's, 8080)")
     run.add_argument("--speed", type=float, default=1.0, help="scenario time line speed")
+    run.add_argument(
+        "--rp2",
+        metavar="GROUPS",
+        help="groups whose board is an emulated RP2040 running the production image (A or A,C)",
+    )
+    run.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.2,
+        help="with --rp2: run the whole virtual unit at this fraction of real time so the "
+        "emulated chips keep their bus slots (default 0.2; 1 = real time, slots will be missed)",
+    )
     run.set_defaults(func=cmd_run)
 
     serve = sub.add_parser("serve", help="the aggregator on a Pi: bus, meter, web UI")

@@ -132,6 +132,7 @@ async def virtual_unit(
     var_dir: Path | None = None,
     speed: float = 1.0,
     config_file: Path | None = None,
+    rp2_groups: tuple[str, ...] = (),
 ) -> AsyncIterator[VirtualUnit]:
     """A virtual PDU with the aggregator service and web interface on top, ready (boards
     booting, web and peer exchange up) while the context lasts; stopped in order after.
@@ -158,7 +159,12 @@ async def virtual_unit(
     folder = draft.storage.var_dir
     folder.mkdir(parents=True, exist_ok=True)
     vpdu = VirtualPdu(
-        show, folder / "vpdu", baud=draft.bus.baud, meter_baud=draft.meter.baud, speed=speed
+        show,
+        folder / "vpdu",
+        baud=draft.bus.baud,
+        meter_baud=draft.meter.baud,
+        speed=speed,
+        rp2_groups=rp2_groups,
     )
     print(f"starting the virtual smartPDU ({show.name}) ...", flush=True)
     await vpdu.start()
@@ -206,10 +212,17 @@ async def run_virtual_unit(
     var_dir: Path | None = None,
     speed: float = 1.0,
     config_file: Path | None = None,
+    rp2_groups: tuple[str, ...] = (),
 ) -> int:
     """``smartpdu run``: a virtual unit until cancelled (see :func:`virtual_unit`)."""
     async with virtual_unit(
-        scenario, host=host, port=port, var_dir=var_dir, speed=speed, config_file=config_file
+        scenario,
+        host=host,
+        port=port,
+        var_dir=var_dir,
+        speed=speed,
+        config_file=config_file,
+        rp2_groups=rp2_groups,
     ) as unit:
         ports = unit.pdu.ports
         print(
@@ -228,6 +241,7 @@ def main(
     port: int | None,
     speed: float,
     config_file: Path | None = None,
+    rp2_groups: tuple[str, ...] = (),
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -240,7 +254,12 @@ def main(
             loop.add_signal_handler(sig, main_task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             return await run_virtual_unit(
-                scenario, host=host, port=port, speed=speed, config_file=config_file
+                scenario,
+                host=host,
+                port=port,
+                speed=speed,
+                config_file=config_file,
+                rp2_groups=rp2_groups,
             )
         return 0
 

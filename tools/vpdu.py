@@ -60,7 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -387,6 +387,7 @@ class VirtualPdu:
         unit_id: str = "sim",
         bus_seed: int | None = None,
         boot_timeout: float = 30.0,
+        rp2_groups: Iterable[str] = (),
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self._own_workdir = workdir is None
@@ -405,6 +406,8 @@ class VirtualPdu:
         self.unit_id = unit_id
         self.bus_seed = bus_seed
         self.boot_timeout = boot_timeout
+        # Groups whose board is the production image on an emulated RP2040 (tools.rp2emu).
+        self.rp2_groups = frozenset(g.upper() for g in rp2_groups)
         self.state = PduState(self.scenario)
         self.boards: dict[str, VirtualBoard] = {}  # by group letter
         self.mains: VirtualBoard | None = None
@@ -527,17 +530,12 @@ class VirtualPdu:
 
     def _new_boards(self) -> list[VirtualBoard]:
         bus = self.bus
-        self.boards = {
-            g: VirtualBoard(
-                f"board-{g}",
-                bus_socket=bus.socket_path,
-                workdir=self.workdir,
-                group=g,
-                uid=self.board_uid(g),
-                baud=self.baud,
+        unknown = self.rp2_groups - set(self.groups)
+        if unknown:
+            raise VirtualPduError(
+                f"no group {', '.join(sorted(unknown))} on a smartPDU {self.scenario.model}"
             )
-            for g in self.groups
-        }
+        self.boards = {g: self._new_group_board(g) for g in self.groups}
         self.mains = VirtualBoard(
             "mains",
             bus_socket=bus.socket_path,
@@ -547,6 +545,28 @@ class VirtualPdu:
             baud=self.baud,
         )
         return [*self.boards.values(), self.mains]
+
+    def _new_group_board(self, group: str) -> VirtualBoard:
+        if group in self.rp2_groups:
+            from tools.rp2emu.vboard import Rp2VirtualBoard
+
+            # Same interface; typed as the unix-port board the rest of this module drives.
+            return Rp2VirtualBoard(  # type: ignore[return-value]
+                f"board-{group}",
+                bus_socket=self.bus.socket_path,
+                workdir=self.workdir,
+                group=group,
+                uid=self.board_uid(group),
+                baud=self.baud,
+            )
+        return VirtualBoard(
+            f"board-{group}",
+            bus_socket=self.bus.socket_path,
+            workdir=self.workdir,
+            group=group,
+            uid=self.board_uid(group),
+            baud=self.baud,
+        )
 
     def _all_boards(self) -> list[VirtualBoard]:
         return [*self.boards.values(), *([self.mains] if self.mains is not None else [])]
@@ -575,7 +595,9 @@ class VirtualPdu:
 
     async def _start_board(self, board: VirtualBoard) -> None:
         try:
-            await board.start(timeout=self.boot_timeout)
+            # An emulated RP2040 boots (and is flashed, the first time) far slower.
+            rp2 = board.role == "group" and board.group in self.rp2_groups
+            await board.start(timeout=self.boot_timeout * (10 if rp2 else 1))
         finally:
             if board.pid is not None:
                 _LIVE_PGIDS.add(board.pid)

@@ -89,6 +89,8 @@ class EmulatedBoard:
     uf2: Path | None = None
     bus_socket: str | None = None
     name: str = "rp2"
+    bus_name: str | None = None  # the bus endpoint's name (default: name)
+    uid: str | None = None  # the flash unique ID, 16 hex digits (machine.unique_id())
     pace: float = 0.0
     loads: bool = True
     seed: int = 1
@@ -107,6 +109,8 @@ class EmulatedBoard:
         self._stats: asyncio.Future[dict[str, Any]] | None = None
         self.error: str | None = None
         self.on_event: Callable[[Event], None] | None = None
+        self.console: list[str] = []  # lines the board wrote on its USB console
+        self._console_tail = ""
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -114,12 +118,19 @@ class EmulatedBoard:
         check_installed()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._master, self._slave, self.port = open_pty()
-        args = [node_command(), str(HERE / os.environ.get("RP2EMU_MAIN", "board.mjs")), "--flash", str(self.flash_path)]
+        args = [
+            node_command(),
+            str(HERE / os.environ.get("RP2EMU_MAIN", "board.mjs")),
+            "--flash",
+            str(self.flash_path),
+        ]
         args += ["--cdc-fd", str(self._master)]  # the same number in the child (pass_fds)
         if self.uf2 is not None:
             args += ["--uf2", str(self.uf2)]
         if self.bus_socket:
-            args += ["--bus", self.bus_socket, "--name", self.name]
+            args += ["--bus", self.bus_socket, "--bus-name", self.bus_name or self.name]
+        if self.uid:
+            args += ["--uid", self.uid]
         if self.pace:
             args += ["--pace", str(self.pace)]
         if self.loads:
@@ -178,6 +189,14 @@ class EmulatedBoard:
 
     # -- control ------------------------------------------------------------------------
 
+    def send(self, msg: dict[str, Any]) -> None:
+        """One control message (see board.mjs)."""
+        self._send(msg)
+
+    def type(self, text: str) -> None:
+        """Type ``text`` on the board's USB console (as a host would, flow-controlled)."""
+        self._send({"type": text})
+
     def _send(self, msg: dict[str, Any]) -> None:
         proc = self.process
         if proc is None or proc.stdin is None or proc.returncode is not None:
@@ -216,6 +235,10 @@ class EmulatedBoard:
             if kind == "stats" and self._stats is not None and not self._stats.done():
                 self._stats.set_result(obj["stats"])
                 continue
+            if kind == "console":
+                self._add_console(str(obj["console"]))
+                self._changed.set()
+                continue
             if kind == "error":
                 self.error = str(obj["error"])
             event = Event(t, kind, obj)
@@ -224,6 +247,15 @@ class EmulatedBoard:
                 self.on_event(event)
             self._changed.set()
         self._changed.set()
+
+    def _add_console(self, text: str) -> None:
+        lines = (self._console_tail + text).split("\n")
+        self._console_tail = lines.pop()
+        self.console.extend(line.rstrip("\r") for line in lines)
+        del self.console[:-2000]
+
+    def console_since(self, index: int) -> list[str]:
+        return self.console[index:]
 
     async def _read_stderr(self) -> None:
         assert self.process is not None and self.process.stderr is not None

@@ -1,7 +1,7 @@
 // One smartPDU group board on an emulated RP2040 (rp2040js), with its peripherals.
 //
 //   node board.mjs --flash FLASH.bin [--uf2 IMAGE.uf2] [--cdc-fd N] [--bus SOCKET --name NAME]
-//                  [--pace 1] [--loadgen 'CMD ...'] [--uid HEX]
+//                  [--bus-name NAME] [--pace 1] [--loadgen '["CMD", ...]'] [--uid HEX]
 //
 // - Flash: a 2 MB image file is the board's flash (kept between runs, like a real board's:
 //   the littlefs filesystem with /lib and /config survives); `--uf2` writes a UF2 into it
@@ -23,9 +23,10 @@
 //   CLOCK_MONOTONIC (under faketime, the dilated clock the rest of the virtual PDU runs on).
 //
 // Control: JSON lines on stdin ({"press": n, "hold_ms": t}, {"down": n}, {"up": n},
-// {"load": {...}} as the sim panel takes, {"get": "stats"}, {"reset": true}, {"quit": true});
-// events as JSON lines on stdout ({"ready"}, {"leds"}, {"display"}, {"reset"}, {"stats"},
-// {"error"}). Every event carries `t`, the simulated time in seconds.
+// {"load": {...}} as the sim panel takes, {"type": "text"} typed on the USB console,
+// {"get": "stats"}, {"reset": true}, {"quit": true}); events as JSON lines on stdout
+// ({"ready"}, {"leds"}, {"display"}, {"console": text the board wrote on USB}, {"usb"},
+// {"reset"}, {"stats"}, {"error"}). Every event carries `t`, the simulated time in seconds.
 import fs from 'fs';
 import net from 'net';
 import { spawn } from 'child_process';
@@ -228,7 +229,10 @@ let outBacklog = Buffer.alloc(0);
 const OUT_BACKLOG_MAX = 64 * 1024;
 const readBuf = Buffer.alloc(4096);
 
+let consoleText = ''; // device output not yet reported as a `console` event
+
 function cdcOut(data) {
+  consoleText += Buffer.from(data).toString('latin1');
   if (cdcFd < 0) return;
   outBacklog = Buffer.concat([outBacklog, Buffer.from(data)]);
   if (outBacklog.length > OUT_BACKLOG_MAX) {
@@ -239,7 +243,14 @@ function cdcOut(data) {
 }
 
 function pumpCdc() {
-  if (cdcFd < 0) return;
+  if (consoleText) {
+    emit({ console: consoleText, t: chip.mcu.clock.nanos / 1e9 });
+    consoleText = '';
+  }
+  if (cdcFd < 0) {
+    feedDevice();
+    return;
+  }
   while (outBacklog.length) {
     let n;
     try {
@@ -261,6 +272,10 @@ function pumpCdc() {
     if (!n) break;
     for (let i = 0; i < n; i++) hostQueue.push(readBuf[i]);
   }
+  feedDevice();
+}
+
+function feedDevice() {
   const fifo = chip.cdc.txFIFO;
   let room = fifo.size - fifo.itemCount;
   while (room-- > 0 && hostQueue.length) chip.cdc.sendSerialByte(hostQueue.shift());
@@ -392,6 +407,7 @@ function controlLine(line) {
     else if ('up' in msg) setButton(msg.up, false);
     else if ('load' in msg) loadCodes.setLoad(msg.load);
     else if (msg.get === 'stats') emit(snapshot());
+    else if (typeof msg.type === 'string') for (const b of Buffer.from(msg.type, 'latin1')) hostQueue.push(b);
     else if (msg.reset) chip.resetPending = 'reset';
     else if (msg.quit) shutdown(0);
     else throw new Error('unknown message');
@@ -489,7 +505,7 @@ setInterval(saveFlash, 2000).unref();
 
 chip = buildChip();
 monoAnchorNs = monoNs();
-if (opts.bus) connectBus(opts.bus, opts.name || 'rp2');
+if (opts.bus) connectBus(opts.bus, opts['bus-name'] || opts.name || 'rp2');
 emit({ ready: true, pid: process.pid, t: 0 });
 // The ADC must never answer a conversion with a made-up code: start with codes at hand.
 loadCodes.whenCovered(0, () => chip.loop.start());

@@ -50,18 +50,18 @@ def main():
         if cmd == "F":
             count = int(line[2:])
             if not 0 < count <= _MAX_COUNT:
-                sys.stderr.write("loadgen: count 1..%d\n" % _MAX_COUNT)
+                sys.stderr.write(f"loadgen: count 1..{_MAX_COUNT}\n")
                 return
             sim.fill(buf, 0, count)
             out.write(memoryview(buf)[: rms.STRIDE * count])
             out.flush()
         elif cmd == "L":
             try:
-                GroupBoardApp.on_load(loads, json.loads(line[2:]))
+                GroupBoardApp.on_load(loads, json.loads(line[2:]))  # pyright: ignore[reportArgumentType]
             except (ValueError, KeyError, TypeError) as exc:
-                sys.stderr.write("loadgen: bad load %s: %s\n" % (line[2:].strip(), exc))
+                sys.stderr.write(f"loadgen: bad load {line[2:].strip()}: {exc}\n")
         else:
-            sys.stderr.write("loadgen: unknown command %r\n" % line[:20])
+            sys.stderr.write(f"loadgen: unknown command {line[:20]!r}\n")
 
 
 main()
