@@ -220,7 +220,7 @@ class LoadSim:
 
     def fill(self, buf, start, count):
         """Write ``count`` sample instants into ``buf`` from instant ``start`` on."""
-        mid = ticks_add(self.samples, count >> 1)
+        mid = ticks_add(self.samples, count >> 1)  # pyright: ignore[reportArgumentType]
         inc = self._drift_inc
         angle = (self._drift_phase + (count >> 1) * inc) & _PHASE_MASK  # of the offset wander
         self._drift_phase = (self._drift_phase + count * inc) & _PHASE_MASK
@@ -251,7 +251,7 @@ class LoadSim:
             par[ch * _NPAR + 3] = (rms.ADC_MAX + 1) * 128 + wander
         self._block_phase = self._state[0]
         _synth(buf, start, count, self._tables, par, self._state, self._gauss)  # pyright: ignore[reportArgumentType]
-        self.samples = ticks_add(self.samples, count)
+        self.samples = ticks_add(self.samples, count)  # pyright: ignore[reportArgumentType]
 
     def _flicker_gain(self, ch, count):
         # Modulation of a flickering load at the middle of this fill; 1.0 when steady

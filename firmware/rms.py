@@ -86,6 +86,7 @@ Use
             classifier.update(engine.period_us, engine.cycle_ua)
 """
 
+import math
 from array import array
 
 import micropython
@@ -109,6 +110,16 @@ _MAX_GAIN = const(1 << 17)  # uA per count; keeps limb products below 2^31
 _MAX_NOISE = const(1 << 12)  # Q8 counts^2 (16 counts^2): noise + floor < 2^13
 _OFF_SPAN = const(2048)  # offset clamp, Q4 counts (+-128 counts around mid-rail)
 _NOISE_Q8 = const(64)  # 1/4 LSB^2: quantisation (1/12) + +-1 LSB triangular noise (1/6)
+_NW = const(16)  # idle windows a channel's own noise estimate averages (then EMA 1/16)
+_IDLE_K = const(48)  # idle: fundamental power < 3 x its expectation from noise (16 * 3)
+_IQ_MAX = const(8192)  # |I|, |Q| of a cycle from here on: certainly not idle
+_P_SAT = const(1 << 27)  # cycle fundamental power, saturated
+_TAB_A = const(64)  # amplitude of the sine table
+# Signed sums are stored biased: a viper load of an array('i') word is zero-extended on a
+# 64-bit port (the tests') and sign-extended on the RP2040, so stored words stay >= 0
+_BIAS = const(1 << 29)
+_BAND0 = const(4)  # _R_BAND is stored + 4
+_GATE_K2 = const(4718592)  # (6 sigma)^2 * 2 * 256^2: the gate's margin, Q8, times n
 # 256e9 / SAMPLE_US: mHz * (cycle length in 1/256 samples)
 _F_NUM = const(820512820)
 _SPLIT_MHZ = const(55000)  # 10-cycle windows below, 12-cycle windows above
@@ -143,7 +154,35 @@ _C_NC = const(3)  # samples in the cycle just closed
 _C_PUSH = const(4)  # 1: a window completed, add it to the aggregate
 _C_AHEAD = const(5)  # aggregate slot to fill
 _C_ACOUNT = const(6)  # aggregate slots in use
-_NCTL = const(7)
+_C_WGATE = const(7)  # gate margin per unit of noise for the window, Q8 (6 sigma)
+_C_CGATE = const(8)  # the same for the cycle
+_C_TRACK = const(9)  # 1: estimate the noise from idle windows
+_C_PRIOR = const(10)  # noise assumed while no channel has been idle, Q12 counts^2
+_NCTL = const(11)
+
+# Fundamental (I/Q against a sine table, phase 0 at the cycle start): state words
+_F_INC = const(0)  # phase step per sample, 1/65536 cycle
+_F_J0 = const(1)  # index within the cycle of the first instant handed to the kernel
+_F_SS = const(2)  # sum of the sine table over the cycle's instants so far
+_F_SC = const(3)  # the same for the cosine
+_NF = const(4)
+
+# Noise state per channel
+_N_EST = const(0)  # own estimate from idle windows, Q12 counts^2
+_N_W = const(1)  # idle windows in it (0.._NW)
+_NNS = const(2)
+
+# Reported-value state per channel (Q9 counts)
+_R_AGG = const(0)  # 3 s aggregate
+_R_LO = const(1)  # band of the window values since the last step (< 3 s)
+_R_HI = const(2)
+_R_CLO = const(3)  # extremes of the window values since the last completed window
+_R_CHI = const(4)
+_R_STEP = const(5)  # 1: a load step, the window is reported
+_R_BAND = const(6)  # completed windows in the band (< 1: none yet)
+_R_W = const(7)  # the window value of the cycle just closed
+_NRS = const(8)
+_EMPTY = const(0x3FFFFFFF)
 
 # Calibration words per channel
 _K_GAIN = const(0)
@@ -160,7 +199,8 @@ _O_CREST = const(48)
 _O_CLIP = const(60)
 _O_OFFSET = const(72)
 _O_VAR = const(84)
-_NOUT = const(96)
+_O_REPORT = const(96)
+_NOUT = const(108)
 
 # Probe slots: running maximum of (intermediate >> 15)
 _P_S1 = const(0)  # window sum(x)
@@ -177,10 +217,12 @@ _P_AGG_HI = const(10)  # high limb of the aggregate sum
 _P_ISQRT = const(11)  # isqrt remainder << 2
 _P_UA = const(12)  # largest uA product
 _P_CREST = const(13)  # peak * 3200
-_NPROBE = const(14)
-_W_VH = const(14)  # scratch after the probe slots: V of the last _rms_q9
-_W_VL = const(15)
-_NWORK = const(16)
+_P_IQ = const(14)  # abs(I), abs(Q) of a cycle before the DC correction
+_P_DC = const(15)  # DC correction product abs(sum(d)) * abs(sum(sin))
+_NPROBE = const(16)
+_W_VH = const(16)  # scratch after the probe slots: V of the last _rms_q9
+_W_VL = const(17)
+_NWORK = const(18)
 
 
 class ConfigError(ValueError):
@@ -189,6 +231,26 @@ class ConfigError(ValueError):
 
 def _zeros(n):
     return array("i", bytearray(4 * n))  # MicroPython takes a bytearray as raw contents
+
+
+def _sine_table():
+    # 64 points of a sine of amplitude _TAB_A, biased by _TAB_A (bytes)
+    t = bytearray(64)
+    for i in range(64):
+        t[i] = _TAB_A + round(_TAB_A * math.sin(2 * math.pi * i / 64))
+    return t
+
+
+def _isqrt_int(v):
+    # floor(sqrt(v)) of a small non-negative int, integers only
+    if v < 2:
+        return v
+    x = v
+    y = (x + 1) >> 1
+    while y < x:
+        x = y
+        y = (x + v // x) >> 1
+    return x
 
 
 class RmsEngine:
@@ -206,6 +268,9 @@ class RmsEngine:
     - ``clipped``: 1 when a sample of the window was 0 or 4095 (current beyond full scale)
     - ``offset_q4``: DC level of the channel, counts * 16 (32768 = mid-rail)
     - ``var_q8``: window variance before noise subtraction, counts^2 * 256 (saturates)
+    - ``report_ua``: the reading to display and report: ``avg_ua`` while the load is
+      steady, ``rms_ua`` from a load step until the aggregate has caught up, 0 when the
+      window reads 0 (see "Reported value")
 
     Scalars: ``cycle_done`` (the last ``feed`` ended a cycle), ``window_done`` (that cycle
     also completed a window: ``avg_ua`` changed), ``period_us`` (of that cycle),
@@ -214,10 +279,18 @@ class RmsEngine:
     wraps at 2^30).
     """
 
-    def __init__(self, mains_mhz=50000, floor_ma=40, cycles=0):
-        """``cycles``: fixed window length in cycles (1..12); 0 follows the frequency."""
+    def __init__(self, mains_mhz=50000, floor_ma=40, cycles=0, track_noise=True, noise_q8=None):
+        """``cycles``: fixed window length in cycles (1..12); 0 follows the frequency.
+
+        ``track_noise``: estimate every channel's noise from its idle windows (else the
+        noise stays what ``set_noise``/``calibrate_noise`` set); ``noise_q8``: the noise
+        assumed until a channel has been idle (default 1/4 LSB^2), counts^2 * 256.
+        """
         if not 0 <= cycles <= MAX_WINDOW:
             raise ConfigError("cycles")
+        prior = _NOISE_Q8 if noise_q8 is None else noise_q8
+        if not 0 <= prior < _MAX_NOISE:
+            raise ConfigError("noise")
         self._fixed_cycles = cycles
         self._scan = _zeros(_NSCAN)
         self._acc = _zeros(STRIDE * _NACC)
@@ -229,6 +302,13 @@ class RmsEngine:
         self._agg = _zeros(AGG_WINDOWS * NCT * 2)
         self._out = _zeros(_NOUT)
         self._work = _zeros(_NWORK)
+        self._iq = _zeros(NCT * 2)  # fundamental of the current cycle: I, Q per channel
+        self._fund = _zeros(_NF)
+        self._pring = _zeros(MAX_WINDOW * NCT)  # fundamental power per cycle, by ring slot
+        self._sine = _sine_table()
+        self._nst = _zeros(NCT * _NNS)
+        self._rst = _zeros(NCT * _NRS)
+        self._ext = _zeros(AGG_WINDOWS * NCT * 2)  # window value extremes per aggregate slot
         self.probe = memoryview(self._work)[:_NPROBE]
         out = memoryview(self._out)
         self.rms_ua = out[_O_RMS : _O_RMS + NCT]
@@ -239,10 +319,14 @@ class RmsEngine:
         self.clipped = out[_O_CLIP : _O_CLIP + NCT]
         self.offset_q4 = out[_O_OFFSET : _O_OFFSET + NCT]
         self.var_q8 = out[_O_VAR : _O_VAR + NCT]
+        self.report_ua = out[_O_REPORT : _O_REPORT + NCT]
         self._floor_ma = floor_ma
+        self._ctl[_C_TRACK] = 1 if track_noise else 0
+        self._ctl[_C_PRIOR] = prior << 4
+        self._gate_n = [0, 0]  # samples the gate margins were computed for: window, cycle
         for ch in range(NCT):
             self._cal[ch * _NCAL + _K_GAIN] = UA_PER_COUNT
-            self._cal[ch * _NCAL + _K_NOISE] = _NOISE_Q8
+            self._cal[ch * _NCAL + _K_NOISE] = prior
             self._set_floor(ch)
         self._noise_left = 0  # windows still to average in calibrate_noise()
         self._noise_sum = _zeros(NCT)
@@ -251,11 +335,20 @@ class RmsEngine:
 
     def reset(self):
         """Forget all history (e.g. after a gap in sampling)."""
-        for a in (self._acc, self._ring, self._len, self._len_q8, self._agg, self._out):
+        arrays = (self._acc, self._ring, self._len, self._len_q8, self._agg, self._out)
+        for a in arrays + (self._iq, self._fund, self._pring, self._rst, self._ext):
             for i in range(len(a)):
                 a[i] = 0
         for ch in range(NCT):
             self._out[_O_OFFSET + ch] = _MID << 4
+            self._rst[ch * _NRS + _R_STEP] = 1
+            self._rst[ch * _NRS + _R_BAND] = _BAND0 - 2
+            self._rst[ch * _NRS + _R_CLO] = _EMPTY
+            self._iq[2 * ch] = _BIAS
+            self._iq[2 * ch + 1] = _BIAS
+        self._fund[_F_SS] = _BIAS
+        self._fund[_F_SC] = _BIAS
+        self._fund[_F_INC] = (1 << 24) // (_F_NUM // self._mains_mhz)
         self._clear_acc()
         scan = self._scan
         scan[_S_ARMED] = 0
@@ -298,19 +391,30 @@ class RmsEngine:
         self._set_floor(ch)
 
     def set_noise(self, ch, var_q8):
-        """ADC noise variance of channel ``ch``, counts^2 * 256, subtracted from every window."""
+        """ADC noise variance of channel ``ch``, counts^2 * 256, subtracted from every window.
+
+        Taken as a full estimate of the channel's own (noise tracking goes on from it) and,
+        like any channel's estimate, stands for the channels never idle yet.
+        """
         if not 0 <= var_q8 < _MAX_NOISE:
             raise ConfigError("noise")
         self._cal[ch * _NCAL + _K_NOISE] = var_q8
+        self._nst[ch * _NNS + _N_EST] = var_q8 << 4
+        self._nst[ch * _NNS + _N_W] = _NW
 
     def noise(self, ch):
+        """Noise variance subtracted on channel ``ch`` now, counts^2 * 256."""
         return self._cal[ch * _NCAL + _K_NOISE]
+
+    def idle_windows(self, ch):
+        """Idle windows in channel ``ch``'s own noise estimate (0: it uses the others')."""
+        return self._nst[ch * _NNS + _N_W]
 
     def calibrate_noise(self, windows=25):
         """Measure every channel's noise variance over the next ``windows`` windows.
 
-        Only with all outputs unloaded (production test, commissioning): whatever current
-        flows is taken for noise. Learning it continuously would swallow small real loads.
+        Only with all outputs unloaded (production test): whatever current flows is taken
+        for noise. Not needed for accuracy: the noise is tracked from idle windows anyway.
         ``calibrating`` is true until done; the result goes through ``set_noise``.
         """
         for ch in range(NCT):
@@ -357,6 +461,9 @@ class RmsEngine:
         scan = self._scan
         pos = _scan_ref(buf, start, stop, scan)  # pyright: ignore[reportArgumentType]
         _accumulate(buf, start, pos, self._acc)  # pyright: ignore[reportArgumentType]
+        fund = self._fund
+        fund[_F_J0] = scan[_S_COUNT] - (pos - start)
+        _fundamental(buf, start, pos, self._iq, fund, self._sine)  # pyright: ignore[reportArgumentType]
         hit = scan[_S_HIT]
         self.cycle_done = hit != 0
         self.window_done = False
@@ -435,7 +542,18 @@ class RmsEngine:
         ctl[_C_PUSH] = push
         ctl[_C_AHEAD] = self._agg_head
         ctl[_C_ACOUNT] = self._agg_count
-        _window(acc, self._ring, ctl, self._cal, self._out, self._agg, self._work)  # pyright: ignore[reportArgumentType]
+        gate = self._gate_n
+        if gate[0] != n:
+            gate[0] = n
+            ctl[_C_WGATE] = _isqrt_int(_GATE_K2 // n)
+        if gate[1] != count:
+            gate[1] = count
+            ctl[_C_CGATE] = _isqrt_int(_GATE_K2 // count)
+        _fund_close(self._iq, self._fund, self._pring, ctl, acc, self._work)  # pyright: ignore[reportArgumentType]
+        _window(acc, self._ring, ctl, self._cal, self._out, self._agg, self._work, self._rst)  # pyright: ignore[reportArgumentType]
+        rs = (self._pring, ctl, self._cal, self._out, self._nst, self._rst, self._ext)
+        _noise_report(*rs)  # pyright: ignore[reportArgumentType]
+        self._fund[_F_INC] = (1 << 24) // len_q8  # next cycle's phase step: as long as this
         self.cycles = (self.cycles + 1) & 0x3FFFFFFF
         if push and self._noise_left:
             self._noise_window()
@@ -549,7 +667,9 @@ def _isqrt(hi: int, lo: int, work: ptr32) -> int:
 
 
 @micropython.viper
-def _window(acc: ptr32, ring: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, agg: ptr32, work: ptr32):
+def _window(
+    acc: ptr32, ring: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, agg: ptr32, work: ptr32, rst: ptr32
+):
     # Close the cycle in acc into the ring and evaluate window, cycle and aggregate.
     head = ctl[_C_HEAD]
     ncyc = ctl[_C_NCYC]
@@ -558,6 +678,8 @@ def _window(acc: ptr32, ring: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, agg: pt
     push = ctl[_C_PUSH]
     ahead = ctl[_C_AHEAD]
     acount = ctl[_C_ACOUNT]
+    wgate = ctl[_C_WGATE]
+    cgate = ctl[_C_CGATE]
     c = 0
     while c < NCT:
         a = c * _NACC
@@ -576,6 +698,17 @@ def _window(acc: ptr32, ring: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, agg: pt
         gain = cal[k + _K_GAIN]
         noise = cal[k + _K_NOISE]
         floor = cal[k + _K_FLOOR]
+        # The gate's margin over the noise: the floor, or 6 sigma of the variance estimate
+        wfloor = (noise * wgate) >> 8
+        if wfloor < floor:
+            wfloor = floor
+        if wfloor >= _MAX_NOISE:
+            wfloor = _MAX_NOISE - 1
+        cfloor = (noise * cgate) >> 8
+        if cfloor < floor:
+            cfloor = floor
+        if cfloor >= _MAX_NOISE:
+            cfloor = _MAX_NOISE - 1
 
         # Window sums; sum(d^2) as two limbs
         s1 = 0
@@ -604,7 +737,8 @@ def _window(acc: ptr32, ring: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, agg: pt
         if (lo >> 15) > work[_P_S2_LO]:
             work[_P_S2_LO] = lo >> 15
         sd = s1 - _MID * n
-        rq9 = int(_rms_q9(n, s1, hi, lo, noise, floor, work))
+        rq9 = int(_rms_q9(n, s1, hi, lo, noise, wfloor, work))
+        rst[c * _NRS + _R_W] = rq9
         ua = (rq9 >> 9) * gain
         if (ua >> 15) > work[_P_UA]:
             work[_P_UA] = ua >> 15
@@ -648,7 +782,7 @@ def _window(acc: ptr32, ring: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, agg: pt
         out[_O_CLIP + c] = 1 if bottom == 0 or top == ADC_MAX else 0
 
         # Cycle RMS, offset removed the same way (a trip shows in the very next cycle)
-        cq9 = int(_rms_q9(nc, cs1, cs2 >> _LB, cs2 & _LM, noise, floor, work))
+        cq9 = int(_rms_q9(nc, cs1, cs2 >> _LB, cs2 & _LM, noise, cfloor, work))
         out[_O_CYCLE + c] = (cq9 >> 9) * gain + (((cq9 & 511) * gain + 256) >> 9)
 
         # 3 s aggregate: quadratic mean of the last AGG_WINDOWS window values
@@ -676,6 +810,7 @@ def _window(acc: ptr32, ring: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, agg: pt
             qh += lo >> _LB
             lo &= _LM
             root = int(_isqrt(qh, lo, work))  # RMS in counts, Q9
+            rst[c * _NRS + _R_AGG] = root
             out[_O_AVG + c] = (root >> 9) * gain + (((root & 511) * gain + 256) >> 9)
         c += 1
 
@@ -741,3 +876,208 @@ def _rms_q9(n: int, s1: int, hi: int, lo: int, noise: int, floor: int, work: ptr
     if (root9 >> 15) > work[_P_ROOT9]:
         work[_P_ROOT9] = root9 >> 15
     return (root9 + (n >> 1)) // n
+
+
+@micropython.viper
+def _fundamental(buf: ptr16, pos: int, stop: int, iq: ptr32, fund: ptr32, tab: ptr8):
+    # Per channel: sum(d * sin), sum(d * cos) over instants pos..stop-1 of the current cycle
+    # (d = x - 2048, phase 0 at the cycle's first instant, 64-point table of amplitude 64),
+    # and the sums of the sine and cosine themselves, for the DC correction.
+    inc = int(fund[_F_INC])
+    ph0 = int(fund[_F_J0]) * inc
+    ss = int(fund[_F_SS]) - _BIAS
+    sc = int(fund[_F_SC]) - _BIAS
+    ph = ph0
+    k = pos
+    while k < stop:
+        i = (ph >> 10) & 63
+        ss += int(tab[i]) - _TAB_A
+        sc += int(tab[(i + 16) & 63]) - _TAB_A
+        ph += inc
+        k += 1
+    fund[_F_SS] = ss + _BIAS
+    fund[_F_SC] = sc + _BIAS
+    c = 0
+    while c < NCT:
+        si = int(iq[2 * c]) - _BIAS
+        sq = int(iq[2 * c + 1]) - _BIAS
+        p = pos * STRIDE + c
+        end = stop * STRIDE + c
+        ph = ph0
+        while p < end:
+            d = int(buf[p]) - _MID
+            i = (ph >> 10) & 63
+            si += d * (int(tab[i]) - _TAB_A)
+            sq += d * (int(tab[(i + 16) & 63]) - _TAB_A)
+            ph += inc
+            p += STRIDE
+        iq[2 * c] = si + _BIAS
+        iq[2 * c + 1] = sq + _BIAS
+        c += 1
+
+
+@micropython.viper
+def _fund_close(iq: ptr32, fund: ptr32, pring: ptr32, ctl: ptr32, acc: ptr32, work: ptr32):
+    # Power of the cycle's fundamental per channel, I^2 + Q^2 with the channel's DC removed
+    # (sum(d) * sum(table) / n), saturated at _P_SAT, into the ring slot of the cycle.
+    head = int(ctl[_C_HEAD])
+    nc = int(ctl[_C_NC])
+    ss = int(fund[_F_SS]) - _BIAS
+    sc = int(fund[_F_SC]) - _BIAS
+    ass = ss if ss >= 0 else 0 - ss
+    asc = sc if sc >= 0 else 0 - sc
+    if asc > ass:
+        ass = asc
+    c = 0
+    while c < NCT:
+        sd = int(acc[c * _NACC + _A_S1]) - _MID * nc
+        i = int(iq[2 * c]) - _BIAS
+        q = int(iq[2 * c + 1]) - _BIAS
+        iq[2 * c] = _BIAS
+        iq[2 * c + 1] = _BIAS
+        m = i if i >= 0 else 0 - i
+        if (q if q >= 0 else 0 - q) > m:
+            m = q if q >= 0 else 0 - q
+        if (m >> 15) > work[_P_IQ]:
+            work[_P_IQ] = m >> 15
+        m = (sd if sd >= 0 else 0 - sd) * ass
+        if (m >> 15) > work[_P_DC]:
+            work[_P_DC] = m >> 15
+        i -= (sd * ss) // nc
+        q -= (sd * sc) // nc
+        if i >= _IQ_MAX or q >= _IQ_MAX or i <= 0 - _IQ_MAX or q <= 0 - _IQ_MAX:
+            pw = _P_SAT
+        else:
+            pw = i * i + q * q
+        pring[head * NCT + c] = pw
+        c += 1
+    fund[_F_SS] = _BIAS
+    fund[_F_SC] = _BIAS
+
+
+@micropython.viper
+def _noise_report(
+    pring: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, nst: ptr32, rst: ptr32, ext: ptr32
+):
+    # After a cycle: learn the noise from idle completed windows, choose the reported value.
+    head = int(ctl[_C_HEAD])
+    ncyc = int(ctl[_C_NCYC])
+    n = int(ctl[_C_N])
+    push = int(ctl[_C_PUSH])
+    ahead = int(ctl[_C_AHEAD])
+    track = int(ctl[_C_TRACK])
+    learned = 0
+    c = 0
+    while c < NCT:
+        # Noise: a completed window whose fundamental is no stronger than noise makes it
+        # (a channel without an estimate of its own takes the first idle cycle's window)
+        if track and (push or int(nst[c * _NNS + _N_W]) == 0):
+            var = int(out[_O_VAR + c])
+            if var < _MAX_NOISE:
+                pw = 0
+                slot = head
+                i = 0
+                while i < ncyc:
+                    pw += int(pring[slot * NCT + c])
+                    slot = slot - 1 if slot else MAX_WINDOW - 1
+                    i += 1
+                if pw < _IDLE_K * var * n:
+                    k = c * _NNS
+                    w = int(nst[k + _N_W]) + 1
+                    if w > _NW:
+                        w = _NW
+                    est = int(nst[k + _N_EST])
+                    if var * 16 >= est:
+                        nst[k + _N_EST] = est + (var * 16 - est) // w
+                    else:
+                        nst[k + _N_EST] = est - (est - var * 16) // w
+                    nst[k + _N_W] = w
+                    learned = 1
+
+        # Reported value: the aggregate unless the window has left the band of the window
+        # values since the last step (or, before there is one, the aggregate) by 1/32
+        r = c * _NRS
+        wv = int(rst[r + _R_W])
+        a = int(rst[r + _R_AGG])
+        if push:
+            e = (ahead * NCT + c) * 2
+            lo = int(rst[r + _R_CLO])
+            hi = int(rst[r + _R_CHI])
+            ext[e] = wv if wv < lo else lo
+            ext[e + 1] = wv if wv > hi else hi
+            rst[r + _R_CLO] = _EMPTY
+            rst[r + _R_CHI] = 0
+            bc = int(rst[r + _R_BAND]) - _BAND0 + 1
+            if bc > AGG_WINDOWS:
+                bc = AGG_WINDOWS
+            rst[r + _R_BAND] = bc + _BAND0
+            if bc >= 1:
+                lo = _EMPTY
+                hi = 0
+                slot = ahead
+                i = 0
+                while i < bc:
+                    e = (slot * NCT + c) * 2
+                    if int(ext[e]) < lo:
+                        lo = int(ext[e])
+                    if int(ext[e + 1]) > hi:
+                        hi = int(ext[e + 1])
+                    slot = slot - 1 if slot else AGG_WINDOWS - 1
+                    i += 1
+                rst[r + _R_LO] = lo
+                rst[r + _R_HI] = hi
+        else:
+            if wv < int(rst[r + _R_CLO]):
+                rst[r + _R_CLO] = wv
+            if wv > int(rst[r + _R_CHI]):
+                rst[r + _R_CHI] = wv
+        m = a >> 5
+        step = int(rst[r + _R_STEP])
+        bc = int(rst[r + _R_BAND]) - _BAND0
+        d = wv - a if wv > a else a - wv
+        trigger = 0
+        if a == 0:
+            trigger = 1
+        elif bc >= 1:
+            if wv > int(rst[r + _R_HI]) + m or wv + m < int(rst[r + _R_LO]):
+                trigger = 1
+        elif not step and d > m:
+            trigger = 1
+        if trigger:
+            step = 1
+            rst[r + _R_BAND] = _BAND0 - 2  # the band restarts with the second window after this
+        elif step and (d <= m or bc >= AGG_WINDOWS - 2):
+            step = 0
+        rst[r + _R_STEP] = step
+        v = wv if step else a
+        if wv == 0:
+            v = 0
+        gain = int(cal[c * _NCAL + _K_GAIN])
+        out[_O_REPORT + c] = (v >> 9) * gain + (((v & 511) * gain + 256) >> 9)
+        c += 1
+
+    # Noise to subtract per channel: its own estimate, shrunk towards the weighted mean of
+    # all channels' estimates (the prior while no channel has been idle) by its idle windows
+    if track and (push or learned):
+        tw = 0
+        te = 0
+        c = 0
+        while c < NCT:
+            w = int(nst[c * _NNS + _N_W])
+            tw += w
+            te += int(nst[c * _NNS + _N_EST]) * w
+            c += 1
+        pool = int(ctl[_C_PRIOR])
+        if tw:
+            pool = te // tw
+        c = 0
+        while c < NCT:
+            w = int(nst[c * _NNS + _N_W])
+            v = (int(nst[c * _NNS + _N_EST]) * w + pool * (_NW - w)) // _NW
+            v = (v + 8) >> 4
+            if v >= _MAX_NOISE:
+                v = _MAX_NOISE - 1
+            if v < 0:
+                v = 0
+            cal[c * _NCAL + _K_NOISE] = v
+            c += 1
