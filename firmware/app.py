@@ -211,22 +211,16 @@ class GroupBoardApp:
     def _publish(self, engine, classifier, m) -> None:
         # Per mains cycle: copy the engine's and classifier's outputs into the wire-ready
         # buffers. Integer maths only; nothing allocated.
-        # The steady reading is the 3 s aggregate (IEC 61000-4-30 style: accurate to
-        # 0.25 %); when the 200 ms window departs from it by more than 3 % (a load step)
-        # the window is reported instead, so a change shows within one window.
-        rms_ua = engine.rms_ua
-        avg_ua = engine.avg_ua
+        # The reading is the engine's report_ua: the 3 s aggregate while the load is steady
+        # (a flicker included), the 200 ms window after a load step (firmware/rms.py).
+        report_ua = engine.report_ua
         crest = engine.crest_x100
         clipped = engine.clipped
         states = classifier.state
         ttt = classifier.time_to_trip_ds
         any_clip = 0
         for ch in range(C.CHANNELS):
-            fast = rms_ua[ch]
-            slow = avg_ua[ch]
-            diff = fast - slow if fast > slow else slow - fast
-            ua = fast if diff > (slow >> 5) or slow == 0 else slow  # no product: small ints
-            ca = (ua + 5000) // 10000
+            ca = (report_ua[ch] + 5000) // 10000
             m.centiamps[ch] = ca if ca < 0xFFFF else 0xFFFE
             c = crest[ch] // 10
             m.crest_x10[ch] = c if c < 256 else 255
