@@ -969,9 +969,9 @@ def _noise_report(
     learned = 0
     c = 0
     while c < NCT:
-        # Noise: a completed window whose fundamental is no stronger than noise makes it
-        # (a channel without an estimate of its own takes the first idle cycle's window)
-        if track and (push or int(nst[c * _NNS + _N_W]) == 0):
+        # Noise: a completed window whose fundamental is no stronger than noise makes it.
+        # Until the first completed one, the sliding window stands in (replaced each cycle)
+        if track and (push or int(nst[c * _NNS + _N_W]) <= 1):
             var = int(out[_O_VAR + c])
             if var < _MAX_NOISE:
                 pw = 0
@@ -986,6 +986,8 @@ def _noise_report(
                     w = int(nst[k + _N_W]) + 1
                     if w > _NW:
                         w = _NW
+                    if not push:
+                        w = 1
                     est = int(nst[k + _N_EST])
                     if var * 16 >= est:
                         nst[k + _N_EST] = est + (var * 16 - est) // w
@@ -1045,7 +1047,8 @@ def _noise_report(
             trigger = 1
         if trigger:
             step = 1
-            rst[r + _R_BAND] = _BAND0 - 2  # the band restarts with the second window after this
+            if a == 0 or bc >= 1:  # the band restarts with the second window after this
+                rst[r + _R_BAND] = _BAND0 - 2
         elif step and (d <= m or bc >= AGG_WINDOWS - 2):
             step = 0
         rst[r + _R_STEP] = step

@@ -120,9 +120,10 @@ def cases():
     return out
 
 
-def measure(mhz, group, seed):
-    # Up to 12 cases on one board; per case the worst window and 3 s errors.
-    sim = loadsim.LoadSim(mains_mhz=mhz, seed=seed)
+def measure(mhz, group, seed, noise_lsb=0):
+    # Up to 12 cases on one board; per case the worst window and 3 s errors, the signed
+    # 3 s errors, and the largest reading (any output) of the channels without a case.
+    sim = loadsim.LoadSim(mains_mhz=mhz, seed=seed, noise_lsb=noise_lsb)
     engine = rms.RmsEngine()
     for ch, (name, kind, ma, opt) in enumerate(group):
         if kind != MOTOR:
@@ -134,6 +135,8 @@ def measure(mhz, group, seed):
     windows = []  # reference mean squares of the windows completed
     worst_window = [0.0] * n
     worst_avg = [0.0] * n
+    signed = [[] for _ in range(n)]
+    idle_ua = 0
     started = False
     aggregates = 0
     while aggregates < AGGREGATES:
@@ -156,6 +159,8 @@ def measure(mhz, group, seed):
             count += pos - start
             if not engine.cycle_done:
                 continue
+            for ch in range(n, rms.NCT):
+                idle_ua = max(idle_ua, engine.report_ua[ch], engine.rms_ua[ch], engine.avg_ua[ch])
             cycles.append((count, energy))
             energy = [0.0] * n
             count = 0
@@ -172,22 +177,29 @@ def measure(mhz, group, seed):
             if len(windows) == rms.AGG_WINDOWS:
                 for ch in range(n):
                     ref = (sum(w[ch] for w in windows) / rms.AGG_WINDOWS) ** 0.5 * GAIN
-                    worst_avg[ch] = max(worst_avg[ch], abs(engine.avg_ua[ch] / ref - 1) * 100)
+                    err = (engine.avg_ua[ch] / ref - 1) * 100
+                    worst_avg[ch] = max(worst_avg[ch], abs(err))
+                    signed[ch].append(err)
                 aggregates += 1
                 windows = []
-    return worst_window, worst_avg
+    return worst_window, worst_avg, signed, idle_ua
 
 
-def accuracy(all_cases):
-    rows = []  # (case, mhz, worst window error, worst 3 s error)
+IDLE = [0]  # largest reading of an idle channel in the last accuracy() run, uA
+
+
+def accuracy(all_cases, per_board=12, noise_lsb=0):
+    rows = []  # (case, mhz, worst window error, worst 3 s error, signed 3 s errors)
     seed = 1
+    IDLE[0] = 0
     for mhz in FREQS:
-        for i in range(0, len(all_cases), 12):
-            group = all_cases[i:i + 12]
-            ww, wa = measure(mhz, group, seed)
+        for i in range(0, len(all_cases), per_board):
+            group = all_cases[i:i + per_board]
+            ww, wa, signed, idle_ua = measure(mhz, group, seed, noise_lsb)
+            IDLE[0] = max(IDLE[0], idle_ua)
             seed += 1
             for ch, case in enumerate(group):
-                rows.append((case, mhz, ww[ch], wa[ch]))
+                rows.append((case, mhz, ww[ch], wa[ch], signed[ch]))
     return rows
 
 
@@ -212,6 +224,99 @@ for name in ('sine', 'led', 'dimmer45', 'dimmer90', 'dimmer135', 'motor'):
 hard = [('dimmer%d' % a, DIMMER, ma, {'angle': a, 'rise_us': 0})
         for a in (45, 90, 135) for ma in (1000, 4000, 10000, 16000)]
 out['accuracy.dimmer_hard_step_max_error_pct'] = round(max(r[3] for r in accuracy(hard)), 4)
+
+# The same cases with Gaussian ADC noise of 1 LSB rms (a real board's) and no calibration
+# step: 11 cases a board, the 12th output idle (the noise is learnt from idle windows)
+rows = accuracy(cases(), per_board=11, noise_lsb=1.0)
+for label, lo, hi in (('5_125', 800, 20000), ('1_5', 160, 800)):
+    value, where = worst(rows, lo, hi, 3)
+    out['accuracy.max_error_pct_%s_gauss' % label] = round(value, 4)
+    out['accuracy.worst_case_%s_gauss' % label] = where
+    value, where = worst(rows, lo, hi, 2)
+    out['accuracy.window_max_error_pct_%s_gauss' % label] = round(value, 4)
+for ma in (160, 250, 400, 800):
+    errs = sorted(e for r in rows if r[0][2] == ma for e in r[4])
+    out['accuracy.mean_error_pct_%dma_gauss' % ma] = round(sum(errs) / len(errs), 4)
+    absolute = sorted(abs(e) for e in errs)
+    out['accuracy.p95_error_pct_%dma_gauss' % ma] = round(absolute[len(absolute) * 95 // 100], 4)
+out['accuracy.idle_max_ma_gauss'] = round(IDLE[0] / 1000, 1)
+rows = accuracy(cases()[:12], per_board=12, noise_lsb=1.0)  # every output loaded, never idle
+value, where = worst(rows, 160, 800, 3)
+out['accuracy.max_error_pct_1_5_gauss_never_idle'] = round(value, 4)
+
+
+# -- reported value: steady flicker and load steps (50 Hz, Gaussian noise, no calibration) -
+
+def old_rule(fast, slow):  # the window whenever it is 3 % off the aggregate
+    diff = fast - slow if fast > slow else slow - fast
+    return fast if diff > (slow >> 5) or slow == 0 else slow
+
+
+def trace(setup, change, seconds, seed):
+    # Reported values (new, old rule) of channel 0 per cycle; change() after 8 s
+    sim = loadsim.LoadSim(seed=seed, noise_lsb=1.0)
+    engine = rms.RmsEngine()
+    setup(sim)
+    new, old = [], []
+    blocks = int(seconds * 1e6 / rms.SAMPLE_US / BLOCK)
+    for b in range(blocks):
+        if b == int(8e6 / rms.SAMPLE_US / BLOCK):
+            change(sim)
+            new.append(None)
+            old.append(None)
+        sim.fill(buf, 0, BLOCK)
+        pos = 0
+        while pos < BLOCK:
+            pos = engine.feed(buf, pos, BLOCK)
+            if engine.cycle_done:
+                new.append(engine.report_ua[0])
+                old.append(old_rule(engine.rms_ua[0], engine.avg_ua[0]))
+    cut = new.index(None)
+    return (new[:cut], new[cut + 1:]), (old[:cut], old[cut + 1:])
+
+
+def wander(values):  # half the spread around the mean, percent (after 4 s)
+    v = values[200:]
+    mean = sum(v) / len(v)
+    return (max(v) - min(v)) / 2 / mean * 100
+
+
+def settle(values, target, tol):  # cycles until the value stays within tol of target
+    for k in range(len(values)):
+        if all(abs(x / target - 1) <= tol for x in values[k:k + 150]):
+            return k
+    return -1
+
+
+def flicker(ma, depth):
+    return lambda sim: sim.set_load(0, LED, ma, flicker_hz=8, depth=depth)
+
+
+def nothing(sim):
+    pass
+
+
+flick = {'new': [], 'old': []}
+for seed in (1, 2, 3):
+    (n1, _), (o1, _) = trace(flicker(5000, 0.3), nothing, 16, seed)
+    flick['new'].append(wander(n1))
+    flick['old'].append(wander(o1))
+out['accuracy.flicker_wander_pct'] = round(max(flick['new']), 2)
+out['accuracy.flicker_wander_pct_old_rule'] = round(max(flick['old']), 2)
+(n1, _), (o1, _) = trace(lambda sim: sim.set_load(0, RESISTIVE, 5000), nothing, 16, 4)
+out['accuracy.steady_wander_pct'] = round(wander(n1), 2)
+out['accuracy.steady_wander_pct_old_rule'] = round(wander(o1), 2)
+(n1, _), (o1, _) = trace(lambda sim: sim.set_load(0, RESISTIVE, 160), nothing, 16, 5)
+out['accuracy.steady_wander_pct_160ma'] = round(wander(n1), 2)
+out['accuracy.steady_wander_pct_160ma_old_rule'] = round(wander(o1), 2)
+for name, before, after in (('up', 2000, 10000), ('down', 10000, 2000)):
+    (_, n2), (_, o2) = trace(lambda sim: sim.set_load(0, RESISTIVE, before),
+                             lambda sim: sim.set_load(0, RESISTIVE, after), 12, 6)
+    out['accuracy.step_%s_cycles_to_1pct' % name] = settle(n2, after * 1000, 0.01)
+    out['accuracy.step_%s_cycles_to_1pct_old_rule' % name] = settle(o2, after * 1000, 0.01)
+(_, n2), (_, o2) = trace(flicker(5000, 0.3), flicker(10000, 0.3), 12, 7)
+out['accuracy.flicker_step_cycles_to_10pct'] = settle(n2, 10000 * 1000, 0.10)
+out['accuracy.flicker_step_cycles_to_10pct_old_rule'] = settle(o2, 10000 * 1000, 0.10)
 
 
 # -- speed --------------------------------------------------------------------------------
