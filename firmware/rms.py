@@ -41,10 +41,50 @@ aggregates its 10/12-cycle values): that is the steady reading for display and r
 
 Per window, and per cycle for the classifier: the exact variance n * sum(d^2) - sum(d)^2
 (the offset is removed without a filter that would need to settle), less n^2 times the
-channel's noise variance (ADC noise and quantisation, by default 1/4 LSB^2, measured per
-board with ``calibrate_noise``); when what is left is under the noise floor (``floor_ma``,
-default 40 mA) the channel reads exactly 0. Peak is the largest distance of a sample from
-the window mean, crest factor = peak / RMS.
+channel's noise variance (ADC noise and quantisation); when what is left is under the gate
+margin, the larger of the noise floor (``floor_ma``, default 40 mA) and 6 sigma of the
+noise's own variance estimate (noise * 6 * sqrt(2 / n)), the channel reads exactly 0. Peak
+is the largest distance of a sample from the window mean, crest factor = peak / RMS.
+
+Noise without a commissioning step
+----------------------------------
+The noise is estimated continuously from the channels' idle windows. The spare inputs of
+ADC B (CH5..CH7, tied to mid-rail) would see the ADC's noise only, not a CT input's (burden,
+bias network, wiring pick-up), and the PIO program converts 13 channels per instant: they
+can only be read with the stream stopped, i.e. with a gap in the measurement. An idle CT
+channel measures exactly what has to be subtracted, on that very input. Idle is decided by
+what noise is not: mains-synchronous. Per cycle and channel a kernel correlates the samples
+with a 64-point sine and cosine whose phase starts at the cycle start (I and Q, the DC part
+removed exactly with the table's own sums); a completed window is idle when
+sum over its cycles of (I^2 + Q^2) is under 3 times what noise of the window's own variance
+gives (chi^2 with 20 degrees of freedom: an idle window fails once in ~10^5). A load has a
+fundamental: a 0.16 A LED driver's is ~ 300 times that threshold, and even a pure sine of
+~25 mA (or an LED driver of ~45 mA) fails the test, so no load in the specified range can be
+learnt as noise, however long it runs. A window that passes (and whose variance is under
+16 LSB^2) updates the channel's own estimate: the mean of its first 16 idle windows, then an
+exponential average over 16 (3.2 s). The noise subtracted on a channel is its own estimate
+shrunk towards the weighted mean of all channels' (weights = idle windows, up to 16), so a
+channel that has never been idle (loaded since start-up) uses the others': same chips, same
+circuit. While no channel has been idle at all, the prior (``noise_q8``, default 1/4 LSB^2:
++-1 LSB triangular noise with the quantisation) is used: a board whose 12 outputs are all
+loaded from power-up on, without a single idle window, stays uncorrected (the bench's
+``accuracy.max_error_pct_1_5_gauss_never_idle``). Before its first completed window, a
+channel takes the sliding window of the first cycles. ``set_noise``/``calibrate_noise``
+still set an estimate (as 16 idle windows); ``track_noise=False`` keeps it fixed.
+
+Reported value
+--------------
+``report_ua`` is the reading to display and report: the 3 s aggregate while the load is
+steady, the 200 ms window after a load step until the aggregate has caught up (within 1/32
+of the window, or 13 completed windows after the step), 0 when the window reads 0. A step is
+the window leaving the band of window values seen since the previous step by more than
+1/32 of the aggregate: per cycle the extremes of the sliding window values are kept per
+aggregation slot, and the band spans the last (up to 15) completed slots from the second
+after the step on (the first ones still mix in the old level). A steady flickering load (an
+LED wall at 8 Hz moves the 200 ms window by +-5 %) stays inside its own band, so the
+reading does not jump between aggregate and window; a steady load's band is its noise
+(+-0.2 % at 0.8 A), so a step shows as fast as with a fixed 3 % threshold. Until a band
+exists (start-up, just after a step) the window is compared with the aggregate (3 %).
 
 32-bit proof
 ------------
@@ -65,6 +105,11 @@ isqrt(V), its remainder * 4     < 2^21, < 2^24          one word, digit by digit
 window RMS in counts * 2^9      < 2^20 (root * 2^9 < 2^30)
 3 s sum of 15 (RMS * 2^9)^2     < 2^44                  two limbs (hi < 2^30)
 peak * 3200 (crest factor)      < 2^28                  one word
+cycle I, Q: sum(d * table)      80 * 2^11 * 64 < 2^24   one word (stored + 2^29)
+DC term abs(sum(d)) * sum(tab)  2^17.4 * 2^12.4 < 2^30  one word
+cycle I^2 + Q^2                 < 2^27 (saturated)      one word; window sum < 2^31
+idle test 48 * var * n          48 * 2^12 * 960 < 2^28  one word
+noise estimates * weights       12 * 2^16 * 16 < 2^24   one word
 outputs in uA                   < 2^29                  Python-visible
 ==============================  ======================  =====================================
 
@@ -72,7 +117,9 @@ Products are formed only between limbs small enough for their product to stay be
 ``probe`` records the largest value of every such intermediate (shifted right by 15, so a
 value below 2^31 shows as below 2^16); ``tests/firmware/test_rms.py`` drives full-scale
 worst-case input through the engine and checks the probe and every array against those
-limits. Nothing on the path uses floats or allocates.
+limits. Nothing on the path uses floats or allocates. Words the kernels store and load
+again are kept >= 0 (signed sums biased): a viper load of an ``array('i')`` word is
+sign-extended on the RP2040 but zero-extended on the 64-bit unix port the tests run on.
 
 Use
 ---
@@ -551,8 +598,9 @@ class RmsEngine:
             ctl[_C_CGATE] = _isqrt_int(_GATE_K2 // count)
         _fund_close(self._iq, self._fund, self._pring, ctl, acc, self._work)  # pyright: ignore[reportArgumentType]
         _window(acc, self._ring, ctl, self._cal, self._out, self._agg, self._work, self._rst)  # pyright: ignore[reportArgumentType]
-        rs = (self._pring, ctl, self._cal, self._out, self._nst, self._rst, self._ext)
-        _noise_report(*rs)  # pyright: ignore[reportArgumentType]
+        nst = self._nst
+        rst = self._rst
+        _noise_report(self._pring, ctl, self._cal, self._out, nst, rst, self._ext)  # pyright: ignore[reportArgumentType]
         self._fund[_F_INC] = (1 << 24) // len_q8  # next cycle's phase step: as long as this
         self.cycles = (self.cycles + 1) & 0x3FFFFFFF
         if push and self._noise_left:

@@ -245,3 +245,44 @@ print(json.dumps(out))
         assert tables < got["size"] < tables + 4096
         for ch, ma in enumerate(got["levels"]):
             assert ma == pytest.approx(2000 + 1000 * ch, rel=0.01), (bits, ch)
+
+
+def test_gaussian_noise_and_flicker_cost_no_heap_for_steady_loads() -> None:
+    result = mpy(
+        """
+import gc
+
+
+def made_by(sim, buf):
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    k = 0
+    while k < 50:
+        sim.fill(buf, 0, BLOCK)
+        k += 1
+    made = gc.mem_alloc() - before
+    gc.enable()
+    return made
+
+
+sim = loadsim.LoadSim(seed=4, table_bits=8, noise_lsb=1.0)
+for ch in range(12):
+    sim.set_load(ch, (RESISTIVE, LED, DIMMER, SMPS)[ch % 4], 2000 + 1000 * ch)
+buf = array('H', bytearray(2 * rms.STRIDE * BLOCK))
+sim.fill(buf, 0, BLOCK)
+made = made_by(sim, buf)
+flick = loadsim.LoadSim(seed=4, offset_drift=0)
+flick.set_load(0, RESISTIVE, 5000, flicker_hz=8, depth=0.3)
+per_block = []
+for _ in range(50):
+    flick.fill(buf, 0, BLOCK)
+    per_block.append(sum((buf[k * rms.STRIDE] - 2048) ** 2 for k in range(BLOCK)) / BLOCK)
+levels = [(v ** 0.5) * 74.6 for v in per_block]
+print(json.dumps(dict(made=made, lo=min(levels), hi=max(levels))))
+"""
+    )
+    assert result["made"] == 0
+    # 30 % modulation, one value per 20 ms block: 8 Hz is sampled at 6 points a period
+    assert result["lo"] == pytest.approx(5000 * 0.7, rel=0.05)
+    assert result["hi"] == pytest.approx(5000 * 1.3, rel=0.05)
