@@ -56,7 +56,9 @@ def _run(script: str, *args: str, timeout: int) -> dict:
     try:
         summary = json.loads(text)
     except json.JSONDecodeError:
-        pytest.fail(f"{script} printed no summary (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        pytest.fail(
+            f"{script} printed no summary (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     assert proc.returncode == 0, f"{script} failed: {summary.get('failed')}\n{proc.stderr}"
     return summary
 
