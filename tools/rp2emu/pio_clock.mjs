@@ -151,7 +151,8 @@ export class SimLoop {
   }
 
   // GPIO input bitmask cache: rp2040js recomputes rp2040.gpioValues (30 getters) on every
-  // PIO `in pins` / `mov x, pins` / SIO GPIO_IN read.
+  // PIO `in pins` / `mov x, pins` / SIO GPIO_IN read. Kept up to date bit by bit on
+  // setInputValue, recomputed after IO_BANK0 / PADS writes (input override / enable).
   _installInputCache() {
     const { mcu } = this;
     let cache = 0;
@@ -171,13 +172,14 @@ export class SimLoop {
         return cache;
       },
     });
-    for (const pin of mcu.gpio) {
+    mcu.gpio.forEach((pin, i) => {
       const orig = pin.setInputValue;
+      const bit = 1 << i;
       pin.setInputValue = function (value) {
-        valid = false;
         orig.call(this, value);
+        if (valid) cache = this.inputValue ? cache | bit : cache & ~bit;
       };
-    }
+    });
     for (const key of [0x40014, 0x4001c]) {
       // IO_BANK0 (input override), PADS_BANK0 (input enable)
       const per = mcu.peripherals[key];
@@ -188,6 +190,23 @@ export class SimLoop {
       };
     }
     this._invalidateInputs = invalidate;
+    // RPPIO.checkChangedPins walks all 30 GPIOs whenever one changed: visit the changed ones
+    // only (same ascending order)
+    for (const pio of mcu.pio) {
+      const gpio = mcu.gpio;
+      pio.checkChangedPins = function () {
+        let changed = (this.oldPinDirections ^ this.pinDirections) | (this.oldPinValues ^ this.pinValues);
+        if (!changed) return;
+        this.oldPinDirections = this.pinDirections;
+        this.oldPinValues = this.pinValues;
+        changed &= (1 << gpio.length) - 1;
+        while (changed) {
+          const low = changed & -changed;
+          changed ^= low;
+          gpio[31 - Math.clz32(low)].checkForUpdates();
+        }
+      };
+    }
   }
 
   _pioCtrlChanged(pio) {
