@@ -17,7 +17,8 @@
 //
 // API
 // ---
-//   import { attachMcp3208, sineCodes, SampleRing, logicalIndex } from './mcp3208.mjs';
+//   import { attachMcp3208, sineCodes, SampleRing, logicalIndex, pioInstantNs,
+//            micropythonDivider } from './mcp3208.mjs';
 //   const adc = attachMcp3208(mcu, {
 //     sclk: 18, din: 19, dout: 16, cs: [20, 21],   // GPIO numbers (the board's)
 //     codeFor,            // (adc 0|1, channel 0..7, simTimeNs, info) => code 0..4095
@@ -52,6 +53,9 @@
 //
 //   SampleRing: a ring of sample instants (arrays of 13 codes in logical order) for feeding
 //   codes computed elsewhere (the load simulator): see the class comment below.
+//   pioInstantNs(mcu, smId = 0, cycles = 2109): the real duration of one sample instant from
+//   the state machine's divider register; micropythonDivider(freq): the divider MicroPython
+//   programs for a StateMachine(freq=...).
 //
 // Not modelled: the analog front end (codes come from codeFor), conversion-time limits of the
 // SAR (a too-fast or too-slow clock still returns the code; too-short half periods are
@@ -102,6 +106,13 @@ export function hashNoise(a, b) {
  * ring.wanted(simNs) tells which instant the ADC will want at a simulated time, so a
  * producer can stay `ahead` instants in front. A missing instant (not produced yet, or
  * overwritten) holds the last code served for that channel and counts in ring.stats.misses.
+ * stats.repeats / stats.skips count ring instants the ADC read twice / never (mode 'time').
+ *
+ * Mind the real period: MicroPython sets the PIO divider to floor(125 MHz * 256 / freq), so
+ * the board's 312 us (freq 6 759 615 Hz) becomes 18 + 125/256 and one instant lasts
+ * 2109 x 18.48828 / 125 MHz = 311.934 us. With periodNs = 312000 the ADC reads one ring
+ * instant twice every ~2360 instants (0.74 s); pass the real period (pioInstantNs()) to
+ * get none, or mode 'count'.
  */
 export class SampleRing {
   constructor({ periodNs = 312000, capacity = 8192, channels = 13, mode = 'time', fill = 2048, t0Ns = null } = {}) {
@@ -114,7 +125,8 @@ export class SampleRing {
     this.buf = new Uint16Array(capacity * channels);
     this.produced = 0; // instants pushed
     this.last = new Uint16Array(16).fill(fill);
-    this.stats = { hits: 0, misses: 0, late: 0 };
+    this.stats = { hits: 0, misses: 0, late: 0, repeats: 0, skips: 0 };
+    this._lastK = null;
     this.codeFor = (adc, channel, tNs, info) => this._code(adc, channel, tNs, info);
   }
 
@@ -143,6 +155,14 @@ export class SampleRing {
   _code(adc, channel, tNs, info) {
     const i = logicalIndex(adc, channel);
     const k = this._index(tNs, info);
+    if (i === 0) {
+      // instants the ADC took twice / jumped over: its period differs from periodNs
+      if (this._lastK !== null) {
+        if (k === this._lastK) this.stats.repeats++;
+        else if (k > this._lastK + 1) this.stats.skips += k - this._lastK - 1;
+      }
+      this._lastK = k;
+    }
     if (i < this.channels && k >= 0 && k < this.produced && k >= this.produced - this.capacity) {
       const v = this.buf[(k % this.capacity) * this.channels + i];
       this.last[i] = v;
@@ -153,6 +173,18 @@ export class SampleRing {
     if (k >= this.produced) this.stats.late++;
     return this.last[i];
   }
+}
+
+/** Duration (ns) of one PIO sample instant of `cycles` PIO cycles on state machine smId. */
+export function pioInstantNs(mcu, smId = 0, cycles = 2109) {
+  const sm = mcu.pio[smId >> 2].machines[smId & 3];
+  const div = (sm.clockDivInt || 65536) + sm.clockDivFrac / 256;
+  return (cycles * div * 1e9) / mcu.clkSys;
+}
+
+/** MicroPython's divider for `freq` Hz (rp2_pio.c: floor(clk_sys * 256 / freq)), as a number. */
+export function micropythonDivider(freq, clkSys = 125_000_000) {
+  return Math.floor((clkSys * 256) / freq) / 256;
 }
 
 export function attachMcp3208(mcu, opts = {}) {

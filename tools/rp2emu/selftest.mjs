@@ -27,7 +27,7 @@ import { fileURLToPath } from 'url';
 import { decodeBlock } from 'uf2';
 import { Simulator, USBCDC, ConsoleLogger, LogLevel } from 'rp2040js';
 import { installPioClock, quietUsbCdc } from './pio_clock.mjs';
-import { attachMcp3208, sineCodes, logicalIndex } from './mcp3208.mjs';
+import { attachMcp3208, sineCodes, hashNoise, SampleRing, micropythonDivider } from './mcp3208.mjs';
 import { attachWs2812 } from './ws2812.mjs';
 import { attachTm1637 } from './tm1637.mjs';
 
@@ -192,11 +192,29 @@ mcu.logger = new ConsoleLogger(LogLevel.Error);
   fs.closeSync(fd);
 }
 
+// Codes: by default from a SampleRing indexed by simulated time, filled ahead by the loop's
+// hook as the runner will fill it from the load simulator (here: 50 Hz sines + hashed noise
+// per instant, so every instant is recognisable); --sine: sineCodes() called directly.
+// The ring's period is the chip's real one: MicroPython's divider for pio_freq(312 us).
+const freq = Math.floor((2109e9 + 156000) / 312000); // firmware.drivers.mcp3208.pio_freq(312000)
+const instantNs = (2109 * micropythonDivider(freq) * 1e9) / 125e6;
+const ring = new SampleRing({ periodNs: instantNs, capacity: 4096 });
+const ringValues = (k) =>
+  Array.from({ length: 13 }, (_, i) => {
+    const v = 2048 + (300 + 100 * i) * Math.sin(2 * Math.PI * 50 * ((k * instantNs) / 1e9) + (2 * Math.PI * i) / 13);
+    return Math.max(0, Math.min(4095, Math.round(v + 6 * hashNoise(k, i))));
+  });
+const feed = () => {
+  while (ring.produced < ring.wanted(sim.clock.nanos) + 128) ring.push(ringValues(ring.produced));
+};
+feed();
 const loop = installPioClock(sim, {
   fast: !opt.naive,
   pace: opt.pace === true ? 1 : opt.pace ? Number(opt.pace) : false,
+  hookUs: opt.sine ? 0 : 2000,
+  onHook: opt.sine ? null : feed,
 });
-const adcModel = attachMcp3208(mcu, { now: () => loop.now(), codeFor: sineCodes({ noise: 6 }) });
+const adcModel = attachMcp3208(mcu, { now: () => loop.now(), codeFor: opt.sine ? sineCodes({ noise: 6 }) : ring.codeFor });
 const frames = [];
 const ledModel = attachWs2812(mcu, { now: () => loop.now(), onFrame: (f) => frames.push(f) });
 const dispChanges = [];
@@ -253,6 +271,7 @@ function onLine(line) {
   if (w[0] === 'PHASE') {
     mark(w[1]);
     errorsAt[w[1]] = JSON.parse(JSON.stringify(adcModel.stats));
+    ringAt[w[1]] = { ...ring.stats };
     if (w[1] === 'absent') adcModel.setPresent(1, false);
   }
   else if (w[0] === 'LEDS') {
@@ -333,6 +352,7 @@ function onLine(line) {
 }
 let absentResult = null;
 const errorsAt = {};
+const ringAt = {};
 const instTimes = [];
 
 // -- the REPL driver (as ../shared/rp2/emu-example/run.mjs)
@@ -427,6 +447,15 @@ function finish(code) {
   check('ADC B absent: ADC B codes read 0 (DOUT pad pull-down), ADC A unaffected',
     absentResult && absentResult.slice(8).every((v) => v === 0) && absentResult.slice(0, 8).some((v) => v > 0),
     absentResult ? absentResult.join(' ') : 'no result');
+  if (!opt.sine) {
+    // while streaming (later phases stop / restart the stream: skipped instants are real gaps)
+    const a = ringAt.acquire;
+    const r = ringAt.report;
+    const d = a && r ? Object.fromEntries(Object.keys(r).map((k) => [k, r[k] - a[k]])) : null;
+    check('SampleRing fed by the hook: no misses, no repeated / skipped instants while streaming',
+      d && d.misses === 0 && d.repeats === 0 && d.skips === 0 && d.hits >= 13 * 64 * NB,
+      JSON.stringify(d));
+  }
   const failed = checks.filter((c) => !c.ok);
   const summary = {
     ok: code === 0 && failed.length === 0,
@@ -439,6 +468,7 @@ function finish(code) {
     periodNs,
     pio0sm0Divider: { int: sm0.clockDivInt, frac: sm0.clockDivFrac, instantNs: expectNs },
     adc: { conversions: conv, stats: s },
+    ring: opt.sine ? null : ring.stats,
     ws2812: ledModel.stats,
     tm1637: dispModel.stats,
     displayChanges: dispChanges.map((c) => [c.text, c.brightness, c.on]),

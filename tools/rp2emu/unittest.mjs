@@ -16,6 +16,7 @@
 
 import { Simulator } from 'rp2040js';
 import { installPioClock } from './pio_clock.mjs';
+import { SampleRing, micropythonDivider } from './mcp3208.mjs';
 
 const echo = process.argv.includes('--echo');
 const results = [];
@@ -225,6 +226,31 @@ async function testPace() {
   check('pace 1: 0.3 s simulated takes >= 0.3 s wall, never > 1 ms ahead', wall >= 0.299 && ahead === 0, `${wall.toFixed(3)} s wall, ${ahead} hooks ahead`);
 }
 
+function testRing() {
+  const real = (2109 * micropythonDivider(6759615) * 1e9) / 125e6; // 311 934.28 ns
+  const run = (periodNs, mode) => {
+    const ring = new SampleRing({ periodNs, capacity: 8192, mode });
+    for (let k = 0; k < 6000; k++) ring.push(new Array(13).fill(k & 0xfff));
+    const got = [];
+    for (let inst = 0; inst < 5000; inst++) {
+      const info = { instant: inst, instantStartNs: 1e6 + inst * real };
+      for (let i = 0; i < 13; i++) {
+        const v = ring.codeFor(i < 8 ? 0 : 1, i < 8 ? i : i - 8, info.instantStartNs + i * 24000, info);
+        if (i === 0) got.push(v);
+        else if (v !== got[got.length - 1]) return { bad: true };
+      }
+    }
+    return { stats: ring.stats, last: got[got.length - 1] };
+  };
+  const nominal = run(312000, 'time');
+  const exact = run(real, 'time');
+  const count = run(312000, 'count');
+  check('SampleRing time mode: one ring instant per ADC instant (13 channels alike)', !exact.bad && exact.stats.repeats === 0 && exact.last === (4999 & 0xfff), JSON.stringify(exact));
+  check('SampleRing time mode at the nominal 312 us: the 311.934 us ADC repeats an instant (first after ~2370, then every ~4750)', !nominal.bad && nominal.stats.repeats === 1, JSON.stringify(nominal.stats));
+  check('SampleRing count mode: never slips', !count.bad && count.stats.repeats === 0 && count.last === (4999 & 0xfff), JSON.stringify(count.stats));
+}
+
+testRing();
 const fast = await testToggle(true);
 const naive = await testToggle(false);
 check('PIO fast and naive modes give identical edge times', JSON.stringify(fast.edges) === JSON.stringify(naive.edges),
