@@ -11,7 +11,8 @@
 //     block raw) with the codes the model served; blocks/s measured on the chip's ticks_us
 //     and instants/s from the model's log; overruns / missed_irqs reported
 //   - read_raw() (bit-banged over SIO) against the model
-//   - ADC B unplugged: what the stream reads then
+//   - ADC B unplugged: what the stream reads then (0: GP16 keeps its reset pull-down, the
+//     driver never configures the pad), and with the pad's pull-up enabled (> 4095)
 //   - Ws2812 frames (PIO1 SM4) decoded from GP22 vs the words the driver sent and vs colours
 //     computed here
 //   - Display.show("12.4") etc. decoded from GP26/27 (with ACKs) vs expected text/segments
@@ -172,6 +173,20 @@ while b is None:
 
 adc.stop()
 print('ABSENT', ' '.join(str(v) for v in b[N - 13:N]))
+Pin(P.ADC_DOUT, Pin.IN, Pin.PULL_UP)
+adc.start()
+b = None
+while b is None:
+    b = adc.poll()
+    time.sleep_ms(1)
+
+b = None
+while b is None:
+    b = adc.poll()
+    time.sleep_ms(1)
+
+adc.stop()
+print('ABSENT_PULLUP', ' '.join(str(v) for v in b[N - 13:N]))
 print('PHASE end')
 print('##DONE##')
 `;
@@ -346,11 +361,13 @@ function onLine(line) {
       last[1].adc === 1 && last[1].channel === 4 && last[2].adc === 1 && last[2].channel === 7;
     check('mcp3208 read_raw (bit-banged) = model', okc, `${got} vs ${last.map((e) => `${e.adc}/${e.channel}:${e.code}`)}`);
   } else if (w[0] === 'ABSENT') {
-    const v = w.slice(1).map(Number);
-    absentResult = v;
+    absentResult = w.slice(1).map(Number);
+  } else if (w[0] === 'ABSENT_PULLUP') {
+    absentPullup = w.slice(1).map(Number);
   }
 }
 let absentResult = null;
+let absentPullup = null;
 const errorsAt = {};
 const ringAt = {};
 const instTimes = [];
@@ -456,6 +473,9 @@ function finish(code) {
       d && d.misses === 0 && d.repeats === 0 && d.skips === 0 && d.hits >= 13 * 64 * NB,
       JSON.stringify(d));
   }
+  check('ADC B absent, DOUT pad pulled up: ADC B codes > 4095 (the driver\'s "missing" mark)',
+    absentPullup && absentPullup.slice(8).every((v) => v > 4095) && absentPullup.slice(0, 8).every((v) => v <= 4095),
+    absentPullup ? absentPullup.join(' ') : 'no result');
   const failed = checks.filter((c) => !c.ok);
   const summary = {
     ok: code === 0 && failed.length === 0,
