@@ -19,6 +19,12 @@
 //   const loop = installPioClock(sim, {
 //     pace: false,        // true or a factor (1 = real time): never run simulated time ahead
 //                         //   of wall time x factor (for a board on a real-time bus)
+//     paceMaxLagMs: 50,   // with pace: when the simulation falls further behind wall time than
+//                         //   this (CPU-heavy stretches run slower than real time), forget the
+//                         //   excess instead of sprinting to catch up afterwards
+//                         //   (stats.paceRebases / paceMaxLagMs); Infinity: catch up fully
+//     paceQuantumUs: 500, // with pace: once within this of wall time, wait on a timer (the
+//                         //   simulation trails wall time by <= ~1.5 ms, never leads)
 //     hookUs: 0,          // > 0: call onHook every hookUs simulated microseconds
 //     onHook: null,       // (simNowNs, loop) => void  (bridge I/O, watchdog, ...)
 //     sliceNs: 1000,      // CPU run between PIO catch-ups (PIO lags the CPU by <= this)
@@ -70,6 +76,8 @@ export class SimLoop {
     this.clock = sim.clock;
     this.opts = {
       pace: false,
+      paceMaxLagMs: 50,
+      paceQuantumUs: 500,
       hookUs: 0,
       onHook: null,
       sliceNs: 1000,
@@ -297,6 +305,8 @@ export class SimLoop {
       idleNs: 0, // simulated time the core spent asleep (WFI/WFE)
       turns: 0,
       paceWaits: 0,
+      paceRebases: 0,
+      paceMaxLagMs: 0, // largest lag behind wall time seen (before a rebase)
       wallMs: 0,
       simNs: 0,
     };
@@ -367,9 +377,19 @@ export class SimLoop {
       let limit = nowNs + (core.waiting ? opts.idleMaxNs : opts.sliceNs);
       if (this._nextHookNs < limit) limit = this._nextHookNs;
       if (pace) {
-        const allowed = this._paceSim0 + (performance.now() - this._paceWall0) * 1e6 * pace;
-        if (nowNs >= allowed) {
-          waitMs = Math.max(1, Math.min(20, (nowNs - allowed) / 1e6 / pace));
+        const wallNow = performance.now();
+        let allowed = this._paceSim0 + (wallNow - this._paceWall0) * 1e6 * pace;
+        const lagMs = (allowed - nowNs) / 1e6 / pace;
+        if (lagMs > stats.paceMaxLagMs) stats.paceMaxLagMs = lagMs;
+        if (lagMs > opts.paceMaxLagMs) {
+          this._paceSim0 = nowNs;
+          this._paceWall0 = wallNow;
+          allowed = nowNs;
+          stats.paceRebases++;
+        }
+        // caught up (within a quantum): sleep on a timer instead of spinning on the wall clock
+        if (nowNs >= allowed - opts.paceQuantumUs * 1000 * pace && !(lagMs > opts.paceMaxLagMs)) {
+          waitMs = Math.max(1, Math.min(20, (nowNs - allowed) / 1e6 / pace + opts.paceQuantumUs / 1000));
           stats.paceWaits++;
           break;
         }
