@@ -89,6 +89,7 @@ export class SimLoop {
       ...opts,
     };
     this.fast = !!this.opts.fast;
+    this.now = this.now.bind(this); // pass `loop.now` as a model's `now`
     this.stopped = true;
     this._timer = null;
     this._inPio = false;
