@@ -49,11 +49,31 @@
 //   quietUsbCdc(cdc)    // see below: stops rp2040js's USB CDC host model from waking the
 //                       //   core ~30 000 times per simulated second with empty OUT packets
 //
-// Limits (see the report in the commit / README): SIO-side pin input does not reflect a
-// pin's own output (as stock); PIO inputs see the GPIO input value with no 2-flop
-// synchroniser delay (INPUT_SYNC_BYPASS ignored); a state machine blocked on a FIFO/IRQ/pin
-// wait resumes at the first PIO tick at or after the event that releases it; DMA transfers
-// are instantaneous (rp2040js: alarm at +0 ns), no bus arbitration.
+// Also fixed here (rp2040js 1.4.1 gaps found with the board's drivers):
+//   - pads reset with input disabled (0x36): a PIO `in pins` on a pin the firmware never
+//     configures (the MCP3208 driver's DOUT, GP16) read 0 forever; now 0x56 as on silicon
+//     (IE, pull-down, Schmitt; option fixPadReset)
+//   - SHIFTCTRL FJOIN_RX / FJOIN_TX ignored (FIFOs always 4 deep) and FIFOs never cleared on a
+//     join change (pio_sm_clear_fifos); now 8 / 0 deep and cleared (option fifoJoin)
+//   - RPPIO.checkChangedPins / rp2040.gpioValues walk all 30 pins per PIO step (fast mode:
+//     changed pins only, cached input mask)
+// Checked and found working as the MCP3208 driver uses them (unittest.mjs, selftest.mjs):
+// DMA 16-bit reads of a PIO RX FIFO with DREQ pacing, CHAIN_TO, ring_size 3 read wrap,
+// AL2_WRITE_ADDR_TRIG re-trigger, IRQ_QUIET, per-block DMA_IRQ_0, WRITE_ADDR read-back.
+//
+// Not emulated (limits):
+//   - while the CPU runs, PIO is caught up every sliceNs (1 us): a CPU access to PIO/DMA sees
+//     the state machines up to 1 us late; while the CPU sleeps there is no such lag
+//   - the 2-flop input synchroniser (2 PIO cycles of input delay; INPUT_SYNC_BYPASS ignored),
+//     CLKDIV_RESTART / divider phase, SM-to-SM order within one sys-clock tick (by SM index)
+//   - a wait released by the CPU or DMA resumes at the first PIO tick at or after the event
+//   - DMA and bus timing: transfers are instantaneous (rp2040js: alarm at +0 ns), no bus
+//     arbitration or wait states, so DMA starvation / late-DREQ FIFO overflows cannot happen
+//   - flash erase/program stalling XIP (the cause of the driver's missed_irqs) is not modelled
+//   - the core's cycle counts are rp2040js's (flash as zero-wait-state, no XIP cache misses),
+//     so interpreter time on the emulated chip is approximate
+//   - SIO GPIO_IN of a pin does not reflect the pin's own output (stock behaviour); the
+//     device models write the line level into the inputs they share (DOUT, TM1637 DIO/CLK)
 
 import { FIFO } from 'rp2040js';
 
