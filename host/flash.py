@@ -63,6 +63,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
+from host import flash_uf2
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Architecture each board's .mpy files are compiled for; None: what the board reports (sim).
@@ -79,6 +81,14 @@ MPY_ARCH_NAMES = (
 # Modules that never go to a board (CPython-only by design).
 HOST_ONLY = {"protocol/_crc_host.py"}
 MANAGED_DIRS = ("/lib/protocol", "/lib/firmware", "/lib/boards")
+# Copies at the filesystem's root: '' (the current folder, /) comes first in sys.path on a
+# board (rp2: ['', '.frozen', '/lib']), so these would shadow both the image and /lib.
+SHADOWING_DIRS = ("/protocol", "/firmware", "/boards")
+SHADOWING_FILES = tuple(
+    f"/{n}.{ext}" for n in ("protocol", "firmware", "boards") for ext in ("py", "mpy")
+)
+# The frozen module that makes an image a production image (firmware built in).
+FROZEN_APP = "firmware/app"
 DEFAULT_CONFIG_DIR = "/config"
 INFO_PREFIX = "smartPDU-INFO "
 _CHUNK = 512  # bytes per raw-REPL write when uploading
@@ -384,6 +394,7 @@ class FlashResult:
     removed: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    image: str = "stock"  # "production": the firmware is built into the board's image
 
 
 ProgressCallback = Callable[[str, int, int, str], None]  # stage, done, total, detail
@@ -446,6 +457,24 @@ class BoardLink:
                 "sys.implementation._mpy): install MicroPython 1.29 on the board"
             )
         return BoardIdentity(".".join(str(v) for v in version), machine, MpyFormat.from_sys(mpy))
+
+    def frozen_modules(self) -> set[str]:
+        """Modules built into the image, as ``help('modules')`` names them (``firmware/app``).
+
+        ``help('modules')`` lists built-in and frozen modules only ("Plus any modules on the
+        filesystem"), so a name from ``protocol/``, ``firmware/`` or ``boards/`` in it can only
+        be frozen: a board with ``firmware/app`` there runs the production image. (A frozen
+        module's ``__file__`` is ``firmware/app.py``, relative, where a /lib one's is
+        ``/lib/firmware/app.mpy``; but importing it would run it, and with the stock image a
+        stale /lib copy would answer.)
+        """
+        out = self.exec("help('modules')")
+        names = set()
+        for line in out.splitlines():
+            if line.startswith("Plus any modules"):
+                break
+            names.update(line.split())
+        return names
 
     def hashes(self, paths: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -591,10 +620,28 @@ def flash_board(
     try:
         link.enter_raw_repl()
         identity = link.identity()
-        target_arch = arch or BOARD_ARCH.get(board) or identity.mpy.arch_name
-        progress("compiling", 0, 0, f"{board} for {target_arch}")
-        files = builder.build(board, target_arch)
-        check_compatible(files, identity, builder.compiler_version, port)
+        frozen = link.frozen_modules()
+        if FROZEN_APP in frozen:
+            # The production image: the firmware is frozen into it and '.frozen' comes before
+            # /lib in sys.path, so only the config and main.py go to the board.
+            result.image = "production"
+            if f"boards/{board}" not in frozen:
+                built_in = sorted(
+                    n.removeprefix("boards/")
+                    for n in frozen
+                    if n.startswith("boards/") and n != "boards/__init__"
+                )
+                raise FlashError(
+                    f"{port}: the board runs the production image, which has no board "
+                    f"{board!r} built in (it has {', '.join(built_in) or 'none'}): is --board "
+                    "right, or does the board need a newer image (--image production)?"
+                )
+            files: list[BoardFile] = []
+        else:
+            target_arch = arch or BOARD_ARCH.get(board) or identity.mpy.arch_name
+            progress("compiling", 0, 0, f"{board} for {target_arch}")
+            files = builder.build(board, target_arch)
+            check_compatible(files, identity, builder.compiler_version, port)
 
         existing = link.read_text(config_path) if keep_config else None
         config_text, digest = make_config(existing, group=group, address=address, gains=gains)
@@ -607,7 +654,13 @@ def flash_board(
 
         progress("hashing", 0, len(files), "")
         before = link.hashes([f.path for f in files])
-        stale = [p for p in link.list_files(MANAGED_DIRS) if p not in wanted]
+        # Not part of this firmware: removed. With the production image that is every /lib
+        # copy: the frozen modules shadow them ('.frozen' is before '/lib' in sys.path), so
+        # they only fill the flash, and they would run again, older than the image, if the
+        # board were ever put back on the stock image. Copies at the root shadow everything.
+        root_copies = link.hashes(list(SHADOWING_FILES))
+        stale = [p for p in link.list_files(MANAGED_DIRS + SHADOWING_DIRS) if p not in wanted]
+        stale += [p for p in SHADOWING_FILES if root_copies.get(p, "-") != "-"]
         changed = [f for f in files if before.get(f.path) != f.sha256]
         result.unchanged = [f.path for f in files if before.get(f.path) == f.sha256]
         if stale:
@@ -638,7 +691,13 @@ def flash_board(
     if group and info.get("group") != group:
         problems.append(f"group {info.get('group')!r} (expected {group!r})")
     if expected_fw and "fw" in info and _fw_text(info["fw"]) != expected_fw:
-        problems.append(f"firmware {_fw_text(info['fw'])} (expected {expected_fw})")
+        if result.image == "production":
+            problems.append(
+                f"firmware {_fw_text(info['fw'])} built into its image (the sources are "
+                f"{expected_fw}: write the current image with --image production)"
+            )
+        else:
+            problems.append(f"firmware {_fw_text(info['fw'])} (expected {expected_fw})")
     if "board" in info and info["board"] != board:
         problems.append(f"board {info['board']!r} (expected {board!r})")
     if address is not None and "address" in info and info["address"] != address:
@@ -838,11 +897,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reset-config", action="store_true", help="start from default config, not the board's"
     )
+    image = parser.add_argument_group(
+        "MicroPython image (a new board, or a new image; the board's config is kept)"
+    )
+    image.add_argument(
+        "--image",
+        choices=list(flash_uf2.IMAGES),
+        help="write this image from build/rp2/out first: "
+        + "; ".join(f"{name} = {text}" for name, text in flash_uf2.IMAGE_HELP.items()),
+    )
+    image.add_argument("--uf2", metavar="FILE", help="write this UF2 file first (not --image)")
+    image.add_argument(
+        "--drive",
+        metavar="FOLDER",
+        help="where the board's RPI-RP2 drive is mounted (found under /media, /run/media, "
+        "/mnt when not given)",
+    )
+    image.add_argument(
+        "--bootsel",
+        action="store_true",
+        help="only restart the board on --port into BOOTSEL mode (its RPI-RP2 drive appears)",
+    )
 
 
 def run(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     stream = out if out is not None else cast(IO[str], sys.stdout)
     try:
+        if args.bootsel or args.image or args.uf2:
+            done = _run_image(args, stream)
+            if done is not None:
+                return done
         builder = Builder(Path(args.source))
         if args.all:
             jobs = load_board_list(args.all)
@@ -881,6 +965,64 @@ def run(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     except FlashError as exc:
         print(f"flash: {exc}", file=sys.stderr)
         return 1
+
+
+def _run_image(args: argparse.Namespace, stream: IO[str]) -> int | None:
+    """``--bootsel``, ``--image``, ``--uf2``: an exit status, or None to go on configuring."""
+    if args.all:
+        print(
+            "flash: --image, --uf2 and --bootsel take one board (--port), not --all",
+            file=sys.stderr,
+        )
+        return 2
+    if args.bootsel:
+        if not args.port:
+            print(
+                "flash: --bootsel needs --port (the running board's serial port)", file=sys.stderr
+            )
+            return 2
+        try:
+            flash_uf2.reboot_to_bootsel(args.port)
+        except flash_uf2.Uf2Error as exc:
+            print(f"flash: {exc}", file=sys.stderr)
+            return 1
+        stream.write(
+            f"{args.port}: restarted into BOOTSEL mode; its RPI-RP2 drive appears, "
+            "ready for --image production\n"
+        )
+        return 0
+    if args.image and args.uf2:
+        print("flash: give --image or --uf2, not both", file=sys.stderr)
+        return 2
+    if args.board and not args.port:
+        print("flash: give --port too, to configure the board once the image runs", file=sys.stderr)
+        return 2
+    last = [""]
+
+    def progress(stage: str, done: int, total: int, detail: str) -> None:
+        if stage != last[0]:
+            last[0] = stage
+            stream.write(f"image: {stage} {detail}".rstrip() + "\n")
+            stream.flush()
+
+    try:
+        uf2 = Path(args.uf2) if args.uf2 else flash_uf2.image_path(args.image)
+        written = flash_uf2.write_image(uf2, port=args.port, drive=args.drive, progress=progress)
+        stream.write(
+            f"image: {written.image.describe()} written through {written.method} "
+            f"({written.target}) in {written.seconds:.1f} s\n"
+        )
+        if not args.board:
+            stream.write(
+                "image: the board restarts into it; configure it with "
+                "smartpdu flash --board BOARD --group G --port PORT\n"
+            )
+            return 0
+        flash_uf2.wait_for_port(args.port, args.timeout)
+    except flash_uf2.Uf2Error as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return 1
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
