@@ -287,7 +287,7 @@ class GroupBoardApp:
         tasks = (self.sample, self.bus, self.panel_task, self.console)
         for index, task in enumerate(tasks):
             self.tasks.append(asyncio.create_task(supervise(self, index, task)))
-        await watchdog(self.board, self.health)
+        await watchdog(self.board, self.health, self.slave.uptime_s)
 
     async def console(self) -> None:
         await console(self)
@@ -366,8 +366,9 @@ async def supervise(app, index: int, task) -> None:
         await asyncio.sleep_ms(_RESTART_PAUSE_MS)
 
 
-async def watchdog(board, health) -> None:
-    """Feed the hardware watchdog only while every task keeps checking in."""
+async def watchdog(board, health, tick=None) -> None:
+    """Feed the hardware watchdog only while every task keeps checking in; call ``tick``
+    (the uptime counter) every round."""
     wdt = board.wdt
     now = time.ticks_ms()
     for i in range(len(health.beats)):
@@ -383,6 +384,8 @@ async def watchdog(board, health) -> None:
             reported = stalled
             health.last_error = "task %s stalled" % health.names[stalled]
             print("smartPDU: task %s stalled: watchdog no longer fed" % health.names[stalled])
+        if tick is not None:
+            tick()
         await asyncio.sleep_ms(500)
 
 
@@ -413,23 +416,21 @@ class StatusNodeApp:
         self.inputs = 0
         self.cause = C.CAUSE_NONE
         self.trip_count = 0
-        self.trip_ms = 0
+        self.trip_s = 0  # uptime (s) of the last trip
         self.temperature = 250
         # ticks_ms of the last sample with E-stop / Neutral loss active; None once older
         # than the cause window (a stamp must not live to see ticks_ms wrap: 2**30 ms)
         self._estop_ms = None
         self._neutral_ms = None
-        self.boot_ms = time.ticks_ms()
 
     def pack(self, buf, off: int) -> int:
         """STATUS payload (called by the slave when it answers a POLL)."""
         import struct
 
-        now = time.ticks_ms()
-        uptime = time.ticks_diff(now, self.boot_ms) // 1000
+        uptime = self.slave.uptime_s()
         since = 0xFFFF
         if self.trip_count:
-            since = min(time.ticks_diff(now, self.trip_ms) // 1000, 0xFFFF)
+            since = min(uptime - self.trip_s, 0xFFFF)
         rx_errors = min(self.slave.counters.rx_errors, 0xFFFF)
         struct.pack_into(
             "<BBhIHHH", buf, off, self.inputs, self.cause, self.temperature, uptime,
@@ -461,7 +462,7 @@ class StatusNodeApp:
             self._neutral_ms = None
         if tripped and not self.inputs & C.IN_BREAKER_TRIPPED:
             self.trip_count += 1
-            self.trip_ms = now
+            self.trip_s = self.slave.uptime_s()
             if self._estop_ms is not None:
                 self.cause = C.CAUSE_ESTOP
             elif self._neutral_ms is not None:
@@ -496,7 +497,7 @@ class StatusNodeApp:
         self.tasks = [asyncio.create_task(s.run()) for s in self.board.services or ()]
         for index, task in enumerate((self.inputs_task, self.bus, self.console)):
             self.tasks.append(asyncio.create_task(supervise(self, index, task)))
-        await watchdog(self.board, self.health)
+        await watchdog(self.board, self.health, self.slave.uptime_s)
 
 
 def build_board(board_name: str, argv=None):

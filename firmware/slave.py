@@ -98,6 +98,9 @@ class BusSlave:
         self.muted = False
         self.sync_freq_centihz = 0  # last mains frequency broadcast by the master
         self.boot_ms = time.ticks_ms()
+        self._up_at_ms = self.boot_ms  # uptime: whole seconds + ms, advanced by uptime_s()
+        self._up_s = 0
+        self._up_ms = 0
         self._tx_type = _NO_TX  # scheduled slot answer
         self._tx_seq = 0
         self._tx_at_us = 0
@@ -331,6 +334,18 @@ class BusSlave:
         self._pending_at_us = at_us
 
     # -- transmit ------------------------------------------------------------------------
+    def uptime_s(self) -> int:
+        """Seconds since boot. ``ticks_diff(now, boot)`` would go negative after 2**29 ms
+        (6.2 days) on the chip, where ``ticks_ms`` wraps at 2**30: the uptime is advanced on
+        every call instead (small ints only), which must come at least every 6.2 days (the
+        board's watchdog task calls it every 500 ms)."""
+        now = time.ticks_ms()
+        ms = self._up_ms + time.ticks_diff(now, self._up_at_ms)
+        self._up_at_ms = now
+        self._up_s += ms // 1000
+        self._up_ms = ms % 1000
+        return self._up_s
+
     def due(self, now_us, ahead_us: int = 0):
         """The next frame to transmit if it starts within ``ahead_us``, else None.
 
@@ -372,7 +387,7 @@ class BusSlave:
                 selected = -1 if panel is None else panel.selected
                 n = pack_report(writer.raw, p, m.centiamps, m.states, selected)
             else:
-                uptime_s = time.ticks_diff(time.ticks_ms(), self.boot_ms) // 1000
+                uptime_s = self.uptime_s()
                 n = pack_telemetry(
                     writer.raw,
                     p,

@@ -234,3 +234,40 @@ def test_status_node_trip_cause_survives_the_ticks_wrap(tmp_path: Path) -> None:
     )
     overload, estop = out["names"]
     assert out["causes"] == [overload, estop, overload]
+
+
+UPTIME_APP = """
+import json, sys, time
+import boards.sim
+import firmware.slave
+from firmware.app import StatusNodeApp
+
+class Clock:  # ticks_ms set by the script; the rest from the real time module
+    ms = time.ticks_add(0, -3_600_000)  # one hour before a ticks_ms wrap
+    def ticks_ms(self):
+        return self.ms
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+clock = Clock()
+firmware.slave.time = clock
+board = boards.sim.build([], role="mains", config=sys.argv[1])
+app = StatusNodeApp(board)
+app.trip_count = 1
+app.trip_s = app.slave.uptime_s()
+buf = bytearray(16)
+for hour in range(13 * 24):  # 13 days: past two wraps of 32-bit ticks_ms (12.4 days each)
+    clock.ms = time.ticks_add(clock.ms, 3_600_000)
+    app.slave.uptime_s()
+app.pack(buf, 0)
+import struct
+print(json.dumps({"uptime": app.slave.uptime_s(), "packed": struct.unpack_from("<I", buf, 4)[0],
+                  "since": struct.unpack_from("<H", buf, 12)[0]}))
+"""
+
+
+def test_uptime_counts_on_past_the_ticks_wrap(tmp_path: Path) -> None:
+    out = run_micropython(UPTIME_APP, args=[str(tmp_path / "flash")])
+    result = json.loads(out.strip().splitlines()[-1])
+    days13 = 13 * 24 * 3600
+    assert result == {"uptime": days13, "packed": days13, "since": 0xFFFF}
