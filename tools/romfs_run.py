@@ -15,6 +15,11 @@ at boot.
 
 The package's MicroPython has no ``ffi`` module, so the mapping cannot be made from inside
 MicroPython; this file only needs the standard library and ``micropython_run``.
+
+The 32-bit unix port (``build/rp2/out/micropython-32``, ``make firmware``) cannot be loaded
+into this 64-bit process: it is built with ``../shared/rp2/unix-romfs-mmap.diff`` and maps
+the image named by ``$SMARTPDU_ROMFS_FILE`` itself, setting the same ``SMARTPDU_ROMFS``
+(``tools/bench_firmware.py``'s ``heap_figures_32``); :data:`MOUNT_ROMFS` serves both.
 """
 
 from __future__ import annotations
