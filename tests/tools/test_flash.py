@@ -12,13 +12,15 @@ import hashlib
 import io
 import json
 import shutil
+import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from firmware.config import BoardConfig
-from host import flash
+from host import flash, flash_uf2
 from host.flash import Builder, FlashError, MpyFormat, flash_board, mpy_header_compatible
 from tools.usbboard import VirtualUsbBoard
 
@@ -257,3 +259,193 @@ def test_board_lists_in_csv_and_toml(tmp_path: Path) -> None:
     bad_gains.write_text("[1.0, 2.5]")
     with pytest.raises(FlashError, match="12 gains"):
         flash.load_calibration(bad_gains)
+
+
+# --------------------------------------------------------------------------- UF2 / BOOTSEL
+
+DRIVE_INFO_TEXT = "UF2 Bootloader v3.0\r\nModel: Raspberry Pi RP2\r\nBoard-ID: RPI-RP2\r\n"
+
+
+def make_uf2(path: Path, payload: bytes, family: int = flash_uf2.RP2040_FAMILY_ID) -> Path:
+    """A UF2 file as MicroPython's build makes one: 256-byte blocks into 0x10000000..."""
+    chunks = [payload[i : i + 256].ljust(256, b"\xff") for i in range(0, len(payload), 256)]
+    blocks = []
+    for n, chunk in enumerate(chunks):
+        head = struct.pack(
+            "<8I",
+            flash_uf2.UF2_MAGIC_START0,
+            flash_uf2.UF2_MAGIC_START1,
+            flash_uf2.UF2_FLAG_FAMILY_ID,
+            0x10000000 + 256 * n,
+            256,
+            n,
+            len(chunks),
+            family,
+        )
+        blocks.append(head + chunk.ljust(476, b"\0") + struct.pack("<I", flash_uf2.UF2_MAGIC_END))
+    path.write_bytes(b"".join(blocks))
+    return path
+
+
+class FakeDrive(threading.Thread):
+    """Imitates an RP2040's RPI-RP2 drive: appears (INFO_UF2.TXT) after ``appear_after`` s;
+    once a complete UF2 has been copied onto it, "restarts": the file is moved to
+    ``captured`` and the drive disappears (the folder is removed), as the chip does after
+    the last block. (rp2040js has no USB mass-storage device; this is the host's view.)"""
+
+    def __init__(self, folder: Path, captured: Path, appear_after: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.folder = folder
+        self.captured = captured
+        self.appear_after = appear_after
+        self.image: Path | None = None
+        self.appeared = threading.Event()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        if self._stop_event.wait(self.appear_after):
+            return
+        self.folder.mkdir(parents=True)
+        (self.folder / "INDEX.HTM").write_text("<html>Raspberry Pi</html>\n")
+        (self.folder / "INFO_UF2.TXT").write_text(DRIVE_INFO_TEXT)
+        self.appeared.set()
+        while not self._stop_event.wait(0.05):
+            for candidate in self.folder.glob("*.uf2"):
+                try:
+                    flash_uf2.read_uf2(candidate)
+                except flash_uf2.Uf2Error:
+                    continue  # still being written
+                self.captured.mkdir(parents=True, exist_ok=True)
+                self.image = Path(shutil.move(candidate, self.captured / candidate.name))
+                shutil.rmtree(self.folder)
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+
+def test_uf2_check_accepts_an_rp2040_image_and_refuses_others(tmp_path: Path) -> None:
+    good = flash_uf2.read_uf2(make_uf2(tmp_path / "ok.uf2", bytes(1000)))
+    assert (good.blocks, good.payload_bytes, good.start) == (4, 1024, 0x10000000)
+    rp2350 = make_uf2(tmp_path / "rp2350.uf2", bytes(600), family=0xE48BFF59)
+    with pytest.raises(flash_uf2.Uf2Error, match="RP2350"):
+        flash_uf2.read_uf2(rp2350)
+    cut = tmp_path / "cut.uf2"
+    cut.write_bytes((tmp_path / "ok.uf2").read_bytes()[:1024])
+    with pytest.raises(flash_uf2.Uf2Error, match="incomplete"):
+        flash_uf2.read_uf2(cut)
+    (tmp_path / "notes.txt").write_text("x" * 512)
+    with pytest.raises(flash_uf2.Uf2Error, match="not a UF2"):
+        flash_uf2.read_uf2(tmp_path / "notes.txt")
+    for name in ("stock", "production"):
+        try:
+            built = flash_uf2.image_path(name)
+        except flash_uf2.Uf2Error as exc:
+            assert "make firmware" in str(exc)
+            continue
+        assert flash_uf2.read_uf2(built).family == flash_uf2.RP2040_FAMILY_ID
+
+
+def test_image_is_copied_to_the_bootsel_drive_which_then_goes_away(tmp_path: Path) -> None:
+    uf2 = make_uf2(tmp_path / "smartpdu-rp2.uf2", bytes(range(256)) * 300)
+    media = tmp_path / "media" / "electrician"
+    drive = FakeDrive(media / "RPI-RP2", tmp_path / "flashed", appear_after=0.5)
+    drive.start()
+    stages: list[str] = []
+    try:
+        written = flash_uf2.write_image(
+            uf2,
+            drive_globs=[str(media / "*")],
+            sysfs=tmp_path / "no-usb",
+            bootsel_timeout=10,
+            progress=lambda stage, done, total, detail: stages.append(stage),
+        )
+    finally:
+        drive.stop()
+    assert written.method == "drive" and written.target == str(media / "RPI-RP2")
+    assert drive.image is not None and drive.image.read_bytes() == uf2.read_bytes()
+    assert not (media / "RPI-RP2").exists()
+    assert stages[0] == "bootsel" and "writing" in stages and stages[-1] == "restarting"
+
+
+def test_a_drive_that_never_goes_away_is_a_clear_error(tmp_path: Path) -> None:
+    uf2 = make_uf2(tmp_path / "x.uf2", bytes(512))
+    stuck = tmp_path / "RPI-RP2"
+    stuck.mkdir()
+    (stuck / "INFO_UF2.TXT").write_text(DRIVE_INFO_TEXT)
+    with pytest.raises(flash_uf2.Uf2Error, match="still there"):
+        flash_uf2.write_image(uf2, drive=stuck, gone_timeout=0.5)
+    assert (stuck / "x.uf2").read_bytes() == uf2.read_bytes()
+
+
+def test_no_bootsel_board_and_picotool_without_usb_say_what_to_do(tmp_path: Path) -> None:
+    uf2 = make_uf2(tmp_path / "x.uf2", bytes(512))
+    nothing = tmp_path / "sys"
+    nothing.mkdir()
+    with pytest.raises(flash_uf2.Uf2Error) as none:
+        flash_uf2.write_image(uf2, drive_globs=[], sysfs=nothing, bootsel_timeout=0.3)
+    assert "BOOTSEL" in str(none.value) and "--drive" in str(none.value)
+
+    # An RP2040 in BOOTSEL mode on USB, its drive not mounted, picotool without libusb.
+    device = nothing / "1-1"
+    device.mkdir()
+    (device / "idVendor").write_text("2e8a\n")
+    (device / "idProduct").write_text("0003\n")
+    assert flash_uf2.bootsel_devices(nothing) == ["1-1"]
+    no_usb = tmp_path / "picotool"
+    no_usb.write_text(
+        "#!/bin/sh\necho 'This version of picotool was compiled without USB support.'\n"
+        "echo 'COMMANDS:'\necho '    info        Display information'\n"
+    )
+    no_usb.chmod(0o755)
+    tool = flash_uf2.find_picotool(str(no_usb))
+    assert not tool.usb and "without USB support" in tool.why
+    with pytest.raises(flash_uf2.Uf2Error) as usb_only:
+        flash_uf2.write_image(
+            uf2, drive_globs=[], sysfs=nothing, picotool=tool, bootsel_timeout=0.3
+        )
+    message = str(usb_only.value)
+    assert "2e8a:0003" in message and "without USB support" in message and "mount" in message
+
+    # picotool with USB support: `picotool load -x FILE`.
+    log = tmp_path / "picotool.log"
+    with_usb = tmp_path / "picotool-usb"
+    with_usb.write_text(
+        "#!/bin/sh\nif [ \"$1\" = help ]; then echo 'COMMANDS:'; "
+        "echo '    load        Load the program'; exit 0; fi\n"
+        f'echo "$@" >> {log}\n'
+    )
+    with_usb.chmod(0o755)
+    tool = flash_uf2.find_picotool(str(with_usb))
+    assert tool.usb
+    written = flash_uf2.write_image(uf2, drive_globs=[], sysfs=nothing, picotool=tool)
+    assert written.method == "picotool" and written.target == "1-1"
+    assert log.read_text().split() == ["load", "-x", str(uf2)]
+
+
+def test_the_built_picotool_is_recognised_as_without_usb() -> None:
+    if not flash_uf2.PICOTOOL_BUILT.exists():
+        pytest.skip("picotool is not built (make firmware builds it)")
+    tool = flash_uf2.find_picotool(str(flash_uf2.PICOTOOL_BUILT))
+    assert not tool.usb and "without USB support" in tool.why
+
+
+def test_image_options_on_the_command_line(tmp_path: Path) -> None:
+    uf2 = make_uf2(tmp_path / "x.uf2", bytes(512))
+    assert flash.main(["--image", "production", "--uf2", str(uf2)]) == 2
+    assert flash.main(["--bootsel"]) == 2
+    assert flash.main(["--uf2", str(uf2), "--board", "pico_mcp3208", "--group", "A"]) == 2
+    assert flash.main(["--uf2", str(tmp_path / "missing.uf2")]) == 1
+    drive = FakeDrive(tmp_path / "RPI-RP2", tmp_path / "flashed")
+    drive.start()
+    out = io.StringIO()
+    parser = argparse.ArgumentParser()
+    flash.add_arguments(parser)
+    try:
+        args = parser.parse_args(["--uf2", str(uf2), "--drive", str(tmp_path / "RPI-RP2")])
+        assert flash.run(args, out=out) == 0, out.getvalue()
+    finally:
+        drive.stop()
+    assert drive.image is not None
+    assert "written through drive" in out.getvalue() and "--group" in out.getvalue()
