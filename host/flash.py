@@ -2,9 +2,33 @@
 
 ``smartpdu flash --board pico_mcp3208 --group B --port PORT [--address N] [--calibration FILE]``
 
+A board runs one of two MicroPython images (build/rp2/out, ``make firmware``): the
+**production** image, with ``protocol/``, ``firmware/`` and ``boards/`` frozen in (what a group
+board runs), or the **stock** image, plain MicroPython, to which the compiled firmware is
+uploaded as files in /lib. With the production image only the config and ``main.py`` are
+written; with the stock image the steps below upload the firmware too.
+
+Writing an image first (``host/flash_uf2.py``)::
+
+    smartpdu flash --image production --board pico_mcp3208 --group B --port PORT
+
+``--image production`` (or ``stock``) takes the image from build/rp2/out (the production one is
+``smartpdu-rp2.uf2``, or ``firmware-frozen.uf2`` as ``../shared/rp2/build.sh`` names it);
+``--uf2 FILE`` takes any RP2040 UF2 (checked: complete, RP2040 family, inside the flash). A
+board running on ``--port`` is restarted into BOOTSEL mode from its REPL
+(``machine.bootloader()``); one that is not (plugged in with BOOTSEL held) is waited for. The
+image goes in with ``picotool load -x FILE`` when picotool was built with USB support and an
+RP2040 in BOOTSEL mode (USB ``2e8a:0003``) is there, otherwise it is copied to the board's
+RPI-RP2 drive (``--drive FOLDER``, or found under /media, /run/media, /mnt by its
+``INFO_UF2.TXT``), synced, and done when the drive goes away. Then, once ``--port`` is back,
+the board is configured as below; without ``--board`` only the image is written.
+``--bootsel`` alone restarts the board on ``--port`` into BOOTSEL mode and stops.
+
 1. Connects with mpremote's serial transport, interrupts the running firmware, soft-resets in
-   the raw REPL (``main.py`` does not run) and reads the board's MicroPython and .mpy format
-   (``sys.implementation._mpy``).
+   the raw REPL (``main.py`` does not run), reads the board's MicroPython and .mpy format
+   (``sys.implementation._mpy``) and its frozen modules (``help('modules')``): with
+   ``firmware/app`` frozen, it runs the production image, which must have ``boards/<board>``
+   frozen too, and steps 2-3 are skipped (no /lib files).
 2. Compiles ``protocol/``, ``firmware/`` (with ``firmware/drivers/``) and ``boards/<board>.py``
    with ``mpy-cross`` for the board's architecture (``BOARD_ARCH``; the ``sim`` board takes the
    architecture its interpreter reports) and refuses a board whose .mpy format differs from the
@@ -21,8 +45,11 @@
    the group, address and calibration given are changed.
 4. Hashes every file on the board (SHA-256, on the board) and uploads only those that differ;
    files in ``/lib/protocol``, ``/lib/firmware`` and ``/lib/boards`` that are not part of this
-   firmware are removed (a stale ``.py`` would shadow its ``.mpy``). Every file is hashed again
-   after the upload.
+   firmware are removed (a stale ``.py`` would shadow its ``.mpy``); with the production image
+   that is all of them: rp2's ``sys.path`` is ``['', '.frozen', '/lib']``, so frozen modules
+   shadow them (they only fill the flash, and would run again, older than the image, if the
+   board went back to the stock image). Copies at the root (``/firmware`` ...) shadow both and
+   are removed on either image. Every file is hashed again after the upload.
 5. Soft-resets the board in the friendly REPL, so ``main.py`` starts the firmware, and waits
    for its boot line ``smartPDU-INFO {json}`` (keys fw, board, group, address, uid, digest):
    the group, firmware version, board, address and config digest must match.
