@@ -17,7 +17,7 @@ RP2_BUILD ?= build/rp2
 RP2_MANIFEST := tools/rp2/manifest.py
 # Rebuilt when the frozen sources, the manifest or the build script change.
 FIRMWARE_HASH := $(shell find protocol firmware boards -name '*.py' -not -path '*/__pycache__/*' \
-	| LC_ALL=C sort | xargs cat $(RP2_MANIFEST) tools/rp2build.sh | cksum | cut -d' ' -f1)
+	| LC_ALL=C sort | xargs cat $(RP2_MANIFEST) tools/rp2build.sh tools/rp2/*.diff | cksum | cut -d' ' -f1)
 FIRMWARE_STAMP := $(RP2_BUILD)/out/.smartpdu-$(FIRMWARE_HASH)
 
 .PHONY: setup debian firmware run test bench lint format clean

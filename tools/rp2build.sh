@@ -39,6 +39,15 @@ if [ ! -f "$src/.unix-romfs-mmap-applied" ]; then
   rm -f "$out/micropython-32"  # built without it
 fi
 
+# Frozen viper/native code for the RP2040 must be word aligned (see the diff's header): without
+# this the RMS engine's frozen viper kernels jump to garbage on the chip.
+if [ ! -f "$src/.mpy-tool-armv6m-align-applied" ]; then
+  step "applying mpy-tool-armv6m-align.diff"
+  patch -s -d "$src/micropython" -p1 --forward <"$(dirname "$0")/rp2/mpy-tool-armv6m-align.diff"
+  touch "$src/.mpy-tool-armv6m-align-applied"
+  rm -rf "$src/micropython/ports/rp2/build-frozen"  # frozen code made without it
+fi
+
 # The rp2 port configures a build folder once (cmake), with the manifest it had then: a folder
 # configured for another manifest is started again.
 manifest_abs=$(cd "$(dirname "$manifest")" && pwd)/$(basename "$manifest")

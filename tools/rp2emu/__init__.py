@@ -131,6 +131,8 @@ class EmulatedBoard:
             args += ["--bus", self.bus_socket, "--bus-name", self.bus_name or self.name]
         if self.uid:
             args += ["--uid", self.uid]
+        if os.environ.get("RP2EMU_TRACE"):
+            args += ["--trace", os.environ["RP2EMU_TRACE"]]
         if self.pace:
             args += ["--pace", str(self.pace)]
         if self.loads:

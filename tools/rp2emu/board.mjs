@@ -35,7 +35,7 @@ import { Simulator, USBCDC, ConsoleLogger, LogLevel, GPIOPinState } from 'rp2040
 import { bootromB1 } from './bootrom.mjs';
 import { installUart } from './uart.mjs';
 import { patchBootrom, flashBreakHandler } from './flash.mjs';
-import { installPioClock } from './pio_clock.mjs';
+import { installPioClock, quietUsbCdc } from './pio_clock.mjs';
 import { attachMcp3208 } from './mcp3208.mjs';
 import { attachWs2812 } from './ws2812.mjs';
 import { attachTm1637 } from './tm1637.mjs';
@@ -114,6 +114,7 @@ saveFlash();
 // -- the chip ------------------------------------------------------------------------------
 
 const { rom } = patchBootrom(bootromB1);
+const traceSize = Number(opts.trace || 0);
 const boardUid = uidFromHex(opts.uid || 'e6614103e7452d2f'); // a Pico's ID looks like this
 const stats = { resets: 0, watchdogResets: 0, flash: {}, lagResets: 0, maxLagMs: 0, cdcDropped: 0, busTx: 0, busRx: 0, txWithoutDe: 0 };
 let chip = null;
@@ -182,8 +183,73 @@ function buildChip(startNs = 0) {
       emit({ display: state.text, segments: Array.from(state.segments), on: state.on, level: state.brightness, t: state.timeNs / 1e9 }),
   });
   c.cdc = new USBCDC(mcu.usbCtrl);
+  quietUsbCdc(c.cdc); // no empty OUT packet every 10 us: the core can sleep
   c.cdc.onDeviceConnected = () => emit({ usb: 'connected', t: tSim() });
   c.cdc.onSerialData = (data) => cdcOut(data);
+  if (traceSize) {
+    // Debugging aid (--trace N): the last N program counters, printed with a fault.
+    const core = mcu.core;
+    const execute = core.executeInstruction.bind(core);
+    c.trace = new Uint32Array(traceSize);
+    c.traceAt = 0;
+    let last = 0;
+    const put = (a, b, x) => {
+      c.trace[c.traceAt++ % traceSize] = a;
+      c.trace[c.traceAt++ % traceSize] = b;
+      c.trace[c.traceAt++ % traceSize] = x;
+    };
+    // Watch the frames of the active exceptions: who writes into one before its return?
+    c.frameWrites = [];
+    const frames = []; // [lo, savedPC, exception]
+    for (const name of ['writeUint32', 'writeUint16', 'writeUint8']) {
+      const w = mcu[name].bind(mcu);
+      mcu[name] = (addr, value) => {
+        for (const f of frames) {
+          if (addr >= f[0] && addr < f[0] + 32 && !f[3]) {
+            c.frameWrites.push(`${name} ${addr.toString(16)}=${value.toString(16)} by PC ${core.PC.toString(16)} IPSR ${core.IPSR} SP ${core.SP.toString(16)} (frame of exc ${f[2]} at ${f[0].toString(16)})`);
+            if (c.frameWrites.length > 60) c.frameWrites.shift();
+          }
+        }
+        w(addr, value);
+      };
+    }
+    const entry = core.exceptionEntry.bind(core);
+    core.exceptionEntry = (n) => {
+      const from = core.PC;
+      entry(n);
+      frames.push([core.SP, from & ~1, n, false]);
+      c.frameWrites.push(`ENTER ${n} from ${from.toString(16)} frame ${core.SP.toString(16)} depth ${frames.length}`);
+      put(from, core.PC, 0x100 | n); // exception entry: interrupted PC, handler, 0x100 + number
+      last = core.PC;
+    };
+    const ret = core.exceptionReturn.bind(core);
+    core.exceptionReturn = (r) => {
+      const f = frames.pop();
+      ret(r);
+      c.frameWrites.push(`RET ${r.toString(16)} to ${core.PC.toString(16)} (${f ? f[2] + ' from ' + f[1].toString(16) : 'no frame'}) SP ${core.SP.toString(16)}`);
+      if (c.frameWrites.length > 60) c.frameWrites.splice(0, c.frameWrites.length - 60);
+      if (f && (core.PC & ~1) !== f[1]) {
+        c.frameWrites.push(`RETURN from exc ${f[2]} to ${core.PC.toString(16)}, entered from ${f[1].toString(16)}`);
+      }
+      put(r, core.PC, 0x200 | core.IPSR); // exception return: EXC_RETURN, resumed PC
+      last = core.PC;
+    };
+    core.executeInstruction = () => {
+      const pc = core.PC;
+      if ((pc >= 0x4000 && pc < 0x10000000) || (pc >= 0x10200000 && pc < 0x20000000) || pc >= 0x20042000) {
+        throw new Error(`PC left the code: 0x${pc.toString(16)} after 0x${last.toString(16)}`);
+      }
+      const step = pc - last;
+      if (step !== 2 && step !== 4) {
+        // only jumps: where from, where to
+        c.trace[c.traceAt++ % traceSize] = last;
+        c.trace[c.traceAt++ % traceSize] = pc;
+        c.trace[c.traceAt++ % traceSize] = core.IPSR;
+      }
+      last = pc;
+      return execute();
+    };
+  }
   mcu.core.PC = 0x10000000;
   return c;
 }
@@ -407,6 +473,7 @@ function controlLine(line) {
     else if ('up' in msg) setButton(msg.up, false);
     else if ('load' in msg) loadCodes.setLoad(msg.load);
     else if (msg.get === 'stats') emit(snapshot());
+    else if (msg.get === 'trace') emit({ trace: chip.trace ? Array.from(chip.trace) : [], at: chip.traceAt, t: chip.mcu.clock.nanos / 1e9 });
     else if (typeof msg.type === 'string') for (const b of Buffer.from(msg.type, 'latin1')) hostQueue.push(b);
     else if (msg.reset) chip.resetPending = 'reset';
     else if (msg.quit) shutdown(0);
@@ -499,6 +566,26 @@ function shutdown(code) {
   process.stdout.write('', () => process.exit(code));
 }
 
+process.on('uncaughtException', (e) => {
+  // The emulator throws where silicon would take a HardFault (e.g. an unaligned access):
+  // report where the core was, so the fault can be found with addr2line.
+  const core = chip?.mcu.core;
+  let where = '';
+  if (core) {
+    const stack = [];
+    for (let i = 0; i < 16; i++) stack.push(chip.mcu.readUint32(core.SP + 4 * i).toString(16));
+    const regs = Array.from(core.registers.slice(0, 8), (r) => (r >>> 0).toString(16));
+    if (chip.trace) {
+      const t = [];
+      const n = traceSize - (traceSize % 3);
+      for (let i = 0; i < n; i++) t.push(chip.trace[(chip.traceAt + i) % traceSize].toString(16));
+      process.stderr.write(`TRACE ${t.join(' ')}\n`);
+      process.stderr.write(`FRAMEWRITES ${chip.frameWrites.join(' | ')}\n`);
+    }
+    where = ` (PC 0x${core.PC.toString(16)}, LR 0x${core.LR.toString(16)}, SP 0x${core.SP.toString(16)}; r0-r7 ${regs.join(' ')}; stack ${stack.join(' ')})`;
+  }
+  fail(`emulator: ${e.message}${where}`);
+});
 process.on('SIGTERM', () => shutdown(0));
 process.on('SIGINT', () => shutdown(0));
 setInterval(saveFlash, 2000).unref();

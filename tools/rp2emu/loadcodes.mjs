@@ -79,7 +79,9 @@ export class LoadCodes {
     if (!this.child) return;
     const want =
       this.anchor === null ? this.lastK + 1 + CHUNK : this.anchorK + Math.ceil((ns - this.anchor) / SAMPLE_NS) + 1;
-    while (this.requested < want && this.requested - this.base < KEEP - CHUNK) {
+    // Bounded by what the ADC has consumed (lastK), not by what is held: held codes behind
+    // the conversions are overwritten as new ones arrive.
+    while (this.requested < want && this.requested - Math.max(this.lastK, 0) < KEEP - CHUNK) {
       this.child.stdin.write(`F ${CHUNK}\n`);
       this.requested += CHUNK;
     }

@@ -73,6 +73,7 @@ export class Pl011 extends RPUART {
     this.txAlarm = this.clock.createAlarm(() => this.txCharDone());
     this.rtAlarm = this.clock.createAlarm(() => this.rxTimeout());
     this.pending = []; // [atNs, byte] waiting for their line time
+    this.lastRxNs = -Infinity;
     this.rxAlarm = this.clock.createAlarm(() => this.deliverDue());
     this.onTxChar = null;
     this.rxGate = null;
@@ -153,12 +154,19 @@ export class Pl011 extends RPUART {
   /** A character from the line whose stop bit ends at simulated `atNs` (now if past). */
   receive(value, atNs = 0) {
     const now = this.clock.nanos;
-    if (atNs <= now && !this.pending.length) {
+    // A character late for its line time (the emulator behind the bus) still arrives no
+    // sooner than one character time after the previous one, as on a real line: a burst
+    // handed over at once would overrun the 32-byte FIFO that the firmware drains in time.
+    const at = Math.max(atNs, now, this.lastRxNs + this.charNanos);
+    this.lastRxNs = at;
+    if (at <= now && !this.pending.length) {
       this.acceptChar(value);
       return;
     }
-    this.pending.push([Math.max(atNs, now), value]);
-    if (!this.rxAlarm.scheduled) this.rxAlarm.schedule(this.pending[0][0] - now);
+    this.pending.push([at, value]);
+    // (rp2040js leaves `scheduled` set on a fired alarm: arm on the first pending character,
+    // deliverDue re-arms for the rest; they are in time order.)
+    if (this.pending.length === 1) this.rxAlarm.schedule(at - now);
   }
 
   deliverDue() {
