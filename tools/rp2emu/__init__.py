@@ -109,6 +109,7 @@ class EmulatedBoard:
         self._stats: asyncio.Future[dict[str, Any]] | None = None
         self.error: str | None = None
         self.on_event: Callable[[Event], None] | None = None
+        self.sim_time = 0.0  # simulated seconds, as last reported
         self.console: list[str] = []  # lines the board wrote on its USB console
         self._console_tail = ""
 
@@ -233,7 +234,11 @@ class EmulatedBoard:
                 self.log.append(line.decode(errors="replace").rstrip())
                 continue
             t = float(obj.pop("t", 0.0))
+            self.sim_time = max(self.sim_time, t)
             kind = next(iter(obj), "")
+            if kind == "tick":
+                self._changed.set()
+                continue
             if kind == "stats" and self._stats is not None and not self._stats.done():
                 self._stats.set_result(obj["stats"])
                 continue
@@ -279,12 +284,13 @@ class EmulatedBoard:
         tail = "\n".join(self.log[-20:])
         return f"emulator exited ({self.error or 'no error reported'})\n{tail}"
 
+    async def run_for(self, seconds: float, timeout: float = 120.0) -> None:
+        """Wait until ``seconds`` of simulated time have passed."""
+        target = self.sim_time + seconds
+        await self.wait_for(lambda: self.sim_time >= target, timeout)
+
     def of_kind(self, kind: str, since: float = 0.0) -> list[Event]:
         return [e for e in self.events if e.kind == kind and e.t >= since]
-
-    @property
-    def sim_time(self) -> float:
-        return self.events[-1].t if self.events else 0.0
 
     def leds(self) -> list[tuple[int, int, int]]:
         frames = self.of_kind("leds")

@@ -133,7 +133,7 @@ function buildChip(startNs = 0) {
   mcu.flash.set(flashImage);
   installFlashId(mcu, boardUid);
   const c = { sim, mcu };
-  c.loop = installPioClock(sim, { hookUs: HOOK_US, onHook: (ns) => hook(c, ns) });
+  c.loop = installPioClock(sim, { hookUs: HOOK_US, turnMs: 2, onHook: (ns) => hook(c, ns) });
   const now = () => c.loop.now();
   // After the loop is installed: it takes onBreak for itself.
   mcu.onBreak = flashBreakHandler(mcu, {
@@ -363,13 +363,11 @@ function busTxChar(c, byte, startNs, endNs) {
     stats.txWithoutDe++; // the MAX3485's driver is off: nothing reaches the line
     return;
   }
-  if (txRecord && Math.abs(startNs - txRecord.endNs) < 2000) {
-    txRecord.bytes.push(byte);
-    txRecord.endNs = endNs;
-  } else {
-    flushTx();
-    txRecord = { startNs, endNs, bytes: [byte] };
-  }
+  // Each character goes to the bus as it starts, with its start time: the bus chains
+  // back-to-back records of one transmitter, so a frame stays one piece on the line, and no
+  // character waits for the next I/O turn (the slot guard is 100 us).
+  txRecord = { startNs, endNs, bytes: [byte] };
+  flushTx();
 }
 
 function flushTx() {
@@ -499,6 +497,7 @@ process.stdin.on('end', () => shutdown(0)); // our parent went away
 let shuttingDown = false;
 const startMono = monoNs();
 let resumeTimer = null;
+let nextTickNs = 0;
 
 function simToMonoNs(simNs) {
   return monoAnchorNs + (pace ? simNs / pace : simNs);
@@ -514,6 +513,11 @@ function hook(c, nowNs) {
   releaseDueButtons();
   flushTx();
   pumpCdc();
+  if (nowNs >= nextTickNs) {
+    // the simulated clock, for a driver that waits on simulated time
+    nextTickNs = nowNs + 100_000_000;
+    emit({ tick: true, t: nowNs / 1e9 });
+  }
   loadCodes.request(nowNs + LOADCODE_AHEAD_NS);
   if (!loadCodes.covers(nowNs + HOOK_US * 2000)) {
     // The load generator fell behind (only when running unpaced): wait for its codes
