@@ -53,12 +53,16 @@ def transitions(frames: list[Event], index: int, start: float, end: float) -> tu
 
 async def start_board(tmp_path: Path, group: str = "C") -> Rp2VirtualBoard:
     _need_emulator()
-    board = Rp2VirtualBoard("board-" + group, bus_socket=None, workdir=tmp_path, group=group, pace=0)
+    board = Rp2VirtualBoard(
+        "board-" + group, bus_socket=None, workdir=tmp_path, group=group, pace=0
+    )
     await board.start(timeout=240)
     return board
 
 
-async def test_production_image_walks_every_state_on_the_decoded_front_panel(tmp_path: Path) -> None:
+async def test_production_image_walks_every_state_on_the_decoded_front_panel(
+    tmp_path: Path,
+) -> None:
     board = await start_board(tmp_path)
     emu = board.emu
     assert emu is not None
@@ -138,14 +142,24 @@ async def test_the_emulated_chip_has_its_own_flash_id_and_keeps_its_filesystem(
     tmp_path: Path,
 ) -> None:
     _need_emulator()
-    async with EmulatedBoard(tmp_path, uf2=PRODUCTION_IMAGE, uid="0123456789abcdef", loads=False) as emu:
-        emu.type("\r")
-        await emu.wait_for(lambda: any(">>>" in x for x in emu.console) or ">>>" in emu._console_tail, 60)
+    async with EmulatedBoard(
+        tmp_path, uf2=PRODUCTION_IMAGE, uid="0123456789abcdef", loads=False
+    ) as emu:
+        await repl(emu)
         emu.type("import machine, binascii; print('UID', binascii.hexlify(machine.unique_id()))\r")
-        emu.type("open('/kept.txt', 'w').write('kept')\r")
         await emu.wait_for(lambda: any("UID b'0123456789abcdef'" in x for x in emu.console), 60)
-        await asyncio.sleep(0.5)
+        emu.type("f = open('/kept.txt', 'w'); f.write('kept'); f.close(); print('SAVED')\r")
+        await emu.wait_for(lambda: any(x.startswith('SAVED') for x in emu.console), 60)
+        await emu.run_for(0.5)
     async with EmulatedBoard(tmp_path, uid="0123456789abcdef", loads=False) as emu:  # no UF2
-        emu.type("\r")
+        await repl(emu)
         emu.type("print('GOT', open('/kept.txt').read())\r")
         await emu.wait_for(lambda: any("GOT kept" in x for x in emu.console), 60)
+
+
+async def repl(emu: EmulatedBoard) -> None:
+    """Wait for the USB console's REPL prompt (no main.py on this board)."""
+    await emu.wait_for(lambda: bool(emu.of_kind("usb")), 60)
+    await emu.run_for(1.0)
+    emu.type("\r")
+    await emu.wait_for(lambda: ">>> " in emu._console_tail, 60)

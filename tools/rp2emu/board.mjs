@@ -148,7 +148,15 @@ function buildChip(startNs = 0) {
   watchdog.scratchData.set(watchdogScratch);
   watchdog.reason = resetReason;
   watchdog.onWatchdogTrigger = () => {
+    // The chip resets now. (The package's periodic alarm would otherwise fire again at once
+    // for ever at its reload of 0, inside one clock tick: node hung there.)
+    watchdog.timer.enable = false;
+    watchdog.alarm.enable = false;
     c.resetPending = 'watchdog';
+    c.loop.stop();
+    setImmediate(() => {
+      if (c === chip && !shuttingDown) resetChip('watchdog');
+    });
   };
   c.watchdog = watchdog;
   const uart = installUart(mcu, 0);
@@ -567,6 +575,7 @@ function shutdown(code) {
   if (chip) chip.loop.stop();
   loadCodes.close();
   if (bus) bus.destroy();
+  setTimeout(() => process.exit(code), 1000).unref(); // even if stdout's reader is gone
   process.stdout.write('', () => process.exit(code));
 }
 
@@ -590,6 +599,7 @@ process.on('uncaughtException', (e) => {
   }
   fail(`emulator: ${e.message}${where}`);
 });
+process.stdout.on('error', () => shutdown(0)); // our reader went away (EPIPE)
 process.on('SIGTERM', () => shutdown(0));
 process.on('SIGINT', () => shutdown(0));
 setInterval(saveFlash, 2000).unref();
