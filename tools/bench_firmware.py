@@ -505,6 +505,9 @@ def run(timeout: float = 900.0) -> dict:
     figures.update(heap_figures())
     figures.update(heap_figures_32())
     figures.update(mpy_total_kb())
+    from tools.rp2emu import bench as rp2_bench
+
+    figures.update(rp2_bench.figures())
     return figures
 
 
