@@ -173,7 +173,7 @@ def run_trial(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description="an emulated RP2040 board on a virtual bus")
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args()
