@@ -8,7 +8,6 @@ Times are simulated (the emulator runs unpaced here), so flash rates are exact.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -149,7 +148,7 @@ async def test_the_emulated_chip_has_its_own_flash_id_and_keeps_its_filesystem(
         emu.type("import machine, binascii; print('UID', binascii.hexlify(machine.unique_id()))\r")
         await emu.wait_for(lambda: any("UID b'0123456789abcdef'" in x for x in emu.console), 60)
         emu.type("f = open('/kept.txt', 'w'); f.write('kept'); f.close(); print('SAVED')\r")
-        await emu.wait_for(lambda: any(x.startswith('SAVED') for x in emu.console), 60)
+        await emu.wait_for(lambda: any(x.startswith("SAVED") for x in emu.console), 60)
         await emu.run_for(0.5)
     async with EmulatedBoard(tmp_path, uid="0123456789abcdef", loads=False) as emu:  # no UF2
         await repl(emu)

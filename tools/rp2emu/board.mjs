@@ -274,6 +274,14 @@ function resetChip(why) {
   saveFlash();
   chip = buildChip(t);
   emit({ reset: why, t: t / 1e9 });
+  // reset_usb_boot() (machine.bootloader()) leaves the bootrom's magic and an entry point in
+  // the bootrom in the watchdog scratch registers: the chip comes up in BOOTSEL as a USB
+  // drive, which this emulator has no model of. It stays there (no CDC, no firmware) until
+  // the board is started again, e.g. with a UF2 written into its flash.
+  if (watchdogScratch[4] === 0xb007c0d3 && watchdogScratch[7] < 0x4000) {
+    emit({ bootsel: true, t: t / 1e9 });
+    return;
+  }
   chip.loop.start();
 }
 
