@@ -113,8 +113,9 @@ class Rp2VirtualBoard:
             await emu.start()
             if first:
                 await asyncio.to_thread(self._provision, emu.port, timeout)
-            else:
-                await emu.wait_for(self._booted, timeout)
+            # flash_board read the boot line on the port; its console event may still be
+            # on its way from the emulator
+            await emu.wait_for(self._booted, timeout)
             self.info = self._boot_info()
         except (EmulatorError, TimeoutError) as exc:
             raise VirtualBoardError(f"{self.name} (emulated RP2040): {exc}") from exc
