@@ -12,20 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tools.rp2emu import PRODUCTION_IMAGE, EmulatedBoard, EmulatorError, Event, check_installed
+from tests.tools.rp2support import need_emulator
+from tools.rp2emu import PRODUCTION_IMAGE, EmulatedBoard, Event
 from tools.rp2emu.vboard import Rp2VirtualBoard
 from tools.vboard import led_colour_name
 
 pytestmark = pytest.mark.slow
-
-
-def _need_emulator() -> None:
-    try:
-        check_installed()
-    except EmulatorError as exc:
-        pytest.skip(str(exc))
-    if not PRODUCTION_IMAGE.exists():
-        pytest.skip(f"{PRODUCTION_IMAGE.name} is not built: run `make firmware`")
 
 
 def led(emu: EmulatedBoard, index: int) -> str:
@@ -51,7 +43,7 @@ def transitions(frames: list[Event], index: int, start: float, end: float) -> tu
 
 
 async def start_board(tmp_path: Path, group: str = "C") -> Rp2VirtualBoard:
-    _need_emulator()
+    need_emulator()
     board = Rp2VirtualBoard(
         "board-" + group, bus_socket=None, workdir=tmp_path, group=group, pace=0
     )
@@ -140,7 +132,7 @@ async def test_a_stalled_task_starves_the_rp2040_watchdog_which_resets_the_chip(
 async def test_the_emulated_chip_has_its_own_flash_id_and_keeps_its_filesystem(
     tmp_path: Path,
 ) -> None:
-    _need_emulator()
+    need_emulator()
     async with EmulatedBoard(
         tmp_path, uf2=PRODUCTION_IMAGE, uid="0123456789abcdef", loads=False
     ) as emu:

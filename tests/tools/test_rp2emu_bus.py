@@ -7,19 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tools.rp2emu import PRODUCTION_IMAGE, EmulatorError, check_installed
+from tests.tools.rp2support import need_emulator
 from tools.rp2emu.trial import LOADS, run_trial
 
 pytestmark = pytest.mark.slow
 
 
 def test_discovered_by_the_bus_master_and_reporting_its_currents(tmp_path: Path) -> None:
-    try:
-        check_installed()
-    except EmulatorError as exc:
-        pytest.skip(str(exc))
-    if not PRODUCTION_IMAGE.exists():
-        pytest.skip(f"{PRODUCTION_IMAGE.name} is not built: run `make firmware`")
+    need_emulator()
     seen = run_trial(6.0, tmp_path / "trial")
     # Discovered by its flash unique ID, given an address, reporting in its slots.
     assert seen["address"] == 1
