@@ -7,8 +7,7 @@ the problem, e.g.::
     config.toml: unknown key 'bus.buad' (did you mean 'bus.baud'?)
     config.toml: breaker.tr_s: the smartPDU 48 main breaker (NM8S-250) has no tR switch
 
-This module also holds the unit's geometry (models, groups, channel ids) and the text rules
-for user-entered labels, which every layer above validates with the same function.
+The unit's geometry (models, groups, channel ids) and the label rules are in host.domain.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import math
 import os
 import re
 import tomllib
-import unicodedata
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,87 +29,32 @@ from host.breaker import (
     INN_STEPS,
     IR_STEPS,
     ISD_STEPS,
-    PHASES,
     TN_STEPS_S,
     TR_STEPS_S,
     TSD_STEPS_S,
     BreakerSettings,
-    Phase,
     breaker_spec,
 )
+from host.domain import (
+    BUS_BAUD,
+    CHANNELS_PER_GROUP,
+    MAX_CHANNEL_RATING_A,
+    MODEL_GROUPS,
+    PHASES,
+    Phase,
+    channel_ids,
+    group_span,
+    parse_channel_id,
+    rotation_phase,
+    validate_label,
+)
 
-# ----------------------------------------------------------------------------- unit geometry
-
-MODEL_GROUPS: dict[int, str] = {36: "ABC", 48: "ABCD", 72: "ABCDEF"}
-CHANNELS_PER_GROUP = 12
-MAX_CHANNEL_RATING_A = 63.0  # the boards' rating setting goes up to 63 A (protocol K_RATING)
-LABEL_MAX_CHARS = 32
-UNIT_ID_PATTERN = re.compile(r"smartPDU[0-9A-Za-z]{6}")
+# Re-exported for host.peers and host.peerproc until they import them from host.domain.
+from host.domain import LABEL_MAX_CHARS as LABEL_MAX_CHARS
+from host.domain import UNIT_ID_PATTERN as UNIT_ID_PATTERN
 
 Rs485Mode = Literal["auto", "kernel", "rts"]
 Parity = Literal["N", "E", "O"]
-
-
-def channel_id(group: str, number: int) -> str:
-    """'A1' … 'F12': the group letter and the 1-based output number on the front panel."""
-    return f"{group}{number}"
-
-
-def parse_channel_id(text: str, model: int | None = None) -> tuple[str, int]:
-    """('B', 7) for 'B7'; ValueError naming the problem for anything else."""
-    match = re.fullmatch(r"([A-Fa-f])(\d{1,2})", text.strip())
-    if match is None:
-        raise ValueError(f"'{text}' is not a channel (a group letter and 1-12, e.g. 'B7')")
-    group, number = match.group(1).upper(), int(match.group(2))
-    if not 1 <= number <= CHANNELS_PER_GROUP:
-        raise ValueError(f"'{text}': channels are numbered 1-{CHANNELS_PER_GROUP}")
-    if model is not None and group not in MODEL_GROUPS[model]:
-        raise ValueError(f"'{text}': the smartPDU {model} has groups {_group_span(model)}")
-    return group, number
-
-
-def channel_ids(model: int) -> tuple[str, ...]:
-    return tuple(
-        channel_id(g, n) for g in MODEL_GROUPS[model] for n in range(1, CHANNELS_PER_GROUP + 1)
-    )
-
-
-def rotation_phase(number: int) -> Phase:
-    """Default wiring: outputs rotate over the phases, 1 → L1, 2 → L2, 3 → L3, 4 → L1 …"""
-    return PHASES[(number - 1) % 3]
-
-
-def _group_span(model: int) -> str:
-    groups = MODEL_GROUPS[model]
-    return f"{groups[0]}-{groups[-1]}"
-
-
-# ----------------------------------------------------------------------------- labels
-
-
-def validate_label(text: str) -> str:
-    """A channel label or unit name: plain text, at most 32 printable characters.
-
-    Returns the label normalised (NFC, surrounding spaces removed); "" clears a label.
-    Raises ValueError with a message fit for the user. Labels are always shown as text,
-    never as HTML; refusing control and format characters keeps them readable and keeps
-    bidi overrides from disguising a label.
-    """
-    if not isinstance(text, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise ValueError("a label must be text")
-    label = unicodedata.normalize("NFC", text).strip()
-    for position, char in enumerate(label, start=1):
-        category = unicodedata.category(char)
-        if category.startswith("C") or category in ("Zl", "Zp"):
-            raise ValueError(
-                f"a label cannot contain the control character U+{ord(char):04X} "
-                f"(character {position})"
-            )
-    if len(label) > LABEL_MAX_CHARS:
-        raise ValueError(
-            f"a label has at most {LABEL_MAX_CHARS} characters; this one has {len(label)}"
-        )
-    return label
 
 
 # ----------------------------------------------------------------------------- result types
@@ -133,7 +76,7 @@ class UnitConfig:
 @dataclass(frozen=True)
 class BusConfig:
     port: str | None = None  # None: the caller (the virtual PDU) supplies the port
-    baud: int = 115200
+    baud: int = BUS_BAUD
     rs485: Rs485Mode = "auto"  # kernel RS-485 ioctl, RTS-driven DE, or whichever works
     rounds_per_sync: int = 12  # report cycles per SYNC (superframe), see protocol/PROTOCOL.md
     slot_guard_us: int = 100  # slack per REPORT slot for the boards' timing jitter
@@ -499,7 +442,7 @@ def _read_bus(raw: object, require_port: bool) -> BusConfig:
     firmware = t.text("expected_firmware", "", _check_version) if t.has("expected_firmware") else ""
     return BusConfig(
         port=port,
-        baud=t.integer("baud", 115200, 9600, 1_000_000),
+        baud=t.integer("baud", BUS_BAUD, 9600, 1_000_000),
         rs485=t.choice("rs485", "auto", ("auto", "kernel", "rts")),
         rounds_per_sync=t.integer("rounds_per_sync", 12, 1, 64),
         slot_guard_us=t.integer("slot_guard_us", 100, 0, 6000),
@@ -641,7 +584,7 @@ def _check_phase_key(key: str, model: int) -> None:
     try:
         if len(key) == 1:
             if key not in MODEL_GROUPS[model]:
-                raise ValueError(f"the smartPDU {model} has groups {_group_span(model)}")
+                raise ValueError(f"the smartPDU {model} has groups {group_span(model)}")
         else:
             parse_channel_id(key, model)
     except ValueError as exc:

@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from host.config import HistoryConfig, validate_label
+from host.config import HistoryConfig
+from host.domain import validate_label
 from host.model import (
     ChannelSample,
     Event,

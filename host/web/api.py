@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 
 from aiohttp import web
 
-from host.config import LABEL_MAX_CHARS, parse_channel_id, validate_label
+from host.domain import LABEL_MAX_CHARS, parse_channel_id, validate_label
 from host.model import to_jsonable
 from host.storage import HistoryPoint, StorageError
 from host.web.app import (

@@ -12,13 +12,11 @@ from host.breaker import BreakerSettings
 from host.config import (
     ConfigError,
     ServiceConfig,
-    channel_ids,
     default_config,
     load_config,
-    parse_channel_id,
     parse_config,
-    validate_label,
 )
+from host.domain import channel_ids, parse_channel_id, validate_label
 
 PORTS = '[bus]\nport = "/dev/ttyAMA0"\n[meter]\nport = "/dev/ttyUSB0"\n'
 

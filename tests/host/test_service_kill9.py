@@ -55,7 +55,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from host.config import LABEL_MAX_CHARS, channel_ids, validate_label
+from host.domain import LABEL_MAX_CHARS, channel_ids, validate_label
 from host.supervision import SupervisionSettings
 from tests.procs import descendants, stat
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from host.config import rotation_phase
+from host.domain import rotation_phase
 from tests.host.webstack import ADMIN_PASSWORD, WebStack
 
 playwright_api = pytest.importorskip("playwright.async_api")

@@ -15,13 +15,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from host.config import default_config, rotation_phase
+from host.config import default_config
+from host.domain import rotation_phase
 from host.service import Service, ServiceParts
 from host.web import WebHandle, start_web
 from host.web.auth import write_password_file
-from tools.metersim import Load, MeterSim
-from tools.vboard import VirtualBoard
-from tools.vbus import VirtualBus
+from tools.virtual.metersim import Load, MeterSim
+from tools.virtual.vboard import VirtualBoard
+from tools.virtual.vbus import VirtualBus
 
 ADMIN_PASSWORD = "stage-left-42"
 
