@@ -153,7 +153,7 @@ async def serve(args: argparse.Namespace) -> None:
     numbering: Numbering = MemoryNumbering()
     storage = None
     if args.db is not None:
-        from host.storage import Storage
+        from host.storage.store import Storage
 
         storage = await Storage.open(args.db)
         numbering = storage

@@ -21,7 +21,8 @@ from host.config import ServiceConfig
 from host.meter import Freshness, MeterReader, MeterReadings, load_profile
 from host.model import StateBusListener, UnitState
 from host.peers import LocalStatus, PeerDirectory, PeerSettings
-from host.storage import Recorder, Storage
+from host.storage.recorder import Recorder
+from host.storage.store import Storage
 from host.transport import DriverEnable, SerialTransport
 
 _LOG = logging.getLogger(__name__)

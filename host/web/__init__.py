@@ -15,7 +15,7 @@ from aiohttp import web
 
 from host.config import ServiceConfig
 from host.model import UnitState
-from host.storage import Storage
+from host.storage.store import Storage
 from host.web.app import CONTEXT, HUB, WebContext, create_app
 
 __all__ = ["CONTEXT", "HUB", "WebContext", "WebHandle", "create_app", "start_web"]

@@ -22,7 +22,8 @@ from aiohttp import web
 
 from host.config import ServiceConfig
 from host.model import UnitState
-from host.storage import Storage, StorageError
+from host.storage.schema import StorageError
+from host.storage.store import Storage
 from host.web.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,

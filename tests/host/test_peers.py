@@ -36,7 +36,7 @@ from host.peers import (
     static_url,
     valid_url,
 )
-from host.storage import Storage
+from host.storage.store import Storage
 from host.web.units import UNIT_FIELDS
 
 KEY = "site-key-0123456789abcdef"

@@ -28,15 +28,10 @@ from host.model import (
     Severity,
     UnitState,
 )
-from host.storage import (
-    SCHEMA_VERSION,
-    BlackBox,
-    Recorder,
-    Storage,
-    StorageError,
-    history_values,
-    migrate,
-)
+from host.storage.blackbox import BlackBox
+from host.storage.recorder import Recorder, history_values
+from host.storage.schema import SCHEMA_VERSION, StorageError, migrate
+from host.storage.store import Storage
 from host.supervision import SupervisionSettings
 from protocol import consts as C
 from protocol.messages import Info, Report, Status
@@ -446,7 +441,7 @@ def test_history_values_leave_out_stale_data() -> None:
 WRITER = r"""
 import asyncio, sys, time
 from host.config import HistoryConfig
-from host.storage import Storage
+from host.storage.store import Storage
 from host.supervision import SupervisionSettings
 
 async def main(path):
@@ -563,7 +558,7 @@ async def test_history_batches_are_fsynced_every_few_seconds(
     """History commits with synchronous=NORMAL (no fsync) except one batch at least every
     HISTORY_DURABLE_S, committed with FULL: in WAL mode that fsyncs the log and every batch
     before it, so a power cut loses seconds of history, not everything since a checkpoint."""
-    import host.storage as storage_module
+    import host.storage.history as storage_module
 
     clock = [1000.0]
     monkeypatch.setattr(storage_module.time, "monotonic", lambda: clock[0])

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from host.config import default_config
 from host.model import Event, EventKind, Severity, UnitState
-from host.storage import Storage
+from host.storage.store import Storage
 from host.web import HUB, WebContext, create_app
 from host.web.auth import (
     LoginThrottle,

@@ -18,7 +18,7 @@ import pytest
 
 from host.config import default_config
 from host.model import Event, EventKind, Severity, UnitState
-from host.storage import Storage
+from host.storage.store import Storage
 from host.web import WebContext, create_app
 from host.web.app import OPENAPI_FILE
 from host.web.auth import PasswordFile, write_password_file
