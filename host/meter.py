@@ -1,8 +1,9 @@
 """Main meter reader: Modbus RTU (pymodbus) on its own serial port.
 
-The register map comes from a profile data file (``tools/meter_maps/<profile>.toml``; the
-SDM630 by default) — the same file the meter simulator serves. Registers are read in as few
-FC04 requests as the map allows (contiguous runs, at most the meter's per-request limit).
+The register map comes from a profile data file (``host/meter_maps/<profile>.toml``, parsed
+by ``host.meter_map``; the SDM630 by default) — the same file the meter simulator serves.
+Registers are read in as few FC04 requests as the map allows (contiguous runs, at most the
+meter's per-request limit).
 
 Freshness is explicit: every reading carries the time it was measured, and the reader tells
 its listener when the meter goes stale (no answer for ``stale_after_s``) and offline (no
@@ -16,82 +17,28 @@ import contextlib
 import logging
 import math
 import struct
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
+# The reader's public names: service and tests take the profile from here.
+from host.meter_map import MeterProfile, MeterProfileError, load_profile
+
+__all__ = [
+    "Freshness",
+    "MeterProfile",
+    "MeterProfileError",
+    "MeterReader",
+    "MeterReadings",
+    "decode_float32",
+    "load_profile",
+]
+
 _LOG = logging.getLogger(__name__)
-
-MAPS_DIR = Path(__file__).resolve().parent.parent / "tools" / "meter_maps"
-
-
-class MeterProfileError(Exception):
-    """A register-map profile file is missing or malformed."""
-
-
-@dataclass(frozen=True)
-class MeterRegister:
-    address: int
-    name: str
-    unit: str
-
-
-@dataclass(frozen=True)
-class MeterProfile:
-    model: str
-    registers: tuple[MeterRegister, ...]
-    max_registers_per_request: int
-    default_baud: int
-
-    def blocks(self, gap: int = 0) -> list[tuple[int, int, tuple[MeterRegister, ...]]]:
-        """(start address, register count, registers) runs, each one FC04 request."""
-        regs = sorted(self.registers, key=lambda r: r.address)
-        out: list[tuple[int, int, tuple[MeterRegister, ...]]] = []
-        run: list[MeterRegister] = []
-        for reg in regs:
-            if run and (
-                reg.address - (run[-1].address + 2) > gap
-                or reg.address + 2 - run[0].address > self.max_registers_per_request
-            ):
-                out.append((run[0].address, run[-1].address + 2 - run[0].address, tuple(run)))
-                run = []
-            run.append(reg)
-        if run:
-            out.append((run[0].address, run[-1].address + 2 - run[0].address, tuple(run)))
-        return out
-
-
-def load_profile(name: str = "sdm630", directory: Path = MAPS_DIR) -> MeterProfile:
-    path = directory / f"{name}.toml"
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
-        raise MeterProfileError(
-            f"meter.profile '{name}': no such profile (known: {known})"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise MeterProfileError(f"{path.name}: {exc}") from None
-    try:
-        meter = data["meter"]
-        registers = tuple(
-            MeterRegister(int(r["address"]), str(r["name"]), str(r.get("unit", "")))
-            for r in data["input"]
-        )
-        return MeterProfile(
-            model=str(meter["model"]),
-            registers=registers,
-            max_registers_per_request=int(meter.get("max_registers_per_request", 80)),
-            default_baud=int(meter.get("default_baud", 9600)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MeterProfileError(f"{path.name}: malformed profile ({exc})") from None
 
 
 class Freshness(Enum):

@@ -87,9 +87,9 @@ def micropython_port(request: pytest.FixtureRequest) -> Iterator[str]:
         return
     if not os.access(mpy.micropython_32_path(), os.X_OK):
         pytest.skip(f"{mpy.micropython_32_path()} missing: run `make firmware`")
-    # The virtual board (tools.vboard) starts its own MicroPython: the same port.
+    # The virtual board (tools.virtual.vboard) starts its own MicroPython: the same port.
     request.getfixturevalue("monkeypatch").setattr(
-        "tools.vboard.micropython_command", mpy.micropython_command
+        "tools.virtual.vboard.micropython_command", mpy.micropython_command
     )
     with mpy.use_port(port):
         yield port

@@ -3,7 +3,7 @@
 Listed in ``tests/conftest.py``'s ``BOTH_PORTS``: each test runs on the 64-bit unix port and
 on the 32-bit build of ``make firmware`` (``build/rp2/out/micropython-32``).
 
-- The sim UART's timed records carry CLOCK_MONOTONIC µs (``tools/vbus.py``), the firmware
+- The sim UART's timed records carry CLOCK_MONOTONIC µs (``tools/virtual/vbus.py``), the firmware
   works in ``ticks_us``: received times become ticks by their low bits and times to send
   become line times from the newest received record. Checked with line times chosen next to
   a ticks wrap, whatever the machine's uptime.
@@ -35,8 +35,8 @@ from tests.mpy import (
     micropython_env,
     run_micropython,
 )
-from tools.vboard import VirtualBoard
-from tools.vbus import VirtualBus
+from tools.virtual.vboard import VirtualBoard
+from tools.virtual.vbus import VirtualBus
 
 TICKS_PERIOD = {"32": 1 << 30, "64": 1 << 62}
 CHAR_US_115200 = 86_806 / 1000  # 10 bits at 115200 baud

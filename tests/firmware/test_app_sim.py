@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.vboard import VirtualBoard, led_colour_name
+from tools.virtual.vboard import VirtualBoard, led_colour_name
 
 
 async def wait_for(board: VirtualBoard, predicate, timeout: float, what: str) -> None:

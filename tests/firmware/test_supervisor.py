@@ -28,8 +28,8 @@ from protocol import consts as C
 from protocol.errors import FrameError
 from protocol.framing import FrameReader
 from protocol.messages import Assign, Message, Poll, Telemetry, encode, message_from_reader
-from tools.vboard import VirtualBoard, led_colour_name
-from tools.vbus import VirtualBus
+from tools.virtual.vboard import VirtualBoard, led_colour_name
+from tools.virtual.vbus import VirtualBus
 
 ADDRESS = 7
 WDT_TIMEOUT_S = 5.0  # firmware/app.py _WDT_TIMEOUT_MS

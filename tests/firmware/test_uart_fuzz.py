@@ -31,7 +31,7 @@ from protocol.messages import (
     encode,
     message_from_reader,
 )
-from tools.vboard import VirtualBoard
+from tools.virtual.vboard import VirtualBoard
 
 ADDRESS = 9
 UID_NAME = "fuzz-A"

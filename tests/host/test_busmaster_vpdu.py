@@ -13,8 +13,8 @@ from host.config import default_config
 from host.model import GroupSnapshot, StateBusListener, UnitState
 from host.transport import SerialTransport
 from tests.busrecorder import Recorder
-from tools.vboard import VirtualBoard
-from tools.vbus import VirtualBus
+from tools.virtual.vboard import VirtualBoard
+from tools.virtual.vbus import VirtualBus
 
 
 async def until(predicate, timeout: float, what: str) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from host.meter import Freshness, MeterReader, MeterReadings, load_profile
-from tools.metersim import Load, MeterModel, MeterSim
+from tools.virtual.metersim import Load, MeterModel, MeterSim
 
 
 def test_profile_blocks_cover_every_register() -> None:

@@ -1,5 +1,5 @@
 """Pane A across units, through the real service (issue 7): two virtual units as
-``smartpdu run --config`` builds them (``host.runvirtual.virtual_unit``: a virtual smartPDU
+``smartpdu run --config`` builds them (``tools.virtual.runvirtual.virtual_unit``: a virtual smartPDU
 36 with the real firmware and meter simulator, the aggregator service, its web interface
 and peer directory), in this process on 127.0.0.1, each with its own config file.
 
@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from host.runvirtual import VirtualUnit, virtual_unit
+from tools.virtual.runvirtual import VirtualUnit, virtual_unit
 from host.web.view import apply_patch
 from tests.host.webstack import free_port
 

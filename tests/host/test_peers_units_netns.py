@@ -175,7 +175,7 @@ class Site:
                 var_dir=folder / "var", key=KEY,
             )
         )  # fmt: skip
-        argv = [sys.executable, "-m", "host.cli", "run", "--config", str(config),
+        argv = [sys.executable, "-m", "tools.cli", "run", "--config", str(config),
                 "--scenario", str(scenario)]  # fmt: skip
         self.procs[index] = self.lan.spawn(host, argv, log=self.log(index))
 

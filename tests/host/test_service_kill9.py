@@ -119,7 +119,7 @@ def _smartpdu(*args: str) -> list[str]:
     script = Path(sys.executable).parent / "smartpdu"
     if script.exists():
         return [sys.executable, str(script), *args]
-    return [sys.executable, "-m", "host.cli", *args]
+    return [sys.executable, "-m", "tools.cli", *args]
 
 
 def _free_port() -> int:

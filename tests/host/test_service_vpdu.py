@@ -15,7 +15,7 @@ import pytest
 from host.config import default_config
 from host.model import Freshness
 from host.service import Service
-from tools.vpdu import VirtualPdu
+from tools.virtual.vpdu import VirtualPdu
 
 
 async def until(predicate, timeout: float, what: str) -> None:

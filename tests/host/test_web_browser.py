@@ -480,5 +480,71 @@ async def test_phone_layout(browser: Any, stack: WebStack) -> None:
         '[data-ch="B5"] .ch-current', "e => parseFloat(getComputedStyle(e).fontSize)"
     )
     assert size >= 24  # readable from a distance
+    # Pane A's figures fit their boxes, also when a phase carries a three-digit current.
+    await phone.wait_for_selector("#units .u-phase .v")
+    assert await clipped_figures(phone) == []
+    await phone.evaluate(
+        "() => document.querySelectorAll('#units .u-phase .v').forEach("
+        "v => { v.textContent = '999.9'; v.classList.add('long'); })"
+    )
+    assert await clipped_figures(phone) == []
     await phone.screenshot(path=shot("phone"), full_page=False)
     await context.close()
+
+
+async def clipped_figures(page: Any) -> list[str]:
+    return await page.evaluate(
+        "() => [...document.querySelectorAll('#units .u-phase')]"
+        ".filter(box => box.scrollWidth > box.clientWidth)"
+        ".map(box => box.textContent + ' ' + box.scrollWidth + '>' + box.clientWidth)"
+    )
+
+
+async def test_black_box_chart_under_the_pages_own_csp(browser: Any, stack: WebStack) -> None:
+    # No bypass_csp here: the page runs under the policy it ships with, and every refused
+    # style or script shows as a console error.
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await context.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    await page.goto(stack.url)
+    await page.wait_for_selector('body[data-link="live"]', timeout=15_000)
+    await stack.set_channel("A", 2, 3.0)
+    await stack.set_channel("A", 4, 5.0)
+    mains = stack.mains
+    assert mains is not None
+    await page.wait_for_selector("#breaker-position.closed", timeout=15_000)
+    # A trip (the MCCB's alarm contact closes, then the handle drops) records a black box.
+    await mains.set_input("alarm", True)
+    await mains.set_input("breaker", False)
+    button = page.locator('#event-table tr[data-kind="breaker.tripped"] button')
+    await button.first.wait_for(state="visible", timeout=15_000)
+    await button.first.click()
+    await page.wait_for_selector("#dlg-blackbox[open] #bb-body svg polyline", state="attached")
+    strokes = await page.evaluate(
+        "() => [...document.querySelectorAll('#bb-body .chart')].map(chart => "
+        "[...new Set([...chart.querySelectorAll('polyline')]"
+        ".map(line => getComputedStyle(line).stroke))])"
+    )
+    legends = await page.evaluate(
+        "() => [...document.querySelectorAll('#bb-body .legend')]"
+        ".map(legend => legend.querySelectorAll('span').length)"
+    )
+    ticks = await page.evaluate(
+        "() => [...document.querySelectorAll('#bb-body svg text')].map(t => t.textContent)"
+    )
+    await page.click("#dlg-blackbox [data-close]")
+    await mains.set_input("alarm", False)
+    await mains.set_input("breaker", True)
+    await page.wait_for_selector("#breaker-position.closed", timeout=15_000)
+    await stack.set_channel("A", 2, 0.0)
+    await stack.set_channel("A", 4, 0.0)
+    await context.close()
+    # Each chart draws as many colours as its legend lists series (group A: two outputs;
+    # the meter: L1, L2, L3, N).
+    assert len(strokes) >= 2, strokes
+    assert [len(colours) for colours in strokes] == legends, (strokes, legends)
+    assert all(len(colours) >= 2 for colours in strokes), strokes
+    # A 30 s window is labelled to the second, so it cannot read as hours:minutes.
+    assert any(re.fullmatch(r"\d\d:\d\d:\d\d", tick) for tick in ticks), ticks
+    assert [line for line in console if line.startswith("error")] == [], console

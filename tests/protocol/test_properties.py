@@ -9,7 +9,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host.bench.protocol_bench import corrupt as corrupt_body
+from tools.bench.protocol_bench import corrupt as corrupt_body
 from protocol import consts as C
 from protocol import layouts as L
 from protocol.errors import FrameError

@@ -15,7 +15,7 @@ import pytest
 from tests.tools.rp2support import need_emulator
 from tools.rp2emu import PRODUCTION_IMAGE, EmulatedBoard, Event
 from tools.rp2emu.vboard import Rp2VirtualBoard
-from tools.vboard import led_colour_name
+from tools.virtual.vboard import led_colour_name
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools import timescale
+from tools.virtual import timescale
 
 LOADS = {1: 5.0, 3: 7.5, 12: 12.0}  # output -> amperes
 
@@ -60,7 +60,7 @@ async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
     from host.busmaster import BusMaster, CycleSettings
     from host.transport import SerialTransport
     from tools.rp2emu.vboard import Rp2VirtualBoard
-    from tools.vbus import VirtualBus
+    from tools.virtual.vbus import VirtualBus
 
     workdir.mkdir(parents=True, exist_ok=True)
     async with VirtualBus(115200, socket_path=str(workdir / "bus.sock")) as bus:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.rp2emu import PRODUCTION_IMAGE, EmulatedBoard, EmulatorError, Event
-from tools.vboard import PanelState, VirtualBoardError
+from tools.virtual.vboard import PanelState, VirtualBoardError
 
 BOARD = "pico_mcp3208"
 
@@ -121,7 +121,7 @@ class Rp2VirtualBoard:
             raise VirtualBoardError(f"{self.name} (emulated RP2040): {exc}") from exc
 
     def _provision(self, port: str, timeout: float) -> None:
-        from host.flash import FlashError, flash_board
+        from tools.field.flash import FlashError, flash_board
 
         try:
             flash_board(port, BOARD, group=self.group, info_timeout=timeout)

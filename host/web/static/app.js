@@ -522,8 +522,11 @@
     setText(r.name, u.name);
     [u.l1, u.l2, u.l3, u.n].forEach((value, i) => {
       const none = value === null || value === undefined;
-      setText(r.phases[i], none ? "—" : Number(value).toFixed(1));
+      const text = none ? "—" : Number(value).toFixed(1);
+      setText(r.phases[i], text);
       r.phases[i].classList.toggle("none", none);
+      // "125.4" would not fit the box on a phone at the full size (see .u-phase .v.long).
+      r.phases[i].classList.toggle("long", text.length > 4);
     });
     setText(r.source, u.source === "meter" ? "main meter" : u.source === "channels" ? "sum of the outputs (meter not live)" : "no live data");
     const flagKey = `${u.warning}|${u.tripped}|${u.online}|${u.alarms}`;
@@ -908,7 +911,7 @@
     for (let t = Math.ceil(start / tStep) * tStep; t <= end; t += tStep) {
       root.append(svg("line", { x1: x(t), x2: x(t), y1: T, y2: H - B, class: "grid" }));
       const d = new Date(t * 1000);
-      root.append(svg("text", { x: x(t), y: H - 8, "text-anchor": "middle", text: tStep >= 60 ? `${pad(d.getHours())}:${pad(d.getMinutes())}` : `${pad(d.getMinutes())}:${pad(d.getSeconds())}` }));
+      root.append(svg("text", { x: x(t), y: H - 8, "text-anchor": "middle", text: timeLabel(d, tStep) }));
     }
     root.append(svg("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
     root.append(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
@@ -925,7 +928,8 @@
           root.append(svg("polygon", { points: upper.concat(lower).join(" "), class: "band" }));
         }
         const line = svg("polyline", { points: run.map((p) => `${x(p[0]).toFixed(1)},${y(p[2]).toFixed(1)}`).join(" "), class: "line" });
-        if (s.colour) line.setAttribute("style", `stroke:${s.colour}`);
+        // Through the CSSOM: the page's CSP (no 'unsafe-inline' styles) refuses a style attribute.
+        if (s.colour) line.style.stroke = s.colour;
         root.append(line);
       }
     }
@@ -936,6 +940,12 @@
       return el("span", null, swatch, s.name);
     })) : null;
     fill(container, root, legend);
+  }
+
+  // Below a minute the seconds are shown too: "12:34" alone would read as hours:minutes.
+  function timeLabel(d, step) {
+    const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    return step >= 60 ? hm : `${hm}:${pad(d.getSeconds())}`;
   }
 
   function niceTimeStep(span) {

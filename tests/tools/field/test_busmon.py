@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from protocol.messages import decode
-from tools import busmon
-from tools.busmon import BadFrame, BusStats, CaptureWriter, DecodedFrame, decode_stream
+from tools.field import busmon
+from tools.field.busmon import BadFrame, BusStats, CaptureWriter, DecodedFrame, decode_stream
 
-VECTORS = json.loads((Path(__file__).resolve().parents[2] / "protocol/vectors.json").read_text())
+VECTORS = json.loads((Path(__file__).resolve().parents[3] / "protocol/vectors.json").read_text())
 GOOD = [bytes.fromhex(v["wire"]) for v in VECTORS["good"]]
 BAD = [(bytes.fromhex(v["wire"]), v["error"]) for v in VECTORS["bad"]]
 

@@ -1,6 +1,6 @@
 """Write a MicroPython image (UF2) to an RP2040 board in BOOTSEL mode.
 
-Used by ``smartpdu flash --image production`` / ``--uf2 FILE`` (``host/flash.py``); kept free of
+Used by ``smartpdu flash --image production`` / ``--uf2 FILE`` (``tools/field/flash.py``); kept free of
 the rest of the project so it can move with the field tools.
 
 An RP2040 in BOOTSEL mode (BOOTSEL held while plugging in, or ``machine.bootloader()`` from its
@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = REPO_ROOT / "build" / "rp2" / "out"
 # --image NAME -> the files that can be it, first found wins (make firmware names the
 # production image smartpdu-rp2.uf2; ../shared/rp2/build.sh calls it firmware-frozen.uf2).

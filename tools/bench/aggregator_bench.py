@@ -36,8 +36,8 @@ from host.config import default_config
 from host.model import StateBusListener, UnitState
 from host.transport import SerialTransport
 from protocol import layouts as L
-from tools.vboard import VirtualBoard
-from tools.vbus import VirtualBus
+from tools.virtual.vboard import VirtualBoard
+from tools.virtual.vbus import VirtualBus
 
 ROOT = Path(__file__).resolve().parents[2]
 T35_S = 0.00175
@@ -189,7 +189,7 @@ def _service_bench(window_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="smartpdu-bench-") as tmp:
         work = Path(tmp)
         sim = subprocess.Popen(
-            [sys.executable, "-m", "tools.vpdu", "--scenario", "bench72", "--workdir",
+            [sys.executable, "-m", "tools.virtual.vpdu", "--scenario", "bench72", "--workdir",
              str(work / "vpdu"), "-q"],
             cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
@@ -205,7 +205,7 @@ def _service_bench(window_s: float) -> dict[str, Any]:
                 f'[web]\nhost = "127.0.0.1"\nport = {_free_port()}\n'
             )
             serve = subprocess.Popen(
-                [sys.executable, "-m", "host.cli", "serve", "--config", str(config)],
+                [sys.executable, "-m", "host", "--config", str(config)],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip

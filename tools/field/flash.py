@@ -8,7 +8,7 @@ board runs), or the **stock** image, plain MicroPython, to which the compiled fi
 uploaded as files in /lib. With the production image only the config and ``main.py`` are
 written; with the stock image the steps below upload the firmware too.
 
-Writing an image first (``host/flash_uf2.py``)::
+Writing an image first (``tools/field/flash_uf2.py``)::
 
     smartpdu flash --image production --board pico_mcp3208 --group B --port PORT
 
@@ -90,9 +90,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from host import flash_uf2
+from tools.field import flash_uf2
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Architecture each board's .mpy files are compiled for; None: what the board reports (sim).
 BOARD_ARCH: dict[str, str | None] = {

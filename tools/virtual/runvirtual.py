@@ -35,10 +35,10 @@ from host.config import (
     read_config_document,
 )
 from host.service import Service
-from tools.scenario import ScenarioError, load_scenario
-from tools.vpdu import VirtualPdu
+from tools.virtual.scenario import ScenarioError, load_scenario
+from tools.virtual.vpdu import VirtualPdu
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VAR = ROOT / "var" / "run"
 
 

@@ -17,10 +17,10 @@ import pytest
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 
-from tools.metersim import Load, MeterModel, MeterSim, RegisterMap, load_register_map
-from tools.vbus import control_request
+from tools.virtual.metersim import Load, MeterModel, MeterSim, RegisterMap, load_register_map
+from tools.virtual.vbus import control_request
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SQRT3 = math.sqrt(3.0)
 
 # The addresses the issue asks for (SDM630 input registers, 0-based protocol addresses).
@@ -387,7 +387,7 @@ async def test_link_timing_is_that_of_the_baud_rate() -> None:
 
 async def test_metersim_process_serves_and_exits_on_sigterm(tmp_path: Path) -> None:
     control = tmp_path / "meter.ctl"
-    command = [sys.executable, "-m", "tools.metersim", "--baud", "38400"]
+    command = [sys.executable, "-m", "tools.virtual.metersim", "--baud", "38400"]
     command += ["--load", "L2:12.5:0.9", "--control", str(control)]
     proc = subprocess.Popen(
         command,

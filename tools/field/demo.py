@@ -13,7 +13,7 @@ from protocol.errors import FrameError
 from protocol.framing import FrameReader
 from protocol.messages import Telemetry, message_from_reader
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 BOARD_SCRIPT = r"""
 import sys, time, math

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from firmware.config import BoardConfig
-from host import flash, flash_uf2
-from host.flash import Builder, FlashError, MpyFormat, flash_board, mpy_header_compatible
-from tools.usbboard import VirtualUsbBoard
+from tools.field import flash, flash_uf2
+from tools.field.flash import Builder, FlashError, MpyFormat, flash_board, mpy_header_compatible
+from tools.field.usbboard import VirtualUsbBoard
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 REAL_APP = (REPO_ROOT / "firmware/app.py").exists()
 
 STAND_IN_APP = '''\

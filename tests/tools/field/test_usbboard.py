@@ -16,9 +16,9 @@ import pytest
 import serial
 from mpremote.transport_serial import SerialTransport
 
-from tools.usbboard import VirtualUsbBoard
+from tools.field.usbboard import VirtualUsbBoard
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def mpremote(port: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -189,7 +189,7 @@ def test_environment_and_flash_root(board: VirtualUsbBoard) -> None:
 def test_command_line_with_a_stable_link(tmp_path: Path) -> None:
     link = tmp_path / "board-a"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tools.usbboard", str(tmp_path / "flash"), "--link", str(link)],
+        [sys.executable, "-m", "tools.field.usbboard", str(tmp_path / "flash"), "--link", str(link)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,

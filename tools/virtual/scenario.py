@@ -2,11 +2,11 @@
 
 A scenario says which PDU it is (36/48/72: groups A-C, A-D or A-F of 12 outputs), which phase
 feeds each output, what is plugged in at the start, the unsupervised auxiliary loads (X1-X9,
-seen only by the main meter) and a time line of cues and faults.  ``tools/vpdu.py`` plays it:
+seen only by the main meter) and a time line of cues and faults.  ``tools/virtual/vpdu.py`` plays it:
 loads go to the virtual boards (``VirtualBoard.set_load``) and, as matching ``Load`` phasors,
 to the simulated meter.
 
-File format (``tools/scenarios/NAME.toml``)::
+File format (``tools/virtual/scenarios/NAME.toml``)::
 
     [scenario]
     description = "Rehearsal on a smartPDU 48"
@@ -97,7 +97,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tools.metersim import Load
+from tools.virtual.metersim import Load
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -1173,7 +1173,7 @@ def _array(top: _Table, key: str) -> list[Any]:
 
 
 def scenario_names() -> list[str]:
-    """Names of the shipped scenarios (``tools/scenarios/*.toml``)."""
+    """Names of the shipped scenarios (``tools/virtual/scenarios/*.toml``)."""
     return sorted(path.stem for path in SCENARIO_DIR.glob("*.toml"))
 
 

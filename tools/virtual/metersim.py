@@ -3,7 +3,7 @@
 Layers (each usable alone):
 
 * ``RegisterMap`` / ``load_register_map`` — the SDM630 register map from
-  ``tools/meter_maps/sdm630.toml`` (shared with the host meter reader).
+  ``host/meter_maps/sdm630.toml`` (shared with the host meter reader).
 * ``Load``, ``MeterModel`` — the electrical model, no I/O: per-phase loads in, readings out.
   Phase current is the RMS of the phasor sum of the loads' fundamentals and harmonics; neutral
   current is the phasor sum of the three phases per harmonic order (fundamentals cancel when
@@ -22,8 +22,8 @@ Layers (each usable alone):
 
 Run as a process::
 
-    python -m tools.metersim --baud 9600 --device-id 1 --load L1:16:0.95:0.3 --load L2:10 \\
-        [--demand-period 60] [--control /tmp/meter.ctl]
+    python -m tools.virtual.metersim --baud 9600 --device-id 1 --load L1:16:0.95:0.3 \\
+        --load L2:10 [--demand-period 60] [--control /tmp/meter.ctl]
 
 prints ``{"pid", "port", "baud", "device_id", "control"}`` as one JSON line and runs until
 SIGINT/SIGTERM.  The control socket takes JSON lines (see ``MeterSim.handle_control``).
@@ -40,11 +40,9 @@ import os
 import random
 import struct
 import time
-import tomllib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -55,11 +53,12 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
-from tools.vbus import VirtualBus, serve_until_signal
+from host.meter_map import MAPS_DIR, MeterProfile, MeterProfileError, MeterRegister, load_meter_map
+from tools.virtual.vbus import VirtualBus, serve_until_signal
 
 _LOG = logging.getLogger(__name__)
 
-SDM630_MAP = Path(__file__).resolve().parent / "meter_maps" / "sdm630.toml"
+SDM630_MAP = MAPS_DIR / "sdm630.toml"
 
 # Input registers served: 0x0000-0x017F (gaps read 0.0); anything else is an illegal address.
 _INPUT_BLOCK = 0x180
@@ -74,73 +73,17 @@ class MeterSimError(Exception):
 
 # ---------------------------------------------------------------------- register map
 
-
-@dataclass(frozen=True)
-class RegisterSpec:
-    """One float32 parameter (two registers) of the meter."""
-
-    address: int
-    register: int
-    name: str
-    unit: str
-    description: str
-
-
-@dataclass(frozen=True)
-class RegisterMap:
-    model: str
-    input: tuple[RegisterSpec, ...]
-    holding: tuple[RegisterSpec, ...]
-    max_registers_per_request: int
-    default_device_id: int
-    default_baud: int
-
-    def input_by_name(self) -> dict[str, RegisterSpec]:
-        return {spec.name: spec for spec in self.input}
-
-
-def _parse_specs(raw: object, table: str) -> tuple[RegisterSpec, ...]:
-    if not isinstance(raw, list):
-        raise MeterSimError(f"[[{table}]] must be an array of tables")
-    specs: list[RegisterSpec] = []
-    for entry in raw:
-        if not isinstance(entry, dict):
-            raise MeterSimError(f"[[{table}]] entries must be tables")
-        try:
-            spec = RegisterSpec(
-                address=int(entry["address"]),
-                register=int(entry["register"]),
-                name=str(entry["name"]),
-                unit=str(entry.get("unit", "")),
-                description=str(entry.get("description", "")),
-            )
-        except KeyError as exc:
-            raise MeterSimError(f"[[{table}]] entry {entry!r} lacks {exc}") from exc
-        specs.append(spec)
-    used: dict[int, str] = {}
-    for spec in specs:
-        for reg in (spec.address, spec.address + 1):
-            if reg in used:
-                raise MeterSimError(f"{spec.name} overlaps {used[reg]} at register {reg:#06x}")
-            used[reg] = spec.name
-    if len({spec.name for spec in specs}) != len(specs):
-        raise MeterSimError(f"duplicate names in [[{table}]]")
-    return tuple(sorted(specs, key=lambda spec: spec.address))
+# The map is the meter reader's (host.meter_map): the simulator serves what the reader reads.
+RegisterMap = MeterProfile
+RegisterSpec = MeterRegister
 
 
 def load_register_map(path: str | os.PathLike[str] = SDM630_MAP) -> RegisterMap:
     """Load and validate a meter map (TOML: ``[meter]``, ``[[input]]``, ``[[holding]]``)."""
-    with open(path, "rb") as file:
-        doc = tomllib.load(file)
-    meter = doc.get("meter", {})
-    return RegisterMap(
-        model=str(meter.get("model", "")),
-        input=_parse_specs(doc.get("input", []), "input"),
-        holding=_parse_specs(doc.get("holding", []), "holding"),
-        max_registers_per_request=int(meter.get("max_registers_per_request", 125)),
-        default_device_id=int(meter.get("default_device_id", 1)),
-        default_baud=int(meter.get("default_baud", 9600)),
-    )
+    try:
+        return load_meter_map(path)
+    except (OSError, MeterProfileError) as exc:
+        raise MeterSimError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------------- electrical model
@@ -713,7 +656,7 @@ def _parse_load(spec: str) -> tuple[int, Load]:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.metersim", description="Simulated SDM630 meter on a pty."
+        prog="python -m tools.virtual.metersim", description="Simulated SDM630 meter on a pty."
     )
     parser.add_argument("--baud", type=int, default=9600, choices=[2400, 4800, 9600, 19200, 38400])
     parser.add_argument("--device-id", type=int, default=1)

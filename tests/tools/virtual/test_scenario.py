@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.mpy import run_micropython
-from tools.scenario import (
+from tools.virtual.scenario import (
     AUDIO_RMS_FRACTION,
     KINDS,
     PRESETS,
@@ -496,7 +496,7 @@ def test_shapes_are_what_a_stage_electrician_expects() -> None:
 
 
 def test_the_documented_example_is_a_valid_scenario() -> None:
-    import tools.scenario as module
+    import tools.virtual.scenario as module
 
     doc = module.__doc__ or ""
     example = doc[doc.index("    [scenario]") : doc.index("Load keys")]

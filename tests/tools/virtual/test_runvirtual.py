@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from host.cli import build_parser
+from tools.cli import build_parser
 from host.config import ConfigError, config_from_document, read_config_document
-from host.runvirtual import DEFAULT_VAR, virtual_document, with_virtual_ports
+from tools.virtual.runvirtual import DEFAULT_VAR, virtual_document, with_virtual_ports
 
 UNIT_FILE = """\
 [unit]

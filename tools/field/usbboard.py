@@ -1,5 +1,5 @@
 """Virtual USB board: MicroPython's unix port behind a pseudo-terminal, behaving like the USB
-serial REPL of a real board, so that ``mpremote``, pyserial and ``host/flash.py`` work on it
+serial REPL of a real board, so that ``mpremote``, pyserial and ``tools/field/flash.py`` work on it
 unchanged.
 
 What a program that opens the port (``VirtualUsbBoard.port``, a ``/dev/pts/N`` path) sees:
@@ -36,7 +36,7 @@ is back (at most 0.3 s), so that what a tool types next reaches the REPL, not th
 
 Command line::
 
-    python -m tools.usbboard SANDBOX_DIR [--link PATH] [--env NAME=VALUE ...]
+    python -m tools.field.usbboard SANDBOX_DIR [--link PATH] [--env NAME=VALUE ...]
 
 prints one JSON line ``{"port": "/dev/pts/N", "link": ..., "sandbox": ..., "pid": ...}`` and runs
 until SIGINT/SIGTERM.

@@ -42,7 +42,7 @@ from aiohttp import web
 
 from host.config import default_config
 from host.model import UnitState
-from host.storage import Storage
+from host.storage.store import Storage
 from host.web import HUB, WebContext, create_app
 from host.web.live import MIN_INTERVAL_S, Frame, LiveClient
 from protocol import consts as C

@@ -16,9 +16,9 @@ import pytest
 import serial
 
 from tests.mpy import micropython_command
-from tools.vbus import HELLO_PREFIX, VirtualBus, control_request
+from tools.virtual.vbus import HELLO_PREFIX, VirtualBus, control_request
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -423,7 +423,7 @@ async def test_micropython_board_talks_over_the_socket(tmp_path: Path) -> None:
 async def test_process_exits_cleanly_on_signal(sig: signal.Signals, tmp_path: Path) -> None:
     socket_path = tmp_path / "bus.sock"
     control_path = tmp_path / "bus.ctl"
-    command = [sys.executable, "-m", "tools.vbus", "--baud", "115200"]
+    command = [sys.executable, "-m", "tools.virtual.vbus", "--baud", "115200"]
     command += ["--pty", "master", "--pty", "monitor,listen"]
     command += ["--socket", str(socket_path), "--control", str(control_path)]
     proc = subprocess.Popen(

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from host.flash import Builder, flash_board
-from tools.usbboard import VirtualUsbBoard
+from tools.field.flash import Builder, flash_board
+from tools.field.usbboard import VirtualUsbBoard
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 

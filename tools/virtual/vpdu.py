@@ -1,5 +1,5 @@
 """Virtual smartPDU: the bus, one virtual board per group, the mains status node and the meter,
-driven by a scenario (``tools/scenario.py``).
+driven by a scenario (``tools/virtual/scenario.py``).
 
 Pieces (all real: the aggregator cannot tell them from hardware):
 
@@ -31,7 +31,7 @@ Python API::
     await pdu.estop(True); await pdu.power_loss(3.0); await pdu.set_channel("A", 1, "led", 5.0)
     await pdu.stop()
 
-Command line (``smartpdu sim``; until wired, ``python -m tools.vpdu``)::
+Command line (``smartpdu sim``; until wired, ``python -m tools.virtual.vpdu``)::
 
     smartpdu sim [--scenario rehearsal] [--speed 1] [--workdir DIR] [--baud 115200]
                  [--meter-baud 9600] [--duration S] [--list]
@@ -64,8 +64,8 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.metersim import Load, MeterModel, MeterSim, neutral_current, phase_spectrum, rms_of
-from tools.scenario import (
+from tools.virtual.metersim import Load, MeterModel, MeterSim, neutral_current, phase_spectrum, rms_of
+from tools.virtual.scenario import (
     DIMMER_RISE_US,
     KINDS,
     MOTOR_INRUSH,
@@ -94,8 +94,8 @@ from tools.scenario import (
     load_scenario,
     scenario_names,
 )
-from tools.vboard import VirtualBoard, VirtualBoardError
-from tools.vbus import VirtualBus
+from tools.virtual.vboard import VirtualBoard, VirtualBoardError
+from tools.virtual.vbus import VirtualBus
 
 _LOG = logging.getLogger(__name__)
 
@@ -950,7 +950,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scenario",
         default="rehearsal",
-        help="scenario name (tools/scenarios/NAME.toml) or path to a .toml file",
+        help="scenario name (tools/virtual/scenarios/NAME.toml) or path to a .toml file",
     )
     parser.add_argument("--speed", type=float, default=1.0, help="time line speed factor")
     parser.add_argument("--workdir", help="sockets and board flash (default: a temp dir)")

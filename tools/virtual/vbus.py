@@ -54,7 +54,7 @@ Physics
 
 Run as a process::
 
-    python -m tools.vbus --baud 115200 --pty master --pty monitor,listen --socket /tmp/bus.sock \\
+    python -m tools.virtual.vbus --baud 115200 --pty master --pty monitor,listen --socket /tmp/bus.sock \\
         [--control /tmp/bus.ctl] [--ber 1e-5] [--drop 0] [--seed 1]
 
 prints one JSON line ``{"pid", "baud", "socket", "control", "pty": {name: path}}`` on stdout
@@ -900,7 +900,7 @@ def _parse_pty_spec(spec: str) -> tuple[str, bool, bool]:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.vbus", description="Virtual RS-485 bus (see module docstring)."
+        prog="python -m tools.virtual.vbus", description="Virtual RS-485 bus (see module docstring)."
     )
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--bits-per-char", type=int, default=10, help="10 for 8N1, 11 for 8E1")

@@ -24,11 +24,11 @@ from protocol import consts as C
 from protocol.messages import Report, Telemetry
 from tests.busrecorder import Recorder
 from tests.procs import descendants, is_zombie, stat
-from tools.metersim import phase_spectrum, rms_of
-from tools.scenario import PHASES, Estop, PowerLoss, Trip, load_scenario, loads_scenario
-from tools.vpdu import PduState, VirtualPdu
+from tools.virtual.metersim import phase_spectrum, rms_of
+from tools.virtual.scenario import PHASES, Estop, PowerLoss, Trip, load_scenario, loads_scenario
+from tools.virtual.vpdu import PduState, VirtualPdu
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 # A smartPDU 48 with a steady rig of every load kind (no time line): what the boards and the
 # meter show can be compared with the scenario at any moment.
@@ -545,7 +545,7 @@ duration = 1
 def test_sim_command_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) -> None:
     workdir = tmp_path / "w"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.vpdu", "--scenario", "rehearsal", "--speed", "5",
+        [sys.executable, "-m", "tools.virtual.vpdu", "--scenario", "rehearsal", "--speed", "5",
          "--workdir", str(workdir)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -582,7 +582,7 @@ def test_sim_command_leaves_no_process_behind(tmp_path: Path, sig: signal.Signal
 def test_boards_die_even_when_the_sim_command_is_killed(tmp_path: Path) -> None:
     """SIGKILL gives the process no chance to clean up: its reaper kills the boards."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.vpdu", "--scenario", "overload", "--workdir",
+        [sys.executable, "-m", "tools.virtual.vpdu", "--scenario", "overload", "--workdir",
          str(tmp_path / "w"), "-q"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -611,7 +611,7 @@ def test_boards_die_even_when_the_sim_command_is_killed(tmp_path: Path) -> None:
 
 def test_sim_command_reports_a_bad_scenario() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tools.vpdu", "--scenario", "no-such-show"],
+        [sys.executable, "-m", "tools.virtual.vpdu", "--scenario", "no-such-show"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -621,7 +621,7 @@ def test_sim_command_reports_a_bad_scenario() -> None:
     assert done.returncode == 2
     assert "no such scenario" in done.stderr and "rehearsal" in done.stderr
     listed = subprocess.run(
-        [sys.executable, "-m", "tools.vpdu", "--list"],
+        [sys.executable, "-m", "tools.virtual.vpdu", "--list"],
         cwd=ROOT,
         capture_output=True,
         text=True,
