@@ -62,6 +62,19 @@ class SupervisionSettings:
             raise ValueError("the hysteresis must be between 0 and 10 A")
         return self
 
+    def validated_entry(self) -> SupervisionSettings:
+        """``validated`` plus what only makes sense to refuse when a person enters it: a
+        hysteresis wider than the range (the supervisor itself narrows such a margin to
+        half the range, so settings stored before this check still work)."""
+        self.validated()
+        span = self.max_a - self.min_a
+        if self.hysteresis_a > span:
+            raise ValueError(
+                f"the hysteresis ({self.hysteresis_a:g} A) is larger than the range "
+                f"{self.min_a:g}-{self.max_a:g} A; make it at most {span:g} A"
+            )
+        return self
+
 
 @dataclass(frozen=True)
 class SupervisionTransition:

@@ -355,7 +355,14 @@ async def set_supervision(request: web.Request) -> web.Response:
             max_a=_number_field(body, "max_a", current.max_a if not enabled else None),
             dwell_s=_number_field(body, "dwell_s", defaults.dwell_s),
             hysteresis_a=_number_field(body, "hysteresis_a", defaults.hysteresis_a),
-        ).validated()
+        )
+        if "hysteresis_a" in body:
+            settings = settings.validated_entry()
+        else:
+            # The unit's default margin, narrowed to fit a range narrower than it.
+            span = max(settings.max_a - settings.min_a, 0.0)
+            settings = replace(settings, hysteresis_a=min(settings.hysteresis_a, span))
+            settings = settings.validated()
     except ValueError as exc:
         raise http_error(web.HTTPBadRequest, str(exc)) from None
     await _saved(ctx.storage.save_supervision(cid, settings))

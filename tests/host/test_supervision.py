@@ -42,6 +42,12 @@ def test_validate_range() -> None:
         SupervisionSettings(True, 0, 10, dwell_s=-1).validated()
 
 
+def test_an_entered_hysteresis_must_fit_the_range() -> None:
+    with pytest.raises(ValueError, match=r"larger than the range 5-5.2 A; make it at most 0.2 A"):
+        SupervisionSettings(True, 5.0, 5.2, hysteresis_a=0.5).validated_entry()
+    assert SupervisionSettings(True, 5.0, 5.5, hysteresis_a=0.5).validated_entry()
+
+
 def test_unsupervised_channel_never_warns() -> None:
     supervisor = ChannelSupervisor("A1")
     assert supervisor.status is SupervisionStatus.UNSUPERVISED

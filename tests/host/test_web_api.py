@@ -360,6 +360,7 @@ async def test_channel_label_is_stored_as_text(web: Harness) -> None:
         {"min_a": 1, "max_a": 2, "enabled": "yes"},
         {"min_a": 1, "max_a": 2, "dwell_s": -1},
         {"min_a": 1, "max_a": 2, "colour": "red"},
+        {"min_a": 5, "max_a": 5.2, "hysteresis_a": 0.5},  # a margin wider than the range
     ],
 )
 async def test_supervision_range_is_validated(web: Harness, body: dict[str, Any]) -> None:
