@@ -76,14 +76,12 @@ def build(argv=None, generator=None, **overrides):
     from boards import Board
     from firmware.drivers.buttons import Buttons
     from firmware.drivers.rs485 import Rs485
-    from firmware.drivers.sim import (
-        SimAdc,
-        SimPanel,
-        SimPin,
-        SimUart,
-        SimWatchdog,
-        ensure_dir,
-    )
+    from firmware.drivers.sim.adc import SimAdc
+    from firmware.drivers.sim.panel import SimPanel
+    from firmware.drivers.sim.pin import SimPin
+    from firmware.drivers.sim.uart import SimUart
+    from firmware.drivers.sim.unixport import ensure_dir
+    from firmware.drivers.sim.watchdog import SimWatchdog
     from firmware.drivers.tm1637 import Display
     from firmware.drivers.ws2812 import Ws2812
 

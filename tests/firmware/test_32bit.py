@@ -44,7 +44,7 @@ CHAR_US_115200 = 86_806 / 1000  # 10 bits at 115200 baud
 UART_APP = """
 import json, sys
 from time import sleep_ms, ticks_add, ticks_diff
-from firmware.drivers.sim import SimUart
+from firmware.drivers.sim.uart import SimUart
 
 uart = SimUart(sys.argv[1], name="t32")
 buf = bytearray(16)

@@ -369,7 +369,7 @@ def test_sim_adc_drives_loadsim_when_present() -> None:
         """
 import json, time
 from firmware.loadsim import LoadSim
-from firmware.drivers.sim import SimAdc
+from firmware.drivers.sim.adc import SimAdc
 import boards.sim
 adc = SimAdc(LoadSim(), samples_per_block=64, sample_period_ns=boards.sim.SAMPLE_PERIOD_NS)
 adc.start()
@@ -388,7 +388,7 @@ def test_sim_uart_reports_unreachable_bus(tmp_path: Path) -> None:
     with pytest.raises(pytest.fail.Exception, match="SimBusError"):
         run_micropython(
             f"""
-from firmware.drivers.sim import SimUart
+from firmware.drivers.sim.uart import SimUart
 SimUart({str(tmp_path / "nobus")!r}, connect_timeout_ms=200)
 """
         )
@@ -398,7 +398,7 @@ def test_panel_state_line_is_the_state_as_json_and_allocates_nothing() -> None:
     out = run_micropython(
         """
 import gc, json
-from firmware.drivers.sim import SimPanel
+from firmware.drivers.sim.panel import SimPanel
 from firmware.drivers.status_inputs import NAMES, SimTemperature
 group = SimPanel(None, uid="sim-A", group="A")
 group.leds[3] = (160 << 8) | (20 << 16) | 7
