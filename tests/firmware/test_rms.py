@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -374,7 +375,23 @@ print(cycles, engine.avg_ua[11], classifier.state[11])
     assert state in (2, 3)  # SLIGHT after 1 s at 24 A, SERIOUS after 6 s
 
 
-MY_FILES = ["firmware/rms.py", "firmware/overload.py", "firmware/loadsim.py"]
+RMS_MODULES = ["firmware/rms.py", "firmware/rms_window.py", "firmware/rms_noise.py",
+               "firmware/rms_report.py"]  # fmt: skip
+MY_FILES = [*RMS_MODULES, "firmware/overload.py", "firmware/loadsim.py"]
+
+
+def test_layout_constants_agree_across_the_rms_modules() -> None:
+    # A const is seen only by the module that defines it: each restates the layout words
+    found: dict[str, dict[str, str]] = {}
+    for path in RMS_MODULES:
+        for line in (REPO_ROOT / path).read_text().splitlines():
+            match = re.match(r"^(_?[A-Z][A-Z0-9_]*) = const\((.*?)\)(  #.*)?$", line)
+            if match:
+                found.setdefault(match.group(1), {})[path] = match.group(2)
+    shared = {name: where for name, where in found.items() if len(where) > 1}
+    assert "_NRS" in shared and "_C_PUSH" in shared
+    for name, where in shared.items():
+        assert len(set(where.values())) == 1, (name, where)
 
 
 @pytest.mark.parametrize("arch", ["armv6m", "xtensawin"])
