@@ -1,5 +1,5 @@
-"""A stand-alone peer: the real :class:`host.peers.PeerDirectory` and exchange routes with a
-synthetic unit, no boards. Used by the multi-process tests and the peer benchmark::
+"""A stand-alone peer: the real :class:`host.peers.directory.PeerDirectory` and exchange
+routes with a synthetic unit, no boards. Used by the multi-process tests and the peer benchmark::
 
     python -m host.peerproc --unit-id smartPDU0000A1 --site-key KEY --port 8080 \\
         --l1 10.5 --l2 11.5 --l3 12.5 --n 1.5 --view-file /tmp/a.json
@@ -28,9 +28,12 @@ from typing import Any
 
 from aiohttp import web
 
-from host.config import UNIT_ID_PATTERN, validate_label
-from host.peers import LocalStatus, MemoryNumbering, Numbering, PeerDirectory, PeerSettings
-from host.peers import setup_routes as setup_peer_routes
+from host.domain import UNIT_ID_PATTERN, validate_label
+from host.peers.directory import PeerDirectory
+from host.peers.envelope import LocalStatus
+from host.peers.known import MemoryNumbering, Numbering
+from host.peers.settings import PeerSettings
+from host.web.peers_routes import add_routes as add_peer_routes
 
 _LOG = logging.getLogger("host.peerproc")
 
@@ -127,7 +130,7 @@ def create_app(unit: SyntheticUnit, directory: PeerDirectory) -> web.Application
     app = web.Application()
     app[UNIT] = unit
     app[DIRECTORY] = directory
-    setup_peer_routes(app, directory)
+    add_peer_routes(app, directory)
     app.router.add_get("/api/v1/units", units_handler)
     app.router.add_get("/api/v1/units/{unit_id}", unit_handler)
     app.router.add_get("/api/v1/units/{unit_id}/view", unit_handler)

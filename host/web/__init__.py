@@ -36,7 +36,7 @@ class ServicePartsLike(Protocol):
     @property
     def panels(self) -> Mapping[str, Any]: ...
     @property
-    def peers(self) -> Any: ...  # host.peers.PeerDirectory | None
+    def peers(self) -> Any: ...  # host.peers.directory.PeerDirectory | None
 
 
 class WebHandle:
@@ -70,16 +70,7 @@ async def start_web(parts: ServicePartsLike) -> WebHandle:
     context = WebContext.for_service(
         config, parts.state, parts.storage, number=number, panels=parts.panels
     )
-    app = create_app(context)
-    peers = getattr(parts, "peers", None)
-    if peers is not None:
-        # The other units on the LAN: their signed exchange, and their rows in pane A.
-        from host.peers import setup_routes
-        from host.web.app import require_read
-
-        setup_routes(app, peers, status_guard=require_read)
-        context.units.add_source(peers.rows)
-        peers.on_change(context.units.changed)
+    app = create_app(context, peers=getattr(parts, "peers", None))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, config.web.host, config.web.port, reuse_address=True)

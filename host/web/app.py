@@ -22,6 +22,7 @@ from aiohttp import web
 
 from host.config import ServiceConfig
 from host.model import UnitState
+from host.peers.directory import PeerDirectory
 from host.storage.schema import StorageError
 from host.storage.store import Storage
 from host.web.auth import (
@@ -34,6 +35,7 @@ from host.web.auth import (
     csrf_ok,
 )
 from host.web.live import LiveHub, PanelSource
+from host.web.peers_routes import add_routes as add_peer_routes
 from host.web.units import UnitDirectory
 
 _LOG = logging.getLogger(__name__)
@@ -255,7 +257,7 @@ async def _close_live(app: web.Application) -> None:
     await app[HUB].close()
 
 
-def create_app(context: WebContext) -> web.Application:
+def create_app(context: WebContext, peers: PeerDirectory | None = None) -> web.Application:
     from host.web import api  # the handlers need CONTEXT, defined above
 
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
@@ -272,5 +274,10 @@ def create_app(context: WebContext) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get(f"{API_PREFIX}/openapi.yaml", openapi)
     api.add_routes(app)
+    if peers is not None:
+        # The other units on the LAN: their signed exchange, and their rows in pane A.
+        add_peer_routes(app, peers, status_guard=require_read)
+        context.units.add_source(peers.rows)
+        peers.on_change(context.units.changed)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app

@@ -18,25 +18,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from host.config import PeersConfig
-from host.peers import (
+from host.peers.directory import PeerDirectory
+from host.peers.envelope import (
     EXCHANGE_PATH,
     MAX_BODY_BYTES,
     STATUS_PATH,
     ExchangeError,
     LocalStatus,
-    PeerDirectory,
-    PeerSettings,
-    PeerUnavailable,
     SiteKey,
     UnitSummary,
     canonical_json,
     decode_envelope,
     encode_envelope,
-    setup_routes,
     static_url,
     valid_url,
 )
+from host.peers.exchange import PeerUnavailable
+from host.peers.settings import PeerSettings
 from host.storage.store import Storage
+from host.web.peers_routes import add_routes as setup_routes
 from host.web.units import UNIT_FIELDS
 
 KEY = "site-key-0123456789abcdef"
