@@ -8,7 +8,8 @@ superframe's detail board. A slot whose start has already passed when the frame 
 skipped and counted (``late_slots``): a late frame would collide with the next board's.
 The per-cycle path (SYNC/POLL in, REPORT/TELEMETRY out) allocates nothing:
 frames are parsed in the FrameReader's buffer and built in the FrameWriter's. Rare messages
-(INFO, CONFIG, discovery) use the protocol's message classes.
+(INFO, CONFIG, discovery) use the protocol's message classes: only the families a board
+answers (``protocol.admin``, ``protocol.discovery``) are imported, not the report cycle's.
 """
 
 import time
@@ -16,10 +17,13 @@ import time
 from firmware.config import BoardConfig, ConfigStore
 from firmware.measurements import Measurements
 from protocol import consts as C
+from protocol.admin import Ack, ConfigGet, ConfigSet, ConfigValue, Identify, Info, Nak
+from protocol.discovery import Assign, Discover, DiscoverReply, Mute
 from protocol.errors import FieldError, FrameError
 from protocol.framing import FrameReader, FrameWriter
 from protocol.layouts import (
     SYNC_DETAIL,
+    SYNC_FREQ,
     SYNC_LEAD,
     SYNC_ROUNDS,
     SYNC_SLOT_US,
@@ -29,21 +33,7 @@ from protocol.layouts import (
     sync_slot,
     sync_slot_count,
 )
-from protocol.messages import (
-    Ack,
-    Assign,
-    ConfigGet,
-    ConfigSet,
-    ConfigValue,
-    Discover,
-    DiscoverReply,
-    Identify,
-    Info,
-    Mute,
-    Nak,
-    encode,
-    message_from_reader,
-)
+from protocol.schema import encode, message_from_reader
 
 FW_VERSION = (1, 0, 0)
 
@@ -105,7 +95,8 @@ class BusSlave:
         self._tx_seq = 0
         self._tx_at_us = 0
         self.tx_at_us = 0  # start time of the frame due() returned last
-        self.char_ns = 86806  # one character on the line; the app sets the real one
+        # One character (10 bits) on the line at the default baud; the app sets the real one.
+        self.char_ns = (1_000_000_000 + C.BUS_BAUD // 20) // (C.BUS_BAUD // C.BITS_PER_CHAR)
         # Superframe after a SYNC: round r's REPORT starts at base + (r * count + slot) * slot_us.
         self._sf_base_us = time.ticks_us()
         self._sf_slot = -1
@@ -178,7 +169,7 @@ class BusSlave:
             self._handle_rare(mtype, now_us)
 
     def _on_sync(self, raw, p: int, end_us, seq: int) -> None:
-        freq = get_u16(raw, p + 2)
+        freq = get_u16(raw, p + SYNC_FREQ)
         if freq:
             self.sync_freq_centihz = freq
         me = self.config.address
@@ -227,6 +218,11 @@ class BusSlave:
     # -- rare messages (allocate; not on the per-cycle path) -----------------------------
     def _handle_rare(self, mtype: int, now_us) -> None:
         reader = self.reader
+        if mtype == C.T_STATUS or mtype == C.T_TELEMETRY or mtype == C.T_REPORT:
+            return  # another board's answer (bus is shared); its classes are not imported
+        if mtype == C.T_GET_INFO:
+            self._answer(self.info(reader.seq), now_us)
+            return
         try:
             msg = message_from_reader(reader)
         except FrameError as exc:
@@ -234,9 +230,7 @@ class BusSlave:
                 self._nak(mtype, exc.code or C.E_BAD_VALUE, reader.seq)
             return
         seq = reader.seq
-        if mtype == C.T_GET_INFO:
-            self._answer(self.info(seq), now_us)
-        elif isinstance(msg, ConfigGet):
+        if isinstance(msg, ConfigGet):
             try:
                 value = self.config.get(msg.key, msg.index)
             except FieldError as exc:
@@ -272,8 +266,6 @@ class BusSlave:
                     self.config.group = msg.group
                 self.writer.src = msg.address
                 self._persist(mtype, seq, now_us)
-        elif mtype == C.T_STATUS or mtype == C.T_TELEMETRY or mtype == C.T_REPORT:
-            pass  # another board's answer (bus is shared)
         elif reader.dst != C.ADDR_BROADCAST and reader.src == C.ADDR_MASTER:
             self._nak(mtype, C.E_NOT_SUPPORTED, seq)
 

@@ -111,7 +111,12 @@ K_RATING = const(0x05)  # u16 rating in 10 mA, 100..6300
 K_CURVE = const(0x06)  # u8 n (2..10), n x (u16 percent, u32 tmin_ms, u32 tmax_ms)
 K_NOISE_FLOOR = const(0x07)  # u16 mA, 0..2000
 
-GROUP_LETTERS = "ABCDEF"
-CHANNELS = const(12)
+# The bus line (8N1: a character is 10 bits on the wire) and the PDU's shape, shared by the
+# boards, the aggregator and the tools.
+BUS_BAUD = const(115200)  # default bus rate
+BUS_BAUD_MAX = const(1_000_000)
+BITS_PER_CHAR = const(10)
+GROUP_LETTERS = "ABCDEF"  # one group board per letter
+CHANNELS = const(12)  # outputs (channels) per group board
 UID_LEN = const(8)
 MAX_CURVE_POINTS = const(10)

@@ -1,16 +1,48 @@
-"""Byte layouts of every payload, and allocation-free packers for the board's hot path.
+"""The byte layout of every payload, declared once, and the board's allocation-free packers.
 
-All multi-byte fields are little-endian. Offsets are relative to the payload start
-(``HEADER_LEN`` in the raw frame). PROTOCOL.md documents the same tables for humans; the
-golden vectors pin both.
+Each message's payload is one table: ``(name, code, low, high[, also])`` per field in wire
+order. Offsets, sizes, the payload length limits, the message classes' packing, unpacking
+and range checks (``protocol.schema``) and the layout tables of PROTOCOL.md
+(``python -m protocol.gen_doc``) all come from these tables.
+
+``code`` says how the field sits on the wire (all multi-byte values little-endian):
+
+- ``B`` ``H`` ``I`` ``h``: one struct value; ``3B``, ``12H``: that many of them (a sequence);
+- ``8s``: 8 raw bytes; ``c``: one ASCII letter, 0 for none (``""``); ``?``: a 0/1 flag;
+- ``12u12``: 12 unsigned values of 12 bits packed low bit first (value 0 in the low bits of
+  byte 0), ``12u2`` and ``12u4`` likewise, ``u4``: one 4-bit value in a byte;
+- ``A-N*X`` (a variable tail, last field): ``A`` to ``N`` entries of the struct format ``X``.
+
+``low..high`` is the range of a value (every element of a sequence); ``also`` one more value
+allowed outside it. Checks that span fields live in the message class (``check``).
 """
 
+try:
+    from micropython import const  # pyright: ignore[reportMissingImports, reportAssignmentType]
+except ImportError:  # CPython (the aggregator)
+
+    def const(expr: int) -> int:
+        return expr
+
+
+import struct
+
 from protocol.consts import (
+    ADDR_FIRST_BOARD,
+    ADDR_LAST_BOARD,
+    BOARD_MAINS_STATUS_SIM,
+    BOARD_PICO_MCP3208,
+    CAUSE_UNKNOWN,
     CHANNELS,
+    E_BAD_VERSION,
+    E_NOT_SUPPORTED,
+    GROUP_LETTERS,
     REPORT_MAX_CENTIAMPS,
     REPORT_OVER_RANGE,
+    ST_OFF,
     ST_SERIOUS,
     ST_SLIGHT,
+    ST_TRIPPED,
     T_ACK,
     T_ASSIGN,
     T_CONFIG_GET,
@@ -30,80 +62,183 @@ from protocol.consts import (
     T_TELEMETRY,
 )
 
-# Fixed payload sizes.
-POLL_LEN = 1  # u8 requested type
-# SYNC: u16 cycle, u16 freq 0.01 Hz, u16 slot_us, u8 first, u32 slot mask, u8 detail,
-# u8 rounds, u16 lead_us
-SYNC_LEN = 15
-SYNC_SLOT_US = 4
-SYNC_FIRST = 6
-SYNC_MASK = 7  # offset of the u32 slot mask
-SYNC_DETAIL = 11
-SYNC_ROUNDS = 12
-SYNC_LEAD = 13
-# REPORT: 12 x 12-bit current code, two per 3 bytes (even channel in the low 12 bits), then
-# 12 x 2-bit alarm, four per byte (channel 4k in bits 0-1), then the panel byte: bits 0-3 the
-# selected channel (blue button, shown on the LOAD CURRENT display), 0x0F none; bits 4-7
-# reserved (sent 0, ignored).
-REPORT_LEN = 22
-REPORT_ALARMS = 18
-REPORT_PANEL = 21
-REPORT_NO_SELECTION = 0x0F  # panel nibble: no button selected (12..14 read the same)
-REPORT_FINE_CODES = 2048  # codes 0..2047: 10 mA steps (0..20.47 A)
-REPORT_COARSE_STEP = 5  # codes 2048..4094: 50 mA steps from 20.48 A to 122.78 A
-REPORT_CODE_OVER = 4095
-TELEMETRY_FIXED_LEN = 53
-TELEMETRY_OVERLOAD_LEN = 3  # per overloaded channel: u8 channel, u16 time-to-trip 0.1 s
-STATUS_LEN = 14
-INFO_LEN = 20
-CONFIG_HEAD_LEN = 2  # u8 key, u8 index
-CONFIG_MAX_LEN = 103  # head + curve (1 + 10 x 10)
-IDENTIFY_LEN = 1
-DISCOVER_LEN = 16
-DISCOVER_REPLY_LEN = 10
-MUTE_LEN = 9
-ASSIGN_LEN = 10
-ACK_LEN = 1
-NAK_LEN = 2
+_U8 = const(0xFF)
+_U16 = const(0xFFFF)
+_U32 = 0xFFFFFFFF  # not a const(): a big int on a 32-bit port, made once
+_GROUP_FIRST = ord(GROUP_LETTERS[0])  # group letters travel as ASCII, 0 for none
+_GROUP_LAST = ord(GROUP_LETTERS[-1])
 
-# TELEMETRY offsets.
-TM_FLAGS = 0
-TM_CURRENTS = 1  # 12 x u16, 10 mA units, 0xFFFF = invalid
-TM_STATES = 25  # 6 bytes, one nibble per channel (even channel low nibble): state | clip bit
-TM_CREST = 31  # 12 x u8, crest factor in 0.1 units (0 = no load)
-TM_UPTIME = 43  # u32 s
-TM_RX_ERRORS = 47  # u16, saturating
-TM_WINDOWS = 49  # u16, wrapping
-TM_FREQ = 51  # u16 0.01 Hz
-TM_OVERLOADS = 53
+POLL = (("want", "B", T_REPORT, T_STATUS),)
+SYNC = (
+    ("cycle", "H", 0, _U16),
+    ("freq_centihz", "H", 4000, 7000, 0),
+    ("slot_us", "H", 1, _U16),
+    ("first_addr", "B", ADDR_FIRST_BOARD, ADDR_LAST_BOARD),
+    ("slot_mask", "I", 0, _U32),
+    ("detail_addr", "B", 0, ADDR_LAST_BOARD),
+    ("rounds", "B", 1, _U8),
+    ("lead_us", "H", 0, _U16),
+)
+REPORT = (
+    ("centiamps", "12u12", 0, REPORT_OVER_RANGE, 0xFFFF),
+    ("alarms", "12u2", 0, 3),
+    ("selected", "u4", -1, CHANNELS - 1),
+)
+TELEMETRY = (
+    ("flags", "B", 0, _U8),
+    ("centiamps", "12H", 0, _U16),
+    ("states", "12u4", ST_OFF, ST_TRIPPED),
+    ("crest_x10", "12B", 0, _U8),
+    ("uptime_s", "I", 0, _U32),
+    ("rx_errors", "H", 0, _U16),
+    ("windows", "H", 0, _U16),
+    ("freq_centihz", "H", 0, _U16),
+    ("time_to_trip_ds", "0-12*BH", 0, _U16),
+)
+STATUS = (
+    ("inputs", "B", 0, 0x1F),
+    ("cause", "B", 0, CAUSE_UNKNOWN),
+    ("temp_decidegc", "h", -32768, 32767),
+    ("uptime_s", "I", 0, _U32),
+    ("rx_errors", "H", 0, _U16),
+    ("trip_count", "H", 0, _U16),
+    ("since_trip_s", "H", 0, _U16),
+)
+GET_INFO = ()
+INFO = (
+    ("fw_version", "3B", 0, _U8),
+    ("protocol_version", "B", 0, _U8),
+    ("board_type", "B", BOARD_PICO_MCP3208, BOARD_MAINS_STATUS_SIM),
+    ("uid", "8s", 0, 0),
+    ("group", "c", _GROUP_FIRST, _GROUP_LAST),
+    ("channels", "B", 0, CHANNELS),
+    ("config_digest", "I", 0, _U32),
+    ("flags", "B", 0, _U8),
+)
+CONFIG_GET = (("key", "B", 0, _U8), ("index", "B", 0, _U8))
+CONFIG_VALUE = (("key", "B", 0, _U8), ("index", "B", 0, _U8), ("value", "1-101*B", 0, _U8))
+IDENTIFY = (("seconds", "B", 0, _U8),)
+DISCOVER = (("uid_lo", "8s", 0, 0), ("uid_hi", "8s", 0, 0))
+DISCOVER_REPLY = (
+    ("uid", "8s", 0, 0),
+    ("address", "B", 0, _U8),
+    ("board_type", "B", BOARD_PICO_MCP3208, BOARD_MAINS_STATUS_SIM),
+)
+MUTE = (("uid", "8s", 0, 0), ("mute", "?", 0, 1))
+ASSIGN = (
+    ("uid", "8s", 0, 0),
+    ("address", "B", ADDR_FIRST_BOARD, ADDR_LAST_BOARD),
+    ("group", "c", _GROUP_FIRST, _GROUP_LAST),
+)
+ACK = (("acked_type", "B", 0, _U8),)
+NAK = (("rejected_type", "B", 0, _U8), ("error", "B", E_BAD_VERSION, E_NOT_SUPPORTED))
+
+# Every payload by message type (CONFIG_SET carries a CONFIG_VALUE).
+LAYOUTS = (
+    (T_POLL, POLL),
+    (T_SYNC, SYNC),
+    (T_REPORT, REPORT),
+    (T_TELEMETRY, TELEMETRY),
+    (T_STATUS, STATUS),
+    (T_GET_INFO, GET_INFO),
+    (T_INFO, INFO),
+    (T_CONFIG_GET, CONFIG_GET),
+    (T_CONFIG_VALUE, CONFIG_VALUE),
+    (T_CONFIG_SET, CONFIG_VALUE),
+    (T_IDENTIFY, IDENTIFY),
+    (T_DISCOVER, DISCOVER),
+    (T_DISCOVER_REPLY, DISCOVER_REPLY),
+    (T_MUTE, MUTE),
+    (T_ASSIGN, ASSIGN),
+    (T_ACK, ACK),
+    (T_NAK, NAK),
+)
+
+
+def count_of(code: str) -> int:
+    """Values in a field (1 for a scalar, N for ``N...``; bytes of ``Ns`` count as one)."""
+    n = 0
+    for ch in code:
+        if "0" <= ch <= "9":
+            n = n * 10 + ord(ch) - 48
+        else:
+            break
+    return n if n and code[-1] != "s" else 1
+
+
+def tail_of(code: str):
+    """(fewest entries, most entries, struct format of one entry) of an ``A-N*X`` tail, or
+    None for a fixed-size field."""
+    star = code.find("*")
+    if star < 0:
+        return None
+    dash = code.find("-")
+    return int(code[:dash]), int(code[dash + 1 : star]), entry_format(code)
+
+
+def entry_format(code: str) -> str:
+    """The struct format of one entry of an ``A-N*X`` tail ("" for a fixed-size field)."""
+    star = code.find("*")
+    return "<" + code[star + 1 :] if star >= 0 else ""
+
+
+def size_of(code: str) -> int:
+    """Bytes of a fixed-size field (0 for a variable tail)."""
+    if "*" in code:
+        return 0
+    bits = code.find("u")
+    if bits >= 0:
+        return (max(1, count_of(code)) * int(code[bits + 1 :]) + 7) // 8
+    if code == "c" or code == "?":
+        return 1
+    return struct.calcsize("<" + code)
+
+
+def offset_of(layout, name: str) -> int:
+    """Byte offset of field ``name`` in a payload of ``layout``."""
+    off = 0
+    for field in layout:
+        if field[0] == name:
+            return off
+        off += size_of(field[1])
+    raise KeyError(name)
+
+
+def struct_format(layout) -> str:
+    """The struct format of a payload's fixed part: ``c`` and ``?`` as one u8, packed bit
+    fields as their bytes (one u8 each); the variable tail left out."""
+    parts = ["<"]
+    for field in layout:
+        code = field[1]
+        if "*" in code:
+            break
+        if "u" in code:
+            code = str(size_of(code)) + "B"
+        elif code == "c" or code == "?":
+            code = "B"
+        parts.append(code)
+    return "".join(parts)
+
+
+def fixed_len(layout) -> int:
+    """Bytes of the fixed part of a payload of ``layout``."""
+    n = 0
+    for field in layout:
+        n += size_of(field[1])
+    return n
 
 
 def _lengths():
     low = bytearray(b"\xff" * 256)
     high = bytearray(256)
-    for mtype, lo, hi in (
-        (T_POLL, POLL_LEN, POLL_LEN),
-        (T_SYNC, SYNC_LEN, SYNC_LEN),
-        (T_REPORT, REPORT_LEN, REPORT_LEN),
-        (
-            T_TELEMETRY,
-            TELEMETRY_FIXED_LEN,
-            TELEMETRY_FIXED_LEN + CHANNELS * TELEMETRY_OVERLOAD_LEN,
-        ),
-        (T_STATUS, STATUS_LEN, STATUS_LEN),
-        (T_GET_INFO, 0, 0),
-        (T_INFO, INFO_LEN, INFO_LEN),
-        (T_CONFIG_GET, CONFIG_HEAD_LEN, CONFIG_HEAD_LEN),
-        (T_CONFIG_VALUE, CONFIG_HEAD_LEN + 1, CONFIG_MAX_LEN),
-        (T_CONFIG_SET, CONFIG_HEAD_LEN + 1, CONFIG_MAX_LEN),
-        (T_IDENTIFY, IDENTIFY_LEN, IDENTIFY_LEN),
-        (T_DISCOVER, DISCOVER_LEN, DISCOVER_LEN),
-        (T_DISCOVER_REPLY, DISCOVER_REPLY_LEN, DISCOVER_REPLY_LEN),
-        (T_MUTE, MUTE_LEN, MUTE_LEN),
-        (T_ASSIGN, ASSIGN_LEN, ASSIGN_LEN),
-        (T_ACK, ACK_LEN, ACK_LEN),
-        (T_NAK, NAK_LEN, NAK_LEN),
-    ):
+    for mtype, layout in LAYOUTS:
+        lo = hi = fixed_len(layout)
+        if layout:
+            tail = tail_of(layout[-1][1])
+            if tail is not None:
+                entry = struct.calcsize(tail[2])
+                lo += tail[0] * entry
+                hi += tail[1] * entry
         low[mtype] = lo
         high[mtype] = hi
     return bytes(low), bytes(high)
@@ -111,6 +246,47 @@ def _lengths():
 
 # PAYLOAD_MIN[type] == 0xFF marks an unknown type.
 PAYLOAD_MIN, PAYLOAD_MAX = _lengths()
+
+# Lengths and offsets the board's hot path and the host use, from the tables above.
+POLL_LEN = fixed_len(POLL)
+SYNC_LEN = fixed_len(SYNC)
+SYNC_FREQ = offset_of(SYNC, "freq_centihz")
+SYNC_SLOT_US = offset_of(SYNC, "slot_us")
+SYNC_FIRST = offset_of(SYNC, "first_addr")
+SYNC_MASK = offset_of(SYNC, "slot_mask")
+SYNC_DETAIL = offset_of(SYNC, "detail_addr")
+SYNC_ROUNDS = offset_of(SYNC, "rounds")
+SYNC_LEAD = offset_of(SYNC, "lead_us")
+REPORT_LEN = fixed_len(REPORT)
+REPORT_ALARMS = offset_of(REPORT, "alarms")
+REPORT_PANEL = offset_of(REPORT, "selected")
+REPORT_NO_SELECTION = const(0x0F)  # panel nibble: no button selected (12..14 read the same)
+REPORT_FINE_CODES = const(2048)  # codes 0..2047: 10 mA steps (0..20.47 A)
+REPORT_COARSE_STEP = const(5)  # codes 2048..4094: 50 mA steps from 20.48 A to 122.78 A
+REPORT_CODE_OVER = const(4095)
+TELEMETRY_FIXED_LEN = fixed_len(TELEMETRY)
+TELEMETRY_OVERLOAD_LEN = const(3)  # per overloaded channel: u8 channel, u16 time-to-trip 0.1 s
+TM_FLAGS = offset_of(TELEMETRY, "flags")
+TM_CURRENTS = offset_of(TELEMETRY, "centiamps")
+TM_STATES = offset_of(TELEMETRY, "states")
+TM_CREST = offset_of(TELEMETRY, "crest_x10")
+TM_UPTIME = offset_of(TELEMETRY, "uptime_s")
+TM_RX_ERRORS = offset_of(TELEMETRY, "rx_errors")
+TM_WINDOWS = offset_of(TELEMETRY, "windows")
+TM_FREQ = offset_of(TELEMETRY, "freq_centihz")
+TM_OVERLOADS = offset_of(TELEMETRY, "time_to_trip_ds")
+STATUS_LEN = fixed_len(STATUS)
+STATUS_FORMAT = struct_format(STATUS)
+INFO_LEN = fixed_len(INFO)
+CONFIG_HEAD_LEN = fixed_len(CONFIG_GET)
+CONFIG_MAX_LEN = PAYLOAD_MAX[T_CONFIG_VALUE]
+IDENTIFY_LEN = fixed_len(IDENTIFY)
+DISCOVER_LEN = fixed_len(DISCOVER)
+DISCOVER_REPLY_LEN = fixed_len(DISCOVER_REPLY)
+MUTE_LEN = fixed_len(MUTE)
+ASSIGN_LEN = fixed_len(ASSIGN)
+ACK_LEN = fixed_len(ACK)
+NAK_LEN = fixed_len(NAK)
 
 
 def put_u16(buf, off: int, value: int) -> None:
@@ -153,7 +329,7 @@ def sync_slot(buf, off: int, address: int) -> int:
 
     Works byte by byte so the 32-bit mask never becomes a big int on a 32-bit port.
     """
-    bit = address - buf[off + 6]
+    bit = address - buf[off + SYNC_FIRST]
     if bit < 0 or bit > 31:
         return -1
     m = off + SYNC_MASK
@@ -222,6 +398,23 @@ def pack_telemetry(
             put_u16(buf, off + n + 1, ttt_ds[ch])
             n += TELEMETRY_OVERLOAD_LEN
     return n
+
+
+def pack_status(
+    buf,
+    off: int,
+    inputs: int,
+    cause: int,
+    temp_decidegc: int,
+    uptime_s: int,
+    rx_errors: int,
+    trip_count: int,
+    since_trip_s: int,
+) -> int:
+    """Write a STATUS payload at ``buf[off:]`` without allocating; returns its length."""
+    struct.pack_into(STATUS_FORMAT, buf, off, inputs, cause, temp_decidegc, uptime_s,
+                     rx_errors, trip_count, since_trip_s)  # fmt: skip
+    return STATUS_LEN
 
 
 # State -> REPORT alarm code (OFF and OK both map to 0: the current tells them apart).
