@@ -19,10 +19,10 @@ from typing import Any, Protocol
 from host.busmaster import BusMaster, CycleSettings
 from host.config import ServiceConfig
 from host.meter import Freshness, MeterReader, MeterReadings, load_profile
-from host.model import StateBusListener, UnitState
 from host.peers.directory import PeerDirectory
 from host.peers.envelope import LocalStatus
 from host.peers.settings import PeerSettings
+from host.state import StateBusListener, UnitState
 from host.storage.recorder import Recorder
 from host.storage.store import Storage
 from host.transport import DriverEnable, SerialTransport

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from host.model import ChannelSample, MeterSample, Sample
+from host.state import ChannelSample, MeterSample, Sample
 
 BLACK_BOX_MIN_INTERVAL_S = 0.1  # at most 10 frames a second per group in the black box
 

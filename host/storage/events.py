@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from host.model import Event, to_jsonable
+from host.state import Event, to_jsonable
 from host.storage.database import Database
 
 # An event's columns, then its compressed black box (or None) and the box's window.

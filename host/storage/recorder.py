@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 
-from host.model import Event, EventKind, EventQueue, Freshness, UnitSnapshot, UnitState
+from host.state import Event, EventKind, EventQueue, Freshness, UnitSnapshot, UnitState
 from host.storage.blackbox import BlackBox
 from host.storage.schema import StorageError
 from host.storage.store import Storage

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from host.config import HistoryConfig
-from host.model import Event
+from host.state import Event
 from host.storage.database import Database
 from host.storage.events import EventLog, StoredEvent
 from host.storage.history import HistoryPoint, HistoryStore

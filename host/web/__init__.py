@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from host.config import ServiceConfig
-from host.model import UnitState
+from host.state import UnitState
 from host.storage.store import Storage
 from host.web.app import CONTEXT, HUB, WebContext, create_app
 

@@ -23,7 +23,7 @@ from typing import Any, Literal, cast
 from aiohttp import web
 
 from host.domain import LABEL_MAX_CHARS, parse_channel_id, validate_label
-from host.model import to_jsonable
+from host.state import to_jsonable
 from host.storage.history import HistoryPoint
 from host.storage.schema import StorageError
 from host.web.app import (

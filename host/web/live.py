@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from host.model import UnitState
+from host.state import UnitState
 from host.web.units import UnitDirectory
 from host.web.view import JSON, PanelView, build_view, merge_diff, panel_view
 

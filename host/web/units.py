@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from host.model import UnitSnapshot
+from host.state import UnitSnapshot
 from host.web.view import unit_summary
 
 _LOG = logging.getLogger(__name__)

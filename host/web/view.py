@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from host.breaker import TRIP_CAUSE_TEXT, BreakerLed, LoadLevel, describe_settings
-from host.model import (
+from host.state import (
     METER_QUANTITIES,
     BoardSnapshot,
     ChannelSnapshot,

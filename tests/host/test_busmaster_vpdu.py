@@ -10,7 +10,7 @@ import pytest
 
 from host.busmaster import BusMaster, CycleSettings
 from host.config import default_config
-from host.model import GroupSnapshot, StateBusListener, UnitState
+from host.state import GroupSnapshot, StateBusListener, UnitState
 from host.transport import SerialTransport
 from tests.busrecorder import Recorder
 from tools.virtual.vboard import VirtualBoard

@@ -13,7 +13,7 @@ import pytest
 
 from host.breaker import BreakerLed, LoadLevel, TripCause
 from host.config import default_config
-from host.model import (
+from host.state import (
     ChannelSample,
     ChannelState,
     Event,
@@ -738,7 +738,7 @@ class FakeLink:
 
 
 def test_bus_listener_adapter(state: UnitState, clock: FakeClock) -> None:
-    from host.model import StateBusListener
+    from host.state import StateBusListener
 
     bus = StateBusListener(state)
     link = FakeLink(7, bytes(8), C.BOARD_SIM)

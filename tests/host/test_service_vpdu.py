@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from host.config import default_config
-from host.model import Freshness
 from host.service import Service
+from host.state import Freshness
 from tools.virtual.vpdu import VirtualPdu
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from host.config import HistoryConfig, default_config
-from host.model import (
+from host.state import (
     ChannelSample,
     ChannelState,
     Event,

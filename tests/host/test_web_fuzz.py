@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from host.config import default_config
-from host.model import Event, EventKind, Severity, UnitState
+from host.state import Event, EventKind, Severity, UnitState
 from host.storage.store import Storage
 from host.web import WebContext, create_app
 from host.web.app import OPENAPI_FILE
