@@ -1,28 +1,14 @@
-"""Service configuration: one TOML file, validated once at load into frozen dataclasses.
-
-Every mistake is reported as ONE line a user can act on, naming the file, the key path and
-the problem, e.g.::
-
-    config.toml: bus.baud: expected an integer, got "fast"
-    config.toml: unknown key 'bus.buad' (did you mean 'bus.baud'?)
-    config.toml: breaker.tr_s: the smartPDU 48 main breaker (NM8S-250) has no tR switch
-
-The unit's geometry (models, groups, channel ids) and the label rules are in host.domain.
-"""
+"""The TOML file read into a ServiceConfig, section by section; every mistake becomes the
+one-line ConfigError."""
 
 from __future__ import annotations
 
-import difflib
-import json
-import math
 import os
 import re
 import tomllib
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, cast
 
 from host.breaker import (
     II_STEPS,
@@ -35,12 +21,28 @@ from host.breaker import (
     BreakerSettings,
     breaker_spec,
 )
+from host.config.sections import (
+    BusConfig,
+    ChannelsConfig,
+    ConfigError,
+    HistoryConfig,
+    MeterConfig,
+    PeersConfig,
+    ServiceConfig,
+    StorageConfig,
+    UnitConfig,
+    WebConfig,
+    default_unit_id,
+    default_var_dir,
+)
+from host.config.table import REQUIRED, Invalid, Table, UnknownKey, shown
 from host.domain import (
     BUS_BAUD,
     CHANNELS_PER_GROUP,
     MAX_CHANNEL_RATING_A,
     MODEL_GROUPS,
     PHASES,
+    UNIT_ID_PATTERN,
     Phase,
     channel_ids,
     group_span,
@@ -48,342 +50,18 @@ from host.domain import (
     rotation_phase,
     validate_label,
 )
-
-# Re-exported for host.peers and host.peerproc until they import them from host.domain.
-from host.domain import LABEL_MAX_CHARS as LABEL_MAX_CHARS
-from host.domain import UNIT_ID_PATTERN as UNIT_ID_PATTERN
-
-Rs485Mode = Literal["auto", "kernel", "rts"]
-Parity = Literal["N", "E", "O"]
-
-
-# ----------------------------------------------------------------------------- result types
-
-
-@dataclass(frozen=True)
-class UnitConfig:
-    model: int = 36
-    name: str = ""  # "" = shown by its number in detection order
-    unit_id: str = ""  # smartPDUxxxxxx: hostname, mDNS name, the label next to the breaker
-    mains_hz: int = 50
-    temperature_warning_c: float = 60.0  # mains status node temperature that raises a warning
-
-    @property
-    def groups(self) -> str:
-        return MODEL_GROUPS[self.model]
-
-
-@dataclass(frozen=True)
-class BusConfig:
-    port: str | None = None  # None: the caller (the virtual PDU) supplies the port
-    baud: int = BUS_BAUD
-    rs485: Rs485Mode = "auto"  # kernel RS-485 ioctl, RTS-driven DE, or whichever works
-    rounds_per_sync: int = 12  # report cycles per SYNC (superframe), see protocol/PROTOCOL.md
-    slot_guard_us: int = 100  # slack per REPORT slot for the boards' timing jitter
-    offline_after_s: float = 0.8  # a board silent this long is offline (bus master)
-    stale_after_s: float = 1.0  # its values are shown as stale after this (unit state)
-    discovery_interval_s: float = 2.0  # look for hot-plugged boards
-    expected_firmware: tuple[int, int, int] | None = None  # None: boards must agree
-
-
-@dataclass(frozen=True)
-class MeterConfig:
-    enabled: bool = True
-    port: str | None = None
-    baud: int = 9600
-    parity: Parity = "N"
-    device_id: int = 1
-    profile: str = "sdm630"
-    poll_s: float = 1.0
-    timeout_s: float = 0.5
-    stale_after_s: float = 5.0
-    offline_after_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class ChannelsConfig:
-    model: int = 36
-    rating_a: float = 16.0
-    supervision_dwell_s: float = 10.0  # out of range this long before a warning
-    supervision_hysteresis_a: float = 0.5  # back inside by this much to clear it
-    phases: tuple[Phase, ...] = ()  # by channel index (group x 12 + number - 1)
-
-    def phase_of(self, group: str, number: int) -> Phase:
-        if not self.phases:
-            return rotation_phase(number)
-        index = MODEL_GROUPS[self.model].index(group) * CHANNELS_PER_GROUP + number - 1
-        return self.phases[index]
-
-
-@dataclass(frozen=True)
-class StorageConfig:
-    var_dir: Path = field(default_factory=lambda: default_var_dir())
-    database: Path = field(default_factory=lambda: default_var_dir() / "smartpdu.db")
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    host: str = "0.0.0.0"
-    port: int = 8080
-    read_open: bool = True  # anyone on the LAN may look; changes always need the admin
-    admin_password_file: Path | None = None  # None: <var_dir>/admin-password
-
-
-@dataclass(frozen=True)
-class PeersConfig:
-    enabled: bool = True
-    site_key: str = ""  # shared secret of the units of one site; "" = open exchange
-    announce_s: float = 5.0
-    static: tuple[str, ...] = ()  # host:port of units mDNS cannot reach
-    mdns: bool = True  # false: announce nothing, find units through ``static`` only
-    offline_after_s: float = 5.0  # a peer silent this long is shown offline
-    forget_after_s: float = 3600.0  # and dropped from the list after this long
-
-
-@dataclass(frozen=True)
-class HistoryConfig:
-    keep_samples_s: int = 3600  # 1 s samples
-    keep_minutes_days: int = 30  # 1 min min/avg/max
-    keep_events_days: int = 365
-    max_size_mb: int = 256  # oldest minutes are dropped beyond this
-    flush_s: float = 2.0  # history batches; a power cut loses at most ~5 s + this
-    black_box_s: float = 30.0  # kept in memory, saved with each trip
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    unit: UnitConfig
-    bus: BusConfig
-    meter: MeterConfig
-    breaker: BreakerSettings
-    channels: ChannelsConfig
-    storage: StorageConfig
-    web: WebConfig
-    peers: PeersConfig
-    history: HistoryConfig
-    source: str = "<defaults>"
-
-
-class ConfigError(Exception):
-    """A configuration mistake; ``line`` is the one line to show the user."""
-
-    def __init__(self, line: str) -> None:
-        super().__init__(line)
-        self.line = line
-
-
-# ----------------------------------------------------------------------------- defaults
-
-
-def default_var_dir() -> Path:
-    """$SMARTPDU_VAR_DIR, else /var/lib/smartpdu as root, else the user's state dir."""
-    env = os.environ.get("SMARTPDU_VAR_DIR")
-    if env:
-        return Path(env)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return Path("/var/lib/smartpdu")
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "smartpdu"
-
-
-def default_unit_id() -> str:
-    """smartPDU + the last three bytes of this machine's MAC address, like the label."""
-    return f"smartPDU{uuid.getnode() & 0xFFFFFF:06X}"
-
-
-METER_PROFILE_DIR = Path(__file__).resolve().parent.parent / "tools" / "meter_maps"
-
-
-def meter_profiles() -> tuple[str, ...]:
-    if not METER_PROFILE_DIR.is_dir():
-        return ("sdm630",)
-    return tuple(sorted(p.stem for p in METER_PROFILE_DIR.glob("*.toml")))
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-class _Invalid(Exception):
-    """A problem with one key; load_config turns it into the one-line ConfigError."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
-
-
-class _UnknownKey(Exception):
-    def __init__(self, key: str, suggestion: str | None) -> None:
-        super().__init__(key)
-        self.key = key
-        self.suggestion = suggestion
-
-
-_REQUIRED: Any = object()
-T = TypeVar("T")
-
-
-def _shown(value: object) -> str:
-    """A value as the user wrote it in TOML."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return str(value)
-
-
-def _num(value: float) -> str:
-    """1000000, 0.95, 1.5: never 1e+06."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _steps(steps: Sequence[float], off: bool = False) -> str:
-    shown = ", ".join(_num(s) for s in steps)
-    return f'"off", {shown}' if off else shown
-
-
-def _suggest(key: str, known: Sequence[str], full: Callable[[str], str]) -> str | None:
-    """The known key the user probably meant: same letters in another case, else close."""
-    for candidate in known:
-        if candidate.lower() == key.lower():
-            return full(candidate)
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return full(close[0]) if close else None
-
-
-class _Table:
-    """One TOML table being read: typed getters that record which keys were used, so that
-    unknown keys are refused (with a suggestion) before any value is looked at."""
-
-    def __init__(self, data: object, path: str, known: Sequence[str]) -> None:
-        if not isinstance(data, dict):
-            raise _Invalid(path, f"expected a table [{path}], got {_shown(data)}")
-        self.data = cast(dict[str, object], data)
-        self.path = path
-        for key in self.data:
-            if key not in known:
-                raise _UnknownKey(self._key(key), _suggest(key, known, self._key))
-
-    def _key(self, key: str) -> str:
-        return f"{self.path}.{key}"
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def _raw(self, key: str, default: object, missing: str = "") -> object:
-        if key in self.data:
-            return self.data[key]
-        if default is _REQUIRED:
-            raise _Invalid(self._key(key), f"missing{': ' + missing if missing else ''}")
-        return default
-
-    def integer(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
-        value = self._raw(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(self._key(key), f"expected an integer, got {_shown(value)}")
-        self._check_range(key, value, lo, hi)
-        return value
-
-    def number(
-        self, key: str, default: float, lo: float | None = None, hi: float | None = None
-    ) -> float:
-        value = self._raw(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Invalid(self._key(key), f"expected a number, got {_shown(value)}")
-        if not math.isfinite(value):
-            raise _Invalid(self._key(key), f"expected a finite number, got {_shown(value)}")
-        self._check_range(key, value, lo, hi)
-        return float(value)
-
-    def _check_range(self, key: str, value: float, lo: float | None, hi: float | None) -> None:
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            if lo is not None and hi is not None:
-                span = f"{_num(lo)}…{_num(hi)}"
-            elif lo is not None:
-                span = f"at least {_num(lo)}"
-            else:
-                span = f"at most {_num(hi or 0)}"
-            raise _Invalid(self._key(key), f"{_num(value)} is out of range ({span})")
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._raw(key, default)
-        if not isinstance(value, bool):
-            raise _Invalid(self._key(key), f"expected true or false, got {_shown(value)}")
-        return value
-
-    def text(
-        self,
-        key: str,
-        default: str,
-        check: Callable[[str], str] | None = None,
-        missing: str = "",
-    ) -> str:
-        value = self._raw(key, default, missing)
-        if not isinstance(value, str):
-            raise _Invalid(self._key(key), f"expected a string, got {_shown(value)}")
-        if check is not None and key in self.data:
-            try:
-                return check(value)
-            except ValueError as exc:
-                raise _Invalid(self._key(key), str(exc)) from None
-        return value
-
-    def choice(self, key: str, default: T, choices: Sequence[T]) -> T:
-        value = self._raw(key, default)
-        if value not in choices or isinstance(value, bool):
-            options = ", ".join(_shown(c) for c in choices)
-            raise _Invalid(self._key(key), f"{_shown(value)} is not one of {options}")
-        return cast(T, value)
-
-    def step(
-        self, key: str, default: float | None, steps: Sequence[float], off: bool = False
-    ) -> float | None:
-        """A breaker DIP-switch position: one of ``steps`` (or "off" where there is OFF)."""
-        value = self._raw(key, "off" if default is None else default)
-        if off and isinstance(value, str) and value.lower() == "off":
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            expected = 'a multiple or "off"' if off else "a number"
-            raise _Invalid(self._key(key), f"expected {expected}, got {_shown(value)}")
-        for s in steps:
-            if math.isclose(value, s, abs_tol=1e-9):
-                return s
-        raise _Invalid(
-            self._key(key),
-            f"{_num(value)} is not a position of the switch (choose {_steps(steps, off)})",
-        )
-
-    def string_list(self, key: str, default: Sequence[str]) -> tuple[str, ...]:
-        value = self._raw(key, list(default))
-        if not isinstance(value, list) or not all(
-            isinstance(v, str) for v in cast(list[object], value)
-        ):
-            raise _Invalid(self._key(key), f"expected an array of strings, got {_shown(value)}")
-        return tuple(cast(list[str], value))
-
-    def path_value(self, key: str, default: Path | None, base: Path) -> Path | None:
-        if key not in self.data:
-            return default
-        text = self.text(key, "")
-        if not text:
-            raise _Invalid(self._key(key), "expected a path, got an empty string")
-        path = Path(text).expanduser()
-        return path if path.is_absolute() else base / path
+from host.meter_map import DEFAULT_PROFILE, profile_names
 
 
 def _check_unit_id(text: str) -> str:
     if not UNIT_ID_PATTERN.fullmatch(text):
-        raise ValueError(f"{_shown(text)} is not a unit id like smartPDU0A1B2C")
+        raise ValueError(f"{shown(text)} is not a unit id like smartPDU0A1B2C")
     return text
 
 
 def _check_version(text: str) -> str:
     if not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}", text):
-        raise ValueError(f'{_shown(text)} is not a firmware version like "1.2.0"')
+        raise ValueError(f'{shown(text)} is not a firmware version like "1.2.0"')
     return text
 
 
@@ -404,7 +82,7 @@ _KNOWN_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def _read_unit(raw: object) -> UnitConfig:
-    t = _Table(raw, "unit", ("model", "name", "id", "mains_hz", "temperature_warning_c"))
+    t = Table(raw, "unit", ("model", "name", "id", "mains_hz", "temperature_warning_c"))
     return UnitConfig(
         model=t.choice("model", 36, (36, 48, 72)),
         name=t.text("name", "", validate_label),
@@ -415,7 +93,7 @@ def _read_unit(raw: object) -> UnitConfig:
 
 
 def _read_bus(raw: object, require_port: bool) -> BusConfig:
-    t = _Table(
+    t = Table(
         raw,
         "bus",
         (
@@ -433,7 +111,7 @@ def _read_bus(raw: object, require_port: bool) -> BusConfig:
     port = (
         t.text(
             "port",
-            _REQUIRED if require_port else "",
+            REQUIRED if require_port else "",
             _check_port,
             missing='the serial port of the RS-485 bus, e.g. port = "/dev/ttyAMA0"',
         )
@@ -459,7 +137,7 @@ def _version_tuple(text: str) -> tuple[int, int, int]:
 
 
 def _read_meter(raw: object, require_port: bool) -> MeterConfig:
-    t = _Table(
+    t = Table(
         raw,
         "meter",
         (
@@ -479,24 +157,24 @@ def _read_meter(raw: object, require_port: bool) -> MeterConfig:
     port = (
         t.text(
             "port",
-            _REQUIRED if enabled and require_port else "",
+            REQUIRED if enabled and require_port else "",
             _check_port,
             missing='the serial port of the main meter, e.g. port = "/dev/ttyUSB0" '
             "(or enabled = false)",
         )
         or None
     )
-    profiles = meter_profiles()
+    profiles = profile_names() or (DEFAULT_PROFILE,)
     poll_s = t.number("poll_s", 1.0, 0.1, 60.0)
     stale_after_s = t.number("stale_after_s", max(5.0, 3 * poll_s), 0.2, 3600.0)
     if stale_after_s <= poll_s:
-        raise _Invalid(
+        raise Invalid(
             "meter.stale_after_s",
             f"{stale_after_s:g} s must be longer than meter.poll_s ({poll_s:g} s)",
         )
     offline_after_s = t.number("offline_after_s", max(30.0, 2 * stale_after_s), 0.5, 86400.0)
     if offline_after_s < stale_after_s:
-        raise _Invalid(
+        raise Invalid(
             "meter.offline_after_s",
             f"{offline_after_s:g} s must be at least meter.stale_after_s ({stale_after_s:g} s)",
         )
@@ -515,13 +193,13 @@ def _read_meter(raw: object, require_port: bool) -> MeterConfig:
 
 
 def _read_breaker(raw: object, model: int) -> BreakerSettings:
-    t = _Table(raw, "breaker", ("in_a", "ir", "isd", "ii", "inn", "tr_s", "tsd_s", "tn_s"))
+    t = Table(raw, "breaker", ("in_a", "ir", "isd", "ii", "inn", "tr_s", "tsd_s", "tn_s"))
     spec = breaker_spec(model)
     defaults = BreakerSettings.factory_defaults(model)
     if not spec.has_delay_settings:
         for key, name in (("tr_s", "tR"), ("tsd_s", "tsd"), ("tn_s", "tN")):
             if t.has(key):
-                raise _Invalid(
+                raise Invalid(
                     f"breaker.{key}",
                     f"the smartPDU {model} main breaker ({spec.type_name}) has no {name} "
                     "switch (tR, tsd and tN exist only on the smartPDU 72)",
@@ -544,7 +222,7 @@ def _read_breaker(raw: object, model: int) -> BreakerSettings:
 
 
 def _read_channels(raw: object, model: int) -> ChannelsConfig:
-    t = _Table(
+    t = Table(
         raw,
         "channels",
         ("rating_a", "supervision_dwell_s", "supervision_hysteresis_a", "phase"),
@@ -557,7 +235,7 @@ def _read_channels(raw: object, model: int) -> ChannelsConfig:
         if isinstance(raw_phase, dict):
             for key in cast(dict[str, object], raw_phase):
                 _check_phase_key(key, model)
-        table = _Table(raw_phase, "channels.phase", _phase_keys(model))
+        table = Table(raw_phase, "channels.phase", _phase_keys(model))
         # Whole groups first, then single channels, so "A = L1" plus "A3 = L2" works.
         for key in sorted(table.data, key=len):
             phases_for_key = _read_phase_entry(table, key)
@@ -588,14 +266,14 @@ def _check_phase_key(key: str, model: int) -> None:
         else:
             parse_channel_id(key, model)
     except ValueError as exc:
-        raise _Invalid(f"channels.phase.{key}", str(exc)) from None
+        raise Invalid(f"channels.phase.{key}", str(exc)) from None
 
 
 def _phase_keys(model: int) -> tuple[str, ...]:
     return tuple(MODEL_GROUPS[model]) + channel_ids(model)
 
 
-def _read_phase_entry(table: _Table, key: str) -> list[Phase]:
+def _read_phase_entry(table: Table, key: str) -> list[Phase]:
     value = table.data[key]
     path = f"channels.phase.{key}"
     if isinstance(value, str) and value in PHASES:
@@ -604,12 +282,12 @@ def _read_phase_entry(table: _Table, key: str) -> list[Phase]:
         entries = cast(list[object], value)
         if len(entries) == CHANNELS_PER_GROUP and all(v in PHASES for v in entries):
             return [cast(Phase, v) for v in entries]
-        raise _Invalid(path, 'expected "L1", "L2", "L3" or an array of 12 of them')
-    raise _Invalid(path, f'expected "L1", "L2" or "L3", got {_shown(value)}')
+        raise Invalid(path, 'expected "L1", "L2", "L3" or an array of 12 of them')
+    raise Invalid(path, f'expected "L1", "L2" or "L3", got {shown(value)}')
 
 
 def _read_storage(raw: object, base: Path) -> StorageConfig:
-    t = _Table(raw, "storage", ("var_dir", "database"))
+    t = Table(raw, "storage", ("var_dir", "database"))
     var_dir = t.path_value("var_dir", default_var_dir(), base)
     assert var_dir is not None
     database = t.path_value("database", var_dir / "smartpdu.db", base)
@@ -618,7 +296,7 @@ def _read_storage(raw: object, base: Path) -> StorageConfig:
 
 
 def _read_web(raw: object, base: Path, var_dir: Path) -> WebConfig:
-    t = _Table(raw, "web", ("host", "port", "read_open", "admin_password_file"))
+    t = Table(raw, "web", ("host", "port", "read_open", "admin_password_file"))
     return WebConfig(
         host=t.text("host", "0.0.0.0"),
         port=t.integer("port", 8080, 1, 65535),
@@ -628,7 +306,7 @@ def _read_web(raw: object, base: Path, var_dir: Path) -> WebConfig:
 
 
 def _read_peers(raw: object) -> PeersConfig:
-    t = _Table(
+    t = Table(
         raw,
         "peers",
         (
@@ -643,9 +321,9 @@ def _read_peers(raw: object) -> PeersConfig:
     )
     site_key = t.text("site_key", "")
     if site_key and len(site_key) < 16:
-        raise _Invalid("peers.site_key", "a site key needs at least 16 characters")
+        raise Invalid("peers.site_key", "a site key needs at least 16 characters")
     if site_key != site_key.strip():
-        raise _Invalid(
+        raise Invalid(
             "peers.site_key",
             "starts or ends with a space: every unit of the site needs exactly the same key "
             "(remove the spaces, here and wherever the key was copied to)",
@@ -653,11 +331,11 @@ def _read_peers(raw: object) -> PeersConfig:
     static = t.string_list("static", ())
     for entry in static:
         if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", entry):
-            raise _Invalid("peers.static", f'{_shown(entry)} is not "host:port"')
+            raise Invalid("peers.static", f'{shown(entry)} is not "host:port"')
     offline_after = t.number("offline_after_s", 5.0, 1.0, 600.0)
     forget_after = t.number("forget_after_s", 3600.0, 1.0, 30 * 86400.0)
     if forget_after < offline_after:
-        raise _Invalid("peers.forget_after_s", "must be at least peers.offline_after_s")
+        raise Invalid("peers.forget_after_s", "must be at least peers.offline_after_s")
     return PeersConfig(
         enabled=t.boolean("enabled", True),
         site_key=site_key,
@@ -670,7 +348,7 @@ def _read_peers(raw: object) -> PeersConfig:
 
 
 def _read_history(raw: object) -> HistoryConfig:
-    t = _Table(
+    t = Table(
         raw,
         "history",
         (
@@ -699,8 +377,8 @@ def _build(
         if key not in _SECTIONS and not isinstance(value, dict):
             owner = next((f"[{n}]" for n, keys in _KNOWN_KEYS.items() if key in keys), "")
             hint = f" (it belongs in {owner})" if owner else ""
-            raise _Invalid(key, f"a setting outside any section{hint}")
-    _Table(dict(document), "", _SECTIONS)  # refuses unknown sections, with a suggestion
+            raise Invalid(key, f"a setting outside any section{hint}")
+    Table(dict(document), "", _SECTIONS)  # refuses unknown sections, with a suggestion
 
     def section(name: str) -> object:
         return document.get(name, {})
@@ -721,8 +399,8 @@ def _build(
     )
 
 
-def _one_line(source: str, exc: _Invalid | _UnknownKey) -> ConfigError:
-    if isinstance(exc, _Invalid):
+def _one_line(source: str, exc: Invalid | UnknownKey) -> ConfigError:
+    if isinstance(exc, Invalid):
         return ConfigError(f"{source}: {exc.key}: {exc.problem}")
     key = exc.key.lstrip(".")
     if exc.key.startswith("."):  # a top-level name: a section
@@ -758,7 +436,7 @@ def config_from_document(
     completed with what it supplies itself (``smartpdu run``: the virtual PDU's ports)."""
     try:
         return _build(document, base_dir or Path.cwd(), require_ports, source)
-    except (_Invalid, _UnknownKey) as exc:
+    except (Invalid, UnknownKey) as exc:
         raise _one_line(source, exc) from None
 
 
@@ -796,5 +474,5 @@ def default_config(**sections: Mapping[str, object]) -> ServiceConfig:
     bus={"port": "/dev/pts/3"})``."""
     try:
         return _build(dict(sections), Path.cwd(), False, "<defaults>")
-    except (_Invalid, _UnknownKey) as exc:
+    except (Invalid, UnknownKey) as exc:
         raise _one_line("<defaults>", exc) from None
