@@ -33,7 +33,7 @@ from typing import Any
 
 from host.busmaster import BusMaster, CycleSettings
 from host.config import default_config
-from host.model import StateBusListener, UnitState
+from host.state import StateBusListener, UnitState
 from host.transport import SerialTransport
 from protocol import layouts as L
 from tools.virtual.vboard import VirtualBoard
