@@ -45,8 +45,15 @@ DEFAULT_CURVE = [
 ]
 
 
+_UID = bytes.fromhex("e6614c311b4a2f21")
+
+
 def good_messages() -> list[tuple[str, Message]]:
-    uid = bytes.fromhex("e6614c311b4a2f21")
+    return _cycle_messages() + _admin_messages()
+
+
+def _cycle_messages() -> list[tuple[str, Message]]:
+    """The bus cycle's messages: polls, SYNC, REPORT, TELEMETRY, the status node's STATUS."""
     return [
         ("poll_report", Poll(C.T_REPORT, dst=3, seq=1)),
         ("poll_telemetry", Poll(C.T_TELEMETRY, dst=0xEF, seq=255)),
@@ -107,6 +114,13 @@ def good_messages() -> list[tuple[str, Message]]:
             Status(C.IN_ESTOP | C.IN_BREAKER_TRIPPED, C.CAUSE_ESTOP, 412, 3600, 0, 2, 5, src=9),
         ),
         ("status_cold", Status(C.IN_BREAKER_CLOSED, C.CAUSE_NONE, -105, 1, 65535, 0, 65535)),
+    ]
+
+
+def _admin_messages() -> list[tuple[str, Message]]:
+    """Identity, configuration and discovery messages."""
+    uid = _UID
+    return [
         ("get_info", GetInfo(dst=2, seq=3)),
         ("info", Info((1, 0, 0), 1, C.BOARD_PICO_MCP3208, uid, "B", 12, 0x1234ABCD, 0, src=2)),
         ("info_unset", Info((0, 9, 1), 1, C.BOARD_SIM, uid, "", 12, 0, C.F_CONFIG_DEFAULTS)),

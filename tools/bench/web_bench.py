@@ -35,13 +35,14 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from host.config import default_config
-from host.model import UnitState
+from host.state import UnitState
 from host.storage.store import Storage
 from host.web import HUB, WebContext, create_app
 from host.web.live import MIN_INTERVAL_S, Frame, LiveClient
@@ -199,11 +200,115 @@ def _process_cpu() -> dict[str, float]:
     return totals
 
 
+@dataclass
+class _Capture:
+    """What one benchmark pass records: when each marker value was published, written to each
+    page's socket and first shown on each page, and the counters around the measured span."""
+
+    published: dict[int, float] = field(default_factory=dict)  # centiamps -> published (ms)
+    marker_in_frame: dict[int, int] = field(default_factory=dict)  # frame seq -> first marker
+    page_of: dict[LiveClient, int] = field(default_factory=dict)
+    written: dict[tuple[int, int], float] = field(default_factory=dict)  # (page, marker) -> ms
+    values: list[int] = field(default_factory=list)
+    first_seen: list[dict[str, float]] = field(default_factory=list)
+    render_ms: list[float] = field(default_factory=list)
+    visible: int = 0
+    reports: int = 0
+    frames: int = 0
+    wall: float = 1.0
+    cpu_before: dict[str, float] = field(default_factory=dict)
+    cpu_after: dict[str, float] = field(default_factory=dict)
+    own_before: os.times_result = field(default_factory=os.times)
+    own_after: os.times_result = field(default_factory=os.times)
+    lagging_before: int = 0
+    lagging_after: int = 0
+
+    def on_publish(self, frame: Frame) -> None:
+        amps = frame.view["channels"][MARKER_CHANNEL]["current_a"]
+        if amps is not None:
+            centiamps = round(amps * 100)
+            if centiamps not in self.published:
+                self.published[centiamps] = time.time() * 1000.0
+                self.marker_in_frame[frame.seq] = centiamps
+
+    def on_sent(self, client: LiveClient, seq: int) -> None:
+        page = self.page_of.get(client)
+        if page is None:
+            return
+        now = time.time() * 1000.0
+        for frame_seq, centiamps in self.marker_in_frame.items():
+            if frame_seq <= seq:
+                self.written.setdefault((page, centiamps), now)
+
+
+async def _open_pages(browser: Any, hub: Any, url: str, clients: int, cap: _Capture) -> list[Any]:
+    pages = []
+    for index in range(clients):
+        # A context of its own for every page: its own window, as if on its own phone.
+        page = await (await browser.new_context(bypass_csp=True)).new_page()
+        before = set(hub.clients)
+        await page.goto(url)
+        await page.wait_for_function("document.body.dataset.link === 'live'")
+        for client in hub.clients - before:
+            cap.page_of[client] = index
+        await page.evaluate(SCROLL_JS, MARKER_CHANNEL)
+        await page.evaluate(OBSERVER_JS, MARKER_CHANNEL)
+        pages.append(page)
+    return pages
+
+
+async def _measure(
+    hub: Any,
+    url: str,
+    clients: int,
+    markers: int,
+    marker_every_s: float,
+    marker: dict[str, Any],
+    cap: _Capture,
+) -> None:
+    """Open the pages, step the marker ``markers`` times and read what each page saw."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        pages = await _open_pages(browser, hub, url, clients, cap)
+        await asyncio.sleep(SETTLE_S)
+        for page in pages:
+            cap.visible += bool(await page.evaluate("document.visibilityState === 'visible'"))
+        frames_before = hub.stats.frames
+        cap.lagging_before = hub.stats.lagging_sends
+        sent_before = marker["sent"]
+        cap.cpu_before = _process_cpu()
+        cap.own_before = os.times()
+        wall_before = time.monotonic()
+        for k in range(1, markers + 1):
+            centiamps = 100 + k  # 1.01 A, 1.02 A …: unique, shown with two decimals
+            cap.values.append(centiamps)
+            marker["value"] = centiamps / 100.0
+            marker["pending"] = centiamps
+            await asyncio.sleep(marker_every_s * random.uniform(0.8, 1.2))
+        await asyncio.sleep(1.0)
+        cap.wall = time.monotonic() - wall_before
+        cap.cpu_after = _process_cpu()
+        cap.own_after = os.times()
+        cap.frames = hub.stats.frames - frames_before
+        cap.lagging_after = hub.stats.lagging_sends
+        cap.reports = marker["sent"] - sent_before
+        for page in pages:
+            page_stats = await page.evaluate("window.smartpdu.stats")
+            if page_stats["messages"]:
+                cap.render_ms.append(page_stats["renderMs"] / page_stats["messages"])
+            seen: list[list[Any]] = await page.evaluate("window.__seen")
+            first: dict[str, float] = {}
+            for text, at in seen:
+                first.setdefault(str(text), float(at))
+            cap.first_seen.append(first)
+        await browser.close()
+
+
 async def _bench(
     clients: int, markers: int, marker_every_s: float, min_interval_s: float, noise: float
 ) -> dict[str, Any]:
-    from playwright.async_api import async_playwright
-
     workdir = Path(tempfile.mkdtemp(prefix="smartpdu-web-bench-"))
     state = _state()
     storage = await Storage.open(workdir / "bench.db")
@@ -221,90 +326,14 @@ async def _bench(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     url = f"http://127.0.0.1:{port}/"
     hub = app[HUB]
-    published: dict[int, float] = {}  # marker value (centiamps) -> frame published (ms)
-    marker_in_frame: dict[int, int] = {}  # frame seq -> marker value it was first in
-    page_of: dict[LiveClient, int] = {}
-    written: dict[tuple[int, int], float] = {}  # (page, marker value) -> frame on its socket
-
-    def on_publish(frame: Frame) -> None:
-        amps = frame.view["channels"][MARKER_CHANNEL]["current_a"]
-        if amps is not None:
-            centiamps = round(amps * 100)
-            if centiamps not in published:
-                published[centiamps] = time.time() * 1000.0
-                marker_in_frame[frame.seq] = centiamps
-
-    def on_sent(client: LiveClient, seq: int) -> None:
-        page = page_of.get(client)
-        if page is None:
-            return
-        now = time.time() * 1000.0
-        for frame_seq, centiamps in marker_in_frame.items():
-            if frame_seq <= seq:
-                written.setdefault((page, centiamps), now)
-
-    hub.on_publish.append(on_publish)
-    hub.on_sent.append(on_sent)
+    cap = _Capture()
+    hub.on_publish.append(cap.on_publish)
+    hub.on_sent.append(cap.on_sent)
     marker: dict[str, Any] = {"value": 1.0, "pending": None, "applied": {}, "sent": 0}
     stop = asyncio.Event()
     feeder = asyncio.create_task(_feed(state, marker, stop, noise))
-    values: list[int] = []
-    first_seen: list[dict[str, float]] = []
-    render_ms: list[float] = []
-    visible = 0
-    reports = frames = 0
-    wall = 1.0
-    cpu_before: dict[str, float] = {}
-    cpu_after: dict[str, float] = {}
-    own_before = own_after = os.times()
-    lagging_before = lagging_after = 0
     try:
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-            pages = []
-            for index in range(clients):
-                # A context of its own for every page: its own window, as if on its own phone.
-                page = await (await browser.new_context(bypass_csp=True)).new_page()
-                before = set(hub.clients)
-                await page.goto(url)
-                await page.wait_for_function("document.body.dataset.link === 'live'")
-                for client in hub.clients - before:
-                    page_of[client] = index
-                await page.evaluate(SCROLL_JS, MARKER_CHANNEL)
-                await page.evaluate(OBSERVER_JS, MARKER_CHANNEL)
-                pages.append(page)
-            await asyncio.sleep(SETTLE_S)
-            for page in pages:
-                visible += bool(await page.evaluate("document.visibilityState === 'visible'"))
-            frames_before = hub.stats.frames
-            lagging_before = hub.stats.lagging_sends
-            sent_before = marker["sent"]
-            cpu_before = _process_cpu()
-            own_before = os.times()
-            wall_before = time.monotonic()
-            for k in range(1, markers + 1):
-                centiamps = 100 + k  # 1.01 A, 1.02 A …: unique, shown with two decimals
-                values.append(centiamps)
-                marker["value"] = centiamps / 100.0
-                marker["pending"] = centiamps
-                await asyncio.sleep(marker_every_s * random.uniform(0.8, 1.2))
-            await asyncio.sleep(1.0)
-            wall = time.monotonic() - wall_before
-            cpu_after = _process_cpu()
-            own_after = os.times()
-            frames = hub.stats.frames - frames_before
-            lagging_after = hub.stats.lagging_sends
-            reports = marker["sent"] - sent_before
-            for page in pages:
-                page_stats = await page.evaluate("window.smartpdu.stats")
-                if page_stats["messages"]:
-                    render_ms.append(page_stats["renderMs"] / page_stats["messages"])
-                seen: list[list[Any]] = await page.evaluate("window.__seen")
-                first: dict[str, float] = {}
-                for text, at in seen:
-                    first.setdefault(str(text), float(at))
-                first_seen.append(first)
-            await browser.close()
+        await _measure(hub, url, clients, markers, marker_every_s, marker, cap)
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
@@ -312,29 +341,43 @@ async def _bench(
         await runner.cleanup()
         await storage.close()
         shutil.rmtree(workdir, ignore_errors=True)
+    return _figures(cap, marker["applied"], hub.stats.to_json(), clients)
 
-    applied: dict[int, float] = marker["applied"]
+
+def _latencies(
+    cap: _Capture, applied: dict[int, float]
+) -> tuple[list[float], list[float], list[float], int]:
+    """(applied to shown, applied to written, written to shown, markers never shown)."""
     total: list[float] = []
     send: list[float] = []
     browser_part: list[float] = []
     missed = 0
-    for index, first in enumerate(first_seen):
-        for centiamps in values:
+    for index, first in enumerate(cap.first_seen):
+        for centiamps in cap.values:
             at = applied.get(centiamps)
             shown = first.get(f"{centiamps / 100:.2f}")
             if at is None or shown is None:
                 missed += 1
                 continue
             total.append(shown - at)
-            out = written.get((index, centiamps))
+            out = cap.written.get((index, centiamps))
             if out is not None:
                 send.append(out - at)
                 browser_part.append(shown - out)
-    server = [published[c] - applied[c] for c in values if c in published and c in applied]
-    cpu = {key: cpu_after.get(key, 0.0) - cpu_before.get(key, 0.0) for key in cpu_after}
+    return total, send, browser_part, missed
+
+
+def _figures(
+    cap: _Capture, applied: dict[int, float], stats: dict[str, Any], clients: int
+) -> dict[str, Any]:
+    total, send, browser_part, missed = _latencies(cap, applied)
+    published = cap.published
+    server = [published[c] - applied[c] for c in cap.values if c in published and c in applied]
+    cpu = {key: cap.cpu_after.get(key, 0.0) - cap.cpu_before.get(key, 0.0) for key in cap.cpu_after}
     chromium = sum(v for key, v in cpu.items() if key not in ("driver", "other"))
+    own_after, own_before = cap.own_after, cap.own_before
     own = (own_after.user - own_before.user) + (own_after.system - own_before.system)
-    stats = hub.stats.to_json()
+    wall, frames, render_ms = cap.wall, cap.frames, cap.render_ms
 
     def pct(values: list[float], q: float) -> float:
         return round(_percentile(values, q), 1)
@@ -355,10 +398,10 @@ async def _bench(
         "server_send_latency_ms_p99": pct(send, 99),
         "browser_latency_ms_p50": pct(browser_part, 50),
         "browser_latency_ms_p99": pct(browser_part, 99),
-        "pages_visible": visible,
-        "reports_per_s": round(reports / max(wall, 1e-9), 1),
+        "pages_visible": cap.visible,
+        "reports_per_s": round(cap.reports / max(wall, 1e-9), 1),
         "frames_per_s": round(frames / wall, 1),
-        "lagging_sends_per_s": round((lagging_after - lagging_before) / wall, 1),
+        "lagging_sends_per_s": round((cap.lagging_after - cap.lagging_before) / wall, 1),
         "patch_bytes_mean": stats["mean_patch_bytes"],
         "full_view_bytes": stats["full_view_bytes"],
         "view_build_ms_mean": stats["mean_build_ms"],

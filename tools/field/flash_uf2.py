@@ -1,7 +1,7 @@
 """Write a MicroPython image (UF2) to an RP2040 board in BOOTSEL mode.
 
-Used by ``smartpdu flash --image production`` / ``--uf2 FILE`` (``tools/field/flash.py``); kept free of
-the rest of the project so it can move with the field tools.
+Used by ``smartpdu flash --image production`` / ``--uf2 FILE`` (``tools/field/flash.py``); kept
+free of the rest of the project.
 
 An RP2040 in BOOTSEL mode (BOOTSEL held while plugging in, or ``machine.bootloader()`` from its
 REPL) shows up on USB as ``2e8a:0003`` with a small mass-storage drive, ``RPI-RP2``, whose root

@@ -54,8 +54,8 @@ Physics
 
 Run as a process::
 
-    python -m tools.virtual.vbus --baud 115200 --pty master --pty monitor,listen --socket /tmp/bus.sock \\
-        [--control /tmp/bus.ctl] [--ber 1e-5] [--drop 0] [--seed 1]
+    python -m tools.virtual.vbus --baud 115200 --pty master --pty monitor,listen \\
+        --socket /tmp/bus.sock [--control /tmp/bus.ctl] [--ber 1e-5] [--drop 0] [--seed 1]
 
 prints one JSON line ``{"pid", "baud", "socket", "control", "pty": {name: path}}`` on stdout
 and runs until SIGINT/SIGTERM.  The control socket speaks JSON lines (see
@@ -68,352 +68,49 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
 import random
-import re
-import signal
 import stat
 import sys
 import tempfile
-import tty
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-_LOG = logging.getLogger(__name__)
+from tools.virtual.bus_endpoints import (
+    HELLO_PREFIX,
+    LATE_READ_S,
+    NAME_RE,
+    TX_HIGH_WATER,
+    TX_LOW_WATER,
+    TX_SLACK_S,
+    BusStats,
+    Endpoint,
+    EndpointStats,
+    Faults,
+    PtyEndpoint,
+    Segment,
+    SocketEndpoint,
+    VirtualBusError,
+)
 
-# More than this many bytes waiting for the line: stop reading the endpoint (a full UART FIFO);
-# read again below the low mark.  The marks grow with the baud rate so at least _TX_SLACK_S of
-# line time stays queued: a briefly descheduled bus process must not leave the line idle.
-_TX_HIGH_WATER = 4096
-_TX_LOW_WATER = 1024
-_TX_SLACK_S = 0.05
-# A socket reader that falls this far behind loses bytes, as a UART RX overrun would.
-_SOCKET_RX_LIMIT = 256 * 1024
-_READ_SIZE = 65536
+# Control helpers, imported from here by the meter simulator, the virtual PDU and the tests.
+from tools.virtual.control import control_request, serve_until_signal, start_control_server
 
-HELLO_PREFIX = b"@vbus "
-_HELLO_MAX = 80
-_RECORD_HEAD = 10  # timed sockets: u16 length + u64 time in µs
-_LATE_READ_S = 0.05  # a timed start read later than this is sent at once instead
-_HELLO_WAIT_S = 0.2  # a socket silent this long after connecting is a raw listener
-_HELD_PARTS = 256  # line data held for a socket whose hello is not read yet (newest kept)
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
-
-
-class VirtualBusError(Exception):
-    """Misuse of the virtual bus (duplicate names, bad settings)."""
-
-
-@dataclass(frozen=True)
-class Faults:
-    """Line faults.  ``ber``: probability that one data bit is inverted; ``drop``: probability
-    that a byte is lost on the line (no receiver gets it)."""
-
-    ber: float = 0.0
-    drop: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("ber", "drop"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise VirtualBusError(f"{name} must be within [0, 1], got {value}")
-
-
-@dataclass(frozen=True)
-class EndpointStats:
-    """One endpoint's view; bytes are counted where they enter or leave the bus."""
-
-    name: str
-    kind: Literal["pty", "socket"]
-    path: str | None
-    plugged: bool
-    echo: bool
-    listen_only: bool
-    tx_bytes: int  # written by the endpoint and put on the line
-    rx_bytes: int  # handed to the endpoint
-    discarded_bytes: int  # written while unplugged or listen-only: never reached the line
-    overrun_bytes: int  # lost because the endpoint did not read fast enough
-
-
-@dataclass(frozen=True)
-class BusStats:
-    """Line counters since ``start()``."""
-
-    baud: int
-    bits_per_char: int
-    line_bytes: int  # bytes that occupied the line (including noise)
-    collisions: int  # pairs of overlapping transmissions
-    collided_bytes: int  # bytes garbled by collisions
-    bit_errors: int  # bits inverted by the bit-error rate
-    corrupted_bytes: int  # bytes with at least one inverted bit
-    dropped_bytes: int  # bytes lost on the line
-    noise_bytes: int  # random bytes injected by noise bursts
-    endpoints: tuple[EndpointStats, ...]
-
-
-class _Endpoint:
-    """A transceiver on the bus.  Subclasses move bytes to and from the outside world."""
-
-    kind: Literal["pty", "socket"]
-
-    def __init__(self, bus: VirtualBus, name: str, *, echo: bool, listen_only: bool) -> None:
-        self.bus = bus
-        self.name = name
-        self.echo = echo
-        self.listen_only = listen_only
-        self.timed = False
-        self.closed = False
-        self.tx_free_at = 0.0  # when this transmitter finishes its last scheduled byte
-        self.backlog = 0  # bytes scheduled but not yet fully on the line
-        self.tx_bytes = 0
-        self.rx_bytes = 0
-        self.discarded_bytes = 0
-        self.overrun_bytes = 0
-
-    @property
-    def path(self) -> str | None:
-        return None
-
-    def deliver(self, parts: list[tuple[bytes, float]]) -> None:
-        """Hand over line data: runs of bytes, each with the time its last byte ended."""
-        raise NotImplementedError
-
-    def pause_reading(self) -> None:
-        raise NotImplementedError
-
-    def resume_reading(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def snapshot(self) -> EndpointStats:
-        return EndpointStats(
-            name=self.name,
-            kind=self.kind,
-            path=self.path,
-            plugged=self.bus.is_plugged(self.name),
-            echo=self.echo,
-            listen_only=self.listen_only,
-            tx_bytes=self.tx_bytes,
-            rx_bytes=self.rx_bytes,
-            discarded_bytes=self.discarded_bytes,
-            overrun_bytes=self.overrun_bytes,
-        )
-
-
-class _PtyEndpoint(_Endpoint):
-    kind = "pty"
-
-    def __init__(self, bus: VirtualBus, name: str, *, echo: bool, listen_only: bool) -> None:
-        super().__init__(bus, name, echo=echo, listen_only=listen_only)
-        self.master_fd, self.slave_fd = os.openpty()
-        # Raw on both sides: no echo, no line editing, no CR/LF translation, 8-bit clean.
-        tty.setraw(self.slave_fd)
-        tty.setraw(self.master_fd)
-        os.set_blocking(self.master_fd, False)
-        # We keep our slave fd open so the master never sees a hang-up when the program using
-        # the port closes and reopens it; we never read it, so all input goes to that program.
-        self._path = os.ttyname(self.slave_fd)
-        self._reading = False
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    def attach(self) -> None:
-        self.resume_reading()
-
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self.master_fd, _READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # EIO: nobody on the slave side (cannot happen while we hold it)
-            return
-        if data:
-            self.bus._on_tx(self, data)
-
-    def deliver(self, parts: list[tuple[bytes, float]]) -> None:
-        data = b"".join(part for part, _ in parts)
-        try:
-            written = os.write(self.master_fd, data)
-        except (BlockingIOError, InterruptedError):
-            written = 0
-        except OSError:
-            written = 0
-        self.rx_bytes += written
-        self.overrun_bytes += len(data) - written
-
-    def pause_reading(self) -> None:
-        if self._reading:
-            self.bus.loop.remove_reader(self.master_fd)
-            self._reading = False
-
-    def resume_reading(self) -> None:
-        if not self._reading and not self.closed:
-            self.bus.loop.add_reader(self.master_fd, self._on_readable)
-            self._reading = True
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        with contextlib.suppress(Exception):
-            self.pause_reading()
-        self.closed = True
-        for fd in (self.master_fd, self.slave_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-class _SocketEndpoint(_Endpoint, asyncio.Protocol):
-    kind = "socket"
-
-    def __init__(self, bus: VirtualBus, name: str) -> None:
-        super().__init__(bus, name, echo=False, listen_only=False)
-        self.transport: asyncio.Transport | None = None
-        # Until we know whether the connection starts with a hello, hold its bytes back.
-        self._hello: bytearray | None = bytearray()
-        self._records = bytearray()  # timed: bytes of an incomplete record
-        self._hello_timer: asyncio.TimerHandle | None = None
-        self._held: list[tuple[bytes, float]] = []  # line data before the hello was read
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.bus._register(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self._hello is None:
-            if self.timed:
-                self._timed_received(data)
-            else:
-                self.bus._on_tx(self, data)
-            return
-        self._hello += data
-        held = bytes(self._hello)
-        head = held[: len(HELLO_PREFIX)]
-        if not HELLO_PREFIX.startswith(head):
-            self._hello = None  # plain line data from the first byte
-            self._flush_held()
-            self.bus._on_tx(self, held)
-            return
-        end = held.find(b"\n")
-        if end < 0:
-            if len(held) > _HELLO_MAX:
-                self._reject("hello line too long")
-            return
-        self._hello = None
-        words = held[len(HELLO_PREFIX) : end].decode("ascii", "replace").split()
-        if not words or not _NAME_RE.match(words[0]):
-            self._reject(f"bad hello {held[:end]!r}")
-            return
-        flags = set(words[1:])
-        self.echo = "echo" in flags
-        self.listen_only = "listen" in flags
-        self.timed = "timed" in flags
-        self.bus._rename(self, words[0])
-        self._flush_held()
-        if len(held) > end + 1 and not self.closed:
-            self.data_received(held[end + 1 :])
-
-    def _no_hello(self) -> None:
-        self._hello_timer = None
-        if self._hello is not None and not self._hello:
-            self._hello = None  # silent since it connected: a raw listener
-            self._flush_held()
-
-    def _flush_held(self) -> None:
-        if self._held and not self.closed:
-            self.deliver([])
-
-    def _timed_received(self, data: bytes) -> None:
-        records = self._records
-        records += data
-        pos = 0
-        while len(records) - pos >= _RECORD_HEAD:
-            length = int.from_bytes(records[pos : pos + 2], "little")
-            if len(records) - pos < _RECORD_HEAD + length:
-                break
-            at_us = int.from_bytes(records[pos + 2 : pos + _RECORD_HEAD], "little")
-            body = bytes(records[pos + _RECORD_HEAD : pos + _RECORD_HEAD + length])
-            pos += _RECORD_HEAD + length
-            self.bus._on_tx(self, body, at=at_us / 1e6 if at_us else 0.0)
-            if self.closed:
-                return
-        del records[:pos]
-
-    def _reject(self, why: str) -> None:
-        _LOG.warning("vbus: closing socket endpoint %s: %s", self.name, why)
-        self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
-        self.closed = True
-        self.bus._unregister(self)
-
-    def deliver(self, parts: list[tuple[bytes, float]]) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if self._hello is not None:
-            # Not yet known whether this endpoint wants raw bytes or timed records (its
-            # hello may be on the way): hold the data until it is. A client that says
-            # nothing at all is taken as raw after _HELLO_WAIT_S.
-            self._held.extend(parts)
-            del self._held[:-_HELD_PARTS]
-            if self._hello_timer is None:
-                self._hello_timer = self.bus.loop.call_later(_HELLO_WAIT_S, self._no_hello)
-            return
-        if self._held:
-            parts, self._held = [*self._held, *parts], []
-        size = sum(len(part) for part, _ in parts)
-        if transport.get_write_buffer_size() > _SOCKET_RX_LIMIT:
-            self.overrun_bytes += size
-            return
-        if self.timed:
-            # One record per run of back-to-back bytes, so every record's time is exact.
-            transport.write(
-                b"".join(
-                    len(part).to_bytes(2, "little") + round(end * 1e6).to_bytes(8, "little") + part
-                    for part, end in parts
-                )
-            )
-        else:
-            transport.write(b"".join(part for part, _ in parts))
-        self.rx_bytes += size
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        self.closed = True
-        self.bus._unregister(self)
-
-
-@dataclass(eq=False)
-class _Segment:
-    """Bytes one transmitter puts on the line back to back, from ``start`` to ``end``."""
-
-    source: _Endpoint | None  # None: a noise burst
-    start: float
-    end: float
-    data: bytearray
-    sent: int = 0  # bytes already delivered
-    garbled: bytearray | None = None  # 1 per byte already garbled by a collision
+__all__ = [
+    "HELLO_PREFIX",
+    "BusStats",
+    "EndpointStats",
+    "Faults",
+    "VirtualBus",
+    "VirtualBusError",
+    "control_request",
+    "main",
+    "serve_until_signal",
+    "start_control_server",
+]
 
 
 class VirtualBus:
@@ -439,17 +136,17 @@ class VirtualBus:
         self.baud = baud
         self.bits_per_char = bits_per_char
         self.byte_time = bits_per_char / baud
-        self._low_water = max(_TX_LOW_WATER, round(_TX_SLACK_S / self.byte_time))
-        self._high_water = max(_TX_HIGH_WATER, 4 * self._low_water)
+        self._low_water = max(TX_LOW_WATER, round(TX_SLACK_S / self.byte_time))
+        self._high_water = max(TX_HIGH_WATER, 4 * self._low_water)
         self._socket_path = Path(socket_path) if socket_path is not None else None
         self._serve_socket = serve_socket
         self._own_tmpdir: str | None = None
         self._faults = faults or Faults()
         self._rng = random.Random(seed)
-        self._endpoints: dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, Endpoint] = {}
         self._unplugged: set[str] = set()
-        self._segments: list[_Segment] = []
-        self._recent: list[_Segment] = []  # finished, still within reach of a late timed start
+        self._segments: list[Segment] = []
+        self._recent: list[Segment] = []  # finished, still within reach of a late timed start
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = math.inf
         self._server: asyncio.AbstractServer | None = None
@@ -497,7 +194,7 @@ class VirtualBus:
                     os.unlink(path)  # stale socket of a bus that died
             self._server = await self._loop.create_unix_server(self._new_socket_endpoint, path=path)
         for endpoint in self._endpoints.values():
-            if isinstance(endpoint, _PtyEndpoint):
+            if isinstance(endpoint, PtyEndpoint):
                 endpoint.attach()
 
     async def stop(self) -> None:
@@ -537,7 +234,7 @@ class VirtualBus:
     def add_pty_endpoint(self, name: str, *, echo: bool = False, listen_only: bool = False) -> str:
         """Add a pseudo-terminal endpoint; returns the device path programs open."""
         self._check_new_name(name)
-        endpoint = _PtyEndpoint(self, name, echo=echo, listen_only=listen_only)
+        endpoint = PtyEndpoint(self, name, echo=echo, listen_only=listen_only)
         self._endpoints[name] = endpoint
         if self._loop is not None:
             endpoint.attach()
@@ -545,14 +242,14 @@ class VirtualBus:
 
     def pty_path(self, name: str) -> str:
         endpoint = self._endpoints.get(name)
-        if not isinstance(endpoint, _PtyEndpoint):
+        if not isinstance(endpoint, PtyEndpoint):
             raise KeyError(name)
         return endpoint.path
 
     @property
     def pty_paths(self) -> dict[str, str]:
         return {
-            name: ep.path for name, ep in self._endpoints.items() if isinstance(ep, _PtyEndpoint)
+            name: ep.path for name, ep in self._endpoints.items() if isinstance(ep, PtyEndpoint)
         }
 
     def endpoint_names(self) -> list[str]:
@@ -598,7 +295,7 @@ class VirtualBus:
         count = max(1, round(duration / self.byte_time))
         now = self.loop.time()
         data = bytearray(self._rng.randbytes(count))
-        self._schedule(_Segment(None, now, now + count * self.byte_time, data))
+        self._schedule(Segment(None, now, now + count * self.byte_time, data))
         self._noise_bytes += count
         return count
 
@@ -648,30 +345,30 @@ class VirtualBus:
     # ------------------------------------------------------------------ internals: endpoints
 
     def _check_new_name(self, name: str) -> None:
-        if not _NAME_RE.match(name):
+        if not NAME_RE.match(name):
             raise VirtualBusError(f"bad endpoint name {name!r}")
         if name in self._endpoints:
             raise VirtualBusError(f"endpoint {name!r} already exists")
 
-    def _new_socket_endpoint(self) -> _SocketEndpoint:
+    def _new_socket_endpoint(self) -> SocketEndpoint:
         self._socket_count += 1
-        return _SocketEndpoint(self, f"sock{self._socket_count}")
+        return SocketEndpoint(self, f"sock{self._socket_count}")
 
-    def _register(self, endpoint: _Endpoint) -> None:
+    def _register(self, endpoint: Endpoint) -> None:
         self._endpoints[endpoint.name] = endpoint
 
-    def _unregister(self, endpoint: _Endpoint) -> None:
+    def _unregister(self, endpoint: Endpoint) -> None:
         # Bytes it already handed over still go out, as from a UART FIFO: a board that writes
         # and exits is heard.  (Unplugging, by contrast, cuts them off.)
         if self._endpoints.get(endpoint.name) is endpoint:
             del self._endpoints[endpoint.name]
 
-    def _rename(self, endpoint: _SocketEndpoint, name: str) -> None:
+    def _rename(self, endpoint: SocketEndpoint, name: str) -> None:
         old = self._endpoints.get(name)
         if old is endpoint:
             return
         if old is not None:
-            if not isinstance(old, _SocketEndpoint):
+            if not isinstance(old, SocketEndpoint):
                 endpoint._reject(f"name {name!r} belongs to a pty endpoint")
                 return
             old.close()  # the same board connecting again: the newest connection wins
@@ -680,7 +377,7 @@ class VirtualBus:
         endpoint.name = name
         self._endpoints[name] = endpoint
 
-    def _cut(self, endpoint: _Endpoint) -> None:
+    def _cut(self, endpoint: Endpoint) -> None:
         """Remove what ``endpoint`` had not finished sending (it was unplugged)."""
         kept = [seg for seg in self._segments if seg.source is not endpoint]
         if len(kept) != len(self._segments):
@@ -691,7 +388,7 @@ class VirtualBus:
 
     # ------------------------------------------------------------------ internals: the line
 
-    def _on_tx(self, endpoint: _Endpoint, data: bytes, at: float = 0.0) -> None:
+    def _on_tx(self, endpoint: Endpoint, data: bytes, at: float = 0.0) -> None:
         """Bytes written by an endpoint: schedule them on the line behind its earlier bytes,
         not before ``at`` (a timed transmit start, loop time)."""
         if self._loop is None or endpoint.closed or not data:
@@ -701,24 +398,24 @@ class VirtualBus:
             return
         endpoint.tx_bytes += len(data)
         now = self._loop.time()
-        if now - _LATE_READ_S <= at:
+        if now - LATE_READ_S <= at:
             # A timed start the bus reads late (this process was descheduled) still happens
             # at its time on the line: the board handed the frame over before it (it checks),
             # so the simulator's own lateness must not turn into collisions.
             start = max(at, endpoint.tx_free_at)
         else:
             start = max(now, endpoint.tx_free_at)
-        segment = _Segment(endpoint, start, start + len(data) * self.byte_time, bytearray(data))
+        segment = Segment(endpoint, start, start + len(data) * self.byte_time, bytearray(data))
         endpoint.tx_free_at = segment.end
         endpoint.backlog += len(data)
         if endpoint.backlog > self._high_water:
             endpoint.pause_reading()
         self._schedule(segment)
 
-    def _schedule(self, segment: _Segment) -> None:
+    def _schedule(self, segment: Segment) -> None:
         # Every transmission that overlaps this one is already scheduled or recently finished:
         # a byte is scheduled no earlier than the moment the bus reads it (a timed start up to
-        # _LATE_READ_S before), and a later one starts later still. Bytes already delivered
+        # LATE_READ_S before), and a later one starts later still. Bytes already delivered
         # stay as they were; the newcomer's overlapping bytes are garbled.
         for other in (*self._segments, *self._recent):
             if other.source is not segment.source:
@@ -726,7 +423,7 @@ class VirtualBus:
         self._segments.append(segment)
         self._arm_timer()
 
-    def _collide(self, a: _Segment, b: _Segment) -> None:
+    def _collide(self, a: Segment, b: Segment) -> None:
         lo, hi = max(a.start, b.start), min(a.end, b.end)
         if hi - lo < 0.05 * self.byte_time:
             return  # back to back (float rounding), not overlapping
@@ -765,8 +462,8 @@ class VirtualBus:
         """Hand every byte whose stop bit has ended to the receivers, in one batch."""
         now = self.loop.time()
         bt = self.byte_time
-        chunks: list[tuple[float, _Endpoint | None, bytearray]] = []
-        finished: list[_Segment] = []
+        chunks: list[tuple[float, Endpoint | None, bytearray]] = []
+        finished: list[Segment] = []
         for seg in self._segments:
             done = min(len(seg.data), int((now - seg.start) / bt + 1e-9))
             if done > seg.sent:
@@ -783,11 +480,11 @@ class VirtualBus:
             self._segments = [seg for seg in self._segments if seg not in finished]
             self._recent.extend(finished)
         if self._recent:
-            self._recent = [seg for seg in self._recent if seg.end > now - _LATE_READ_S]
+            self._recent = [seg for seg in self._recent if seg.end > now - LATE_READ_S]
         if not chunks:
             return
         chunks.sort(key=lambda chunk: chunk[0])
-        outgoing: dict[_Endpoint, list[tuple[bytes, float]]] = {}
+        outgoing: dict[Endpoint, list[tuple[bytes, float]]] = {}
         receivers = [ep for name, ep in self._endpoints.items() if name not in self._unplugged]
         for chunk_start, source, raw in chunks:
             self._line_bytes += len(raw)
@@ -840,53 +537,6 @@ class VirtualBus:
         return int(math.log1p(-self._rng.random()) / math.log1p(-probability))
 
 
-# ---------------------------------------------------------------------- JSON-lines control
-
-
-async def start_control_server(
-    path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]
-) -> asyncio.AbstractServer:
-    """Serve ``handler`` on a UNIX socket: one JSON object per line in, one per line out."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    request = json.loads(line)
-                    if not isinstance(request, dict):
-                        raise ValueError("request must be a JSON object")
-                    reply = handler(request)
-                except ValueError as exc:
-                    reply = {"ok": False, "error": f"bad request: {exc}"}
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    return await asyncio.start_unix_server(serve, path=path)
-
-
-async def control_request(
-    path: str, request: Mapping[str, Any], *, timeout: float = 5.0
-) -> dict[str, Any]:
-    """Send one request to a control socket and return its reply."""
-    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
-    try:
-        writer.write(json.dumps(dict(request)).encode() + b"\n")
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout)
-    finally:
-        writer.close()
-    reply = json.loads(line)
-    if not isinstance(reply, dict):
-        raise VirtualBusError(f"bad control reply {line!r}")
-    return reply
-
-
 # ---------------------------------------------------------------------- process entry point
 
 
@@ -900,7 +550,8 @@ def _parse_pty_spec(spec: str) -> tuple[str, bool, bool]:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.virtual.vbus", description="Virtual RS-485 bus (see module docstring)."
+        prog="python -m tools.virtual.vbus",
+        description="Virtual RS-485 bus (see module docstring).",
     )
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--bits-per-char", type=int, default=10, help="10 for 8N1, 11 for 8E1")
@@ -942,32 +593,6 @@ async def _amain(args: argparse.Namespace) -> int:
             "pty": bus.pty_paths,
         },
     )
-
-
-async def serve_until_signal(
-    service: Any, control_path: str | None, describe: Callable[[], dict[str, Any]]
-) -> int:
-    """Run a simulator process: start ``service``, serve its control socket, print
-    ``describe()`` as one JSON line, and stop cleanly on SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await service.start()
-    control = None
-    try:
-        if control_path is not None:
-            control = await start_control_server(control_path, service.handle_control)
-        sys.stdout.write(json.dumps(describe()) + "\n")
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        if control is not None and control_path is not None:
-            control.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(control_path)
-        await service.stop()
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
