@@ -78,7 +78,7 @@ def build(argv=None, generator=None, **overrides):
     from firmware.drivers.rs485 import Rs485
     from firmware.drivers.sim.adc import SimAdc
     from firmware.drivers.sim.panel import SimPanel
-    from firmware.drivers.sim.pin import SimPin
+    from firmware.drivers.sim.pins import SimPin
     from firmware.drivers.sim.uart import SimUart
     from firmware.drivers.sim.unixport import ensure_dir
     from firmware.drivers.sim.watchdog import SimWatchdog

@@ -1,5 +1,7 @@
 """The sim board's front panel: LEDs, LOAD CURRENT display, buttons, status inputs and
-temperature, as the drivers set them and as JSON (the state and heartbeat lines, the client
+temperature, as the drivers set them (through :class:`SimLedOutput`, :class:`SimDisplayWire`
+and the pins; one module, not one each: every module costs the sim board's heap ~0.5 KB) and
+as JSON (the state and heartbeat lines, the client
 commands; wire format in ``panel_server``, which serves them on a UNIX-domain socket)."""
 
 import asyncio
@@ -8,13 +10,33 @@ from array import array
 
 from micropython import const
 
-from firmware.drivers.sim.buttons import SimButtonPin
-from firmware.drivers.sim.display import SimDisplayWire
-from firmware.drivers.sim.leds import SimLedOutput
 from firmware.drivers.sim.panel_server import PanelServer
-from firmware.drivers.sim.pin import SimPin
+from firmware.drivers.sim.pins import SimButtonPin, SimPin
 
 _LINE_SIZE = const(512)  # a state line of 12 LEDs all white, 12 buttons down: ~420 B (grows)
+
+
+class SimLedOutput:
+    """WS2812 output that shows the frame on the panel (words as in ``ws2812.pack``):
+    ``firmware.drivers.ws2812.Ws2812`` writes to it instead of a PIO state machine."""
+
+    def __init__(self, panel):
+        self._panel = panel
+
+    def write(self, words):
+        self._panel.set_leds(words)
+
+
+class SimDisplayWire:
+    """TM1637 wire that shows the display on the panel: ``firmware.drivers.tm1637.Display``
+    writes to it instead of clocking the segments out."""
+
+    def __init__(self, panel):
+        self._panel = panel
+
+    def write(self, segments, level, on, text=None):
+        self._panel.set_display(segments, level, on, text)
+        return True
 
 
 class SimPanel:
