@@ -21,14 +21,13 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from host.config import ServiceConfig
-from host.model import UnitState
 from host.peers.directory import PeerDirectory
+from host.state import UnitState
 from host.storage.schema import StorageError
 from host.storage.store import Storage
 from host.web.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
-    LoginThrottle,
     PasswordFile,
     Session,
     SessionStore,
@@ -36,6 +35,7 @@ from host.web.auth import (
 )
 from host.web.live import LiveHub, PanelSource
 from host.web.peers_routes import add_routes as add_peer_routes
+from host.web.throttle import LoginThrottle
 from host.web.units import UnitDirectory
 
 _LOG = logging.getLogger(__name__)

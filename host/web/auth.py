@@ -36,7 +36,6 @@ from host.config import ConfigError, default_config, load_config
 __all__ = [
     "CSRF_HEADER",
     "SESSION_COOKIE",
-    "LoginThrottle",
     "PasswordFile",
     "Session",
     "SessionStore",
@@ -254,52 +253,6 @@ class SessionStore:
 
 def csrf_ok(session: Session, token: str | None) -> bool:
     return token is not None and hmac.compare_digest(session.csrf_token, token)
-
-
-# ----------------------------------------------------------------------------- throttle
-
-
-@dataclass
-class LoginThrottle:
-    """Failed logins per client address: ``free_failures`` free, then a doubling lock-out
-    (1 s, 2 s, 4 s … up to ``max_lock_s``); a success clears the address. A global
-    budget of failures per minute also holds when a guesser spreads over many addresses."""
-
-    clock: Callable[[], float] = time.monotonic
-    free_failures: int = 3
-    max_lock_s: float = 300.0
-    global_per_minute: int = 30
-    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
-    _global: list[float] = field(default_factory=list)
-
-    def retry_after(self, client: str) -> float:
-        """Seconds to wait before ``client`` may try again (0: go ahead)."""
-        now = self.clock()
-        self._global = [t for t in self._global if now - t < 60.0]
-        wait = 0.0
-        if len(self._global) >= self.global_per_minute:
-            wait = 60.0 - (now - self._global[0])
-        entry = self._failures.get(client)
-        if entry is not None:
-            count, last = entry
-            if count >= self.free_failures:
-                lock = min(self.max_lock_s, 2.0 ** (count - self.free_failures))
-                wait = max(wait, lock - (now - last))
-            if now - last > self.max_lock_s * 2:
-                del self._failures[client]
-        return max(0.0, wait)
-
-    def failed(self, client: str) -> None:
-        now = self.clock()
-        count = self._failures.get(client, (0, now))[0]
-        self._failures[client] = (count + 1, now)
-        self._global.append(now)
-        if len(self._failures) > 4096:  # forget the oldest addresses
-            for key, _ in sorted(self._failures.items(), key=lambda kv: kv[1][1])[:1024]:
-                del self._failures[key]
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,11 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from host.config import default_config
-from host.model import Event, EventKind, Severity, UnitState
+from host.state import Event, EventKind, Severity, UnitState
 from host.storage.store import Storage
 from host.web import HUB, WebContext, create_app
 from host.web.auth import (
-    LoginThrottle,
     PasswordFile,
     SessionStore,
     passwd_main,
@@ -31,6 +31,7 @@ from host.web.auth import (
     write_password_file,
 )
 from host.web.live import LiveClient, LiveHub
+from host.web.throttle import LoginThrottle
 from host.web.units import UNIT_FIELDS, UnitDirectory
 from host.web.view import apply_patch, merge_diff, panel_view
 from protocol import consts as C
@@ -307,6 +308,28 @@ async def test_login_attempts_are_rate_limited(web: Harness) -> None:
     assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
     # Even the right password waits out the lock (no oracle for a guesser).
     assert (await web.login()).status == 429
+
+
+async def test_a_login_flood_from_many_addresses_spares_a_fresh_one(web: Harness) -> None:
+    # Loopback answers from any 127.0.0.0/8 source: 50 guessers, 3 wrong passwords each,
+    # over real TCP connections, then the admin from an address of its own.
+    url = web.client.make_url("/api/v1/login")
+
+    async def attempt(source: str, password: str) -> int:
+        connector = aiohttp.TCPConnector(local_addr=(source, 0))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(url, json={"password": password}) as response,
+        ):
+            return response.status
+
+    statuses = [
+        await attempt(f"127.0.1.{n}", "wrong-password") for n in range(1, 51) for _ in range(3)
+    ]
+    assert set(statuses) == {401}
+    assert web.ctx.throttle.under_attack()
+    assert await attempt("127.0.1.7", PASSWORD) == 429  # a guesser stays locked out
+    assert await attempt("127.0.2.1", PASSWORD) == 200
 
 
 async def test_no_password_set_means_read_only(web: Harness) -> None:
