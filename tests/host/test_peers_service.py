@@ -28,9 +28,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tools.virtual.runvirtual import VirtualUnit, virtual_unit
 from host.web.view import apply_patch
 from tests.host.webstack import free_port
+from tools.virtual.runvirtual import VirtualUnit, virtual_unit
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -9,7 +9,6 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.bench.protocol_bench import corrupt as corrupt_body
 from protocol import consts as C
 from protocol import layouts as L
 from protocol.errors import FrameError
@@ -37,6 +36,7 @@ from protocol.messages import (
     encode,
     message_from_reader,
 )
+from tools.bench.protocol_bench import corrupt as corrupt_body
 
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)

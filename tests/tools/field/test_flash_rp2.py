@@ -31,9 +31,9 @@ from pathlib import Path
 import pytest
 import serial
 
+from tests.tools.field.test_flash import FakeDrive
 from tools.field import flash, flash_uf2
 from tools.field.flash import FlashResult, flash_board
-from tests.tools.field.test_flash import FakeDrive
 from tools.rp2emu import STOCK_IMAGE, EmulatedBoard, EmulatorError, check_installed
 
 BOARD = "pico_mcp3208"

@@ -189,7 +189,14 @@ def test_environment_and_flash_root(board: VirtualUsbBoard) -> None:
 def test_command_line_with_a_stable_link(tmp_path: Path) -> None:
     link = tmp_path / "board-a"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tools.field.usbboard", str(tmp_path / "flash"), "--link", str(link)],
+        [
+            sys.executable,
+            "-m",
+            "tools.field.usbboard",
+            str(tmp_path / "flash"),
+            "--link",
+            str(link),
+        ],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,

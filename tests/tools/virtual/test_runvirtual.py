@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.cli import build_parser
 from host.config import ConfigError, config_from_document, read_config_document
+from tools.cli import build_parser
 from tools.virtual.runvirtual import DEFAULT_VAR, virtual_document, with_virtual_ports
 
 UNIT_FILE = """\
