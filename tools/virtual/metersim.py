@@ -3,7 +3,7 @@
 Layers (each usable alone):
 
 * ``RegisterMap`` / ``load_register_map`` — the SDM630 register map from
-  ``host/meter_maps/sdm630.toml`` (shared with the host meter reader).
+  ``host/meter_maps/sdm630.toml``, read by the host meter reader's parser (``host.meter_map``).
 * ``Load``, ``MeterModel`` — the electrical model, no I/O: per-phase loads in, readings out.
   Phase current is the RMS of the phasor sum of the loads' fundamentals and harmonics; neutral
   current is the phasor sum of the three phases per harmonic order (fundamentals cancel when
