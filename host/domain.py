@@ -69,26 +69,31 @@ def group_span(model: int) -> str:
     return f"{groups[0]}-{groups[-1]}"
 
 
-def validate_label(text: str) -> str:
+def validate_label(text: str, what: str = "a label") -> str:
     """A channel label or unit name: plain text, at most 32 printable characters.
 
     Returns the label normalised (NFC, surrounding spaces removed); "" clears a label.
-    Raises ValueError with a message fit for the user. Labels are always shown as text,
-    never as HTML; refusing control and format characters keeps them readable and keeps
-    bidi overrides from disguising a label.
+    Raises ValueError with a message fit for the user that names ``what`` was entered.
+    Labels are always shown as text, never as HTML; refusing control and format characters
+    keeps them readable and keeps bidi overrides from disguising a label.
     """
     if not isinstance(text, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise ValueError("a label must be text")
+        raise ValueError(f"{what} must be text")
     label = unicodedata.normalize("NFC", text).strip()
     for position, char in enumerate(label, start=1):
         category = unicodedata.category(char)
         if category.startswith("C") or category in ("Zl", "Zp"):
             raise ValueError(
-                f"a label cannot contain the control character U+{ord(char):04X} "
+                f"{what} cannot contain the control character U+{ord(char):04X} "
                 f"(character {position})"
             )
     if len(label) > LABEL_MAX_CHARS:
         raise ValueError(
-            f"a label has at most {LABEL_MAX_CHARS} characters; this one has {len(label)}"
+            f"{what} has at most {LABEL_MAX_CHARS} characters; this one has {len(label)}"
         )
     return label
+
+
+def validate_unit_name(text: str) -> str:
+    """The unit's name: the rules of a label, the messages about a name."""
+    return validate_label(text, "a unit name")

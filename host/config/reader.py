@@ -48,7 +48,7 @@ from host.domain import (
     group_span,
     parse_channel_id,
     rotation_phase,
-    validate_label,
+    validate_unit_name,
 )
 from host.meter_map import DEFAULT_PROFILE, profile_names
 
@@ -85,7 +85,7 @@ def _read_unit(raw: object) -> UnitConfig:
     t = Table(raw, "unit", ("model", "name", "id", "mains_hz", "temperature_warning_c"))
     return UnitConfig(
         model=t.choice("model", 36, (36, 48, 72)),
-        name=t.text("name", "", validate_label),
+        name=t.text("name", "", validate_unit_name),
         unit_id=t.text("id", default_unit_id(), _check_unit_id),
         mains_hz=t.choice("mains_hz", 50, (50, 60)),
         temperature_warning_c=t.number("temperature_warning_c", 60.0, 0.0, 120.0),

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Mapping
 
 from host.config import ChannelsConfig
-from host.domain import validate_label
+from host.domain import validate_label, validate_unit_name
 from host.state.channels import Channel, Channels
 from host.state.events import EventHub, EventKind, Severity
 from host.supervision import SupervisionSettings
@@ -33,7 +33,7 @@ class UnitSettings:
         """Entries for channels this model does not have are ignored (a unit re-configured
         72 -> 48)."""
         if unit_name is not None:
-            self.name = validate_label(unit_name)
+            self.name = validate_unit_name(unit_name)
         for cid, label in (labels or {}).items():
             with contextlib.suppress(ValueError, KeyError):
                 self._channels.get(cid).label = validate_label(label)
@@ -44,7 +44,7 @@ class UnitSettings:
 
     def set_unit_name(self, name: str, now: float) -> tuple[str, bool]:
         """The clean name and whether it changed. ValueError for an invalid name."""
-        clean = validate_label(name)
+        clean = validate_unit_name(name)
         if clean == self.name:
             return clean, False
         old, self.name = self.name, clean

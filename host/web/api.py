@@ -22,8 +22,14 @@ from typing import Any, Literal, cast
 
 from aiohttp import web
 
-from host.domain import LABEL_MAX_CHARS, parse_channel_id, validate_label
-from host.state import to_jsonable
+from host.domain import (
+    LABEL_MAX_CHARS,
+    channel_ids,
+    parse_channel_id,
+    validate_label,
+    validate_unit_name,
+)
+from host.state import METER_QUANTITIES, to_jsonable
 from host.storage.history import HistoryPoint
 from host.storage.schema import StorageError
 from host.web.app import (
@@ -46,6 +52,8 @@ SERIES_PATTERN = re.compile(r"(?:[A-F](?:[1-9]|1[0-2])|sum\.L[123]|meter\.[a-z0-
 CHANNEL_PATTERN = re.compile(r"[A-Fa-f](?:[1-9]|1[0-2])")
 KIND_PATTERN = re.compile(r"[a-z_]{1,32}\.[a-z_]{1,32}")
 HISTORY_RANGES = {"hour": 3600.0, "day": 86400.0}
+PHASE_SUM_SERIES = frozenset({"sum.L1", "sum.L2", "sum.L3"})
+METER_SERIES = frozenset(f"meter.{q.name}" for q in METER_QUANTITIES)
 MAX_HISTORY_SPAN_S = 31 * 86400.0
 VERSION = "0.1.0"
 
@@ -294,7 +302,7 @@ async def set_unit_name(request: web.Request) -> web.Response:
     body = await _body(request)
     _only_keys(body, ("name",))
     try:
-        name = validate_label(_text_field(body, "name", LABEL_MAX_CHARS))
+        name = validate_unit_name(_text_field(body, "name", LABEL_MAX_CHARS))
     except ValueError as exc:
         raise http_error(web.HTTPBadRequest, str(exc)) from None
     await _saved(ctx.storage.save_unit_name(name))
@@ -443,6 +451,16 @@ def _bucket(points: list[HistoryPoint]) -> list[float]:
     ]
 
 
+async def _series_exists(ctx: WebContext, series: str) -> bool:
+    """A series this unit records or has recorded: its own channels, the phase sums, the
+    meter's quantities (the map may add names: those are known once stored)."""
+    if series in channel_ids(ctx.config.unit.model) or series in PHASE_SUM_SERIES:
+        return True
+    if series in METER_SERIES:
+        return True
+    return series in await ctx.storage.series_names()
+
+
 async def history(request: web.Request) -> web.Response:
     await require_read(request)
     ctx = _unit(request)
@@ -450,6 +468,11 @@ async def history(request: web.Request) -> web.Response:
     if not SERIES_PATTERN.fullmatch(series):
         raise http_error(
             web.HTTPBadRequest, "'series' is a channel (A7), sum.L1 … sum.L3 or meter.<name>"
+        )
+    if not await _series_exists(ctx, series):
+        raise http_error(
+            web.HTTPNotFound,
+            f"this unit records no series {series!r}: GET …/history/series lists them",
         )
     span_name = request.query.get("range")
     start = _query_float(request, "start")

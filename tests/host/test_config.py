@@ -331,10 +331,11 @@ def test_error_names_the_file_as_given(tmp_path: Path) -> None:
 def test_unit_name_follows_the_label_rules() -> None:
     assert parse_config('[unit]\nname = "  FOH  "', require_ports=False).unit.name == "FOH"
     line = error_of('[unit]\nname = "' + "x" * 33 + '"', require_ports=False)
-    assert line == "config.toml: unit.name: a label has at most 32 characters; this one has 33"
+    assert line == "config.toml: unit.name: a unit name has at most 32 characters; this one has 33"
     line = error_of('[unit]\nname = "a\\u0007b"', require_ports=False)
     assert line == (
-        "config.toml: unit.name: a label cannot contain the control character U+0007 (character 2)"
+        "config.toml: unit.name: a unit name cannot contain the control character U+0007 "
+        "(character 2)"
     )
 
 

@@ -324,9 +324,10 @@ async def test_a_login_flood_from_many_addresses_spares_a_fresh_one(web: Harness
             return response.status
 
     statuses = [
-        await attempt(f"127.0.1.{n}", "wrong-password") for n in range(1, 51) for _ in range(3)
+        [await attempt(f"127.0.1.{n}", "wrong-password") for _ in range(3)] for n in range(1, 51)
     ]
-    assert set(statuses) == {401}
+    assert all(first == 401 for first, *_ in statuses)  # every guesser got one guess …
+    assert statuses[-1] == [401, 429, 429]  # … and once the flood shows, only one
     assert web.ctx.throttle.under_attack()
     assert await attempt("127.0.1.7", PASSWORD) == 429  # a guesser stays locked out
     assert await attempt("127.0.2.1", PASSWORD) == 200
@@ -498,6 +499,15 @@ async def test_history_of_a_channel(web: Harness) -> None:
     assert "A1" in names and "sum.L1" in names
     for bad in ("series=Z9", "series=A1&range=week", "series=A1&start=5&end=1"):
         assert (await web.client.get(f"{U}/history?{bad}")).status == 400, bad
+    # Well formed but not this unit's: a 36 has no group D, the meter no 'bogus'.
+    for unknown in ("D1", "meter.bogus"):
+        response = await web.client.get(f"{U}/history?series={unknown}&range=hour")
+        assert response.status == 404, unknown
+        assert unknown in (await response.json())["error"]["message"]
+    # One of its own outputs that never carried a load: no points, not an error.
+    empty = await web.client.get(f"{U}/history?series=B12&range=hour")
+    assert empty.status == 200 and (await empty.json())["points"] == []
+    assert (await web.client.get(f"{U}/history?series=meter.frequency&range=hour")).status == 200
 
 
 # ----------------------------------------------------------------------------- read_open off
