@@ -18,9 +18,18 @@ include("$(PORT_DIR)/boards/manifest.py")
 ROOT = os.path.abspath(os.path.join(os.getcwd(), "..", ".."))
 NOT_ON_A_PICO = (
     "boards/sim.py",
-    "firmware/drivers/sim.py",
+    "firmware/drivers/sim/__init__.py",
+    "firmware/drivers/sim/adc.py",
+    "firmware/drivers/sim/panel.py",
+    "firmware/drivers/sim/panel_server.py",
+    "firmware/drivers/sim/pins.py",
+    "firmware/drivers/sim/uart.py",
+    "firmware/drivers/sim/unixport.py",
+    "firmware/drivers/sim/watchdog.py",
     "firmware/loadsim.py",
     "protocol/_crc_host.py",
+    "protocol/gen.py",
+    "protocol/tables.py",
     "protocol/vectors.py",
 )
 
