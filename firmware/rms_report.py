@@ -27,12 +27,14 @@ sigma / sqrt(N) counts whatever the estimator (the noise's cross term with the s
 reading of a small steady current (3 s aggregate under ``_LONG_MAX``, 4.8 A) averages longer:
 every completed 3 s aggregation block (15 windows) is kept, and the reading (``avg_ua``, and
 ``report_ua`` while steady) is the quadratic mean of the windows of the current block and the
-last up to ``_NBLK`` (8) completed blocks, i.e. up to 27 s (0.18 % at 0.16 A). Only blocks
-whose 15 windows all came after the last load step count, and the extension is dropped
-(back to the 3 s aggregate, blocks counted afresh) whenever the 3 s aggregate differs from it
-by more than 4 sigma of its own random error, sigma * sqrt(1 / N): a small change that no step
-detection sees (under the band) still shows within 3 s. Step detection, the 200 ms window and
-the cycle values (the overload classifier's) are not affected.
+last up to ``_NBLK`` (8) completed blocks, i.e. up to 27 s (0.18 % at 0.16 A). The extension
+is dropped (back to the 3 s aggregate; only blocks whose 15 windows all came later count)
+whenever the 3 s aggregate differs from it by more than 4 sigma of its own random error,
+sigma * sqrt(1 / N): so the steady reading never strays from the 3 s aggregate by more than
+that, a load step drops it within a window or two (while ``report_ua`` shows the window),
+and a change too small for the step detection still drops it. The band's step detection does
+not drop it: on 0.16 A its noise makes a "step" every two minutes or so. Step detection, the
+200 ms window and the cycle values (the overload classifier's) are not affected.
 
 32-bit bounds: a block's sum of 15 window values (RMS * 2^9)^2 is < 2^44 (two limbs, hi
 < 2^30); a block enters the extension only when its hi < 2^22, and the current block is part
@@ -67,7 +69,7 @@ _R_BAND = const(6)  # completed windows in the band (< 1: none yet)
 _R_W = const(7)  # the window value of the cycle just closed
 _R_LONG = const(8)  # the steady reading (3 s aggregate, extended while steady)
 _R_NB = const(9)  # completed blocks in it (0: the 3 s aggregate)
-_R_POST = const(10)  # completed windows since the last step (saturates)
+_R_POST = const(10)  # completed windows since the steady reading restarted
 _NRS = const(11)
 _EMPTY = const(0x3FFFFFFF)
 # Calibration words per channel
@@ -97,10 +99,10 @@ def steady(agg: ptr32, blk: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, rst: ptr3
         post = int(rst[r + _R_POST]) + 1
         if post > _POST_MAX:
             post = _POST_MAX
-        rst[r + _R_POST] = post
         nb = int(rst[r + _R_NB])
         if a >= _LONG_MAX:
             nb = 0
+            post = 0
         # The current block: aggregate slots 0..ahead
         hi = 0
         lo = 0
@@ -127,6 +129,7 @@ def steady(agg: ptr32, blk: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, rst: ptr3
             lo = 0
             count = 0
         rst[r + _R_NB] = nb
+        rst[r + _R_POST] = post
         v = a
         if nb:
             slot = bhead
@@ -150,6 +153,7 @@ def steady(agg: ptr32, blk: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, rst: ptr3
             tol = int(isqrt(t >> _LB, t & _LM, work)) + 1
             if (v - a if v > a else a - v) > tol:
                 rst[r + _R_NB] = 0
+                rst[r + _R_POST] = 0
                 v = a
         rst[r + _R_LONG] = v
         gain = int(cal[c * _NCAL + _K_GAIN])
@@ -216,8 +220,6 @@ def choose_report(ctl: ptr32, cal: ptr32, out: ptr32, rst: ptr32, ext: ptr32):
             step = 1
             if a == 0 or bc >= 1:  # the band restarts with the second window after this
                 rst[r + _R_BAND] = _BAND0 - 2
-            rst[r + _R_NB] = 0  # the steady reading starts afresh
-            rst[r + _R_POST] = 0
         elif step and (d <= m or bc >= AGG_WINDOWS - 2):
             step = 0
         rst[r + _R_STEP] = step

@@ -168,3 +168,28 @@ print(engine.idle_windows(11), engine.report_ua[0])
     )
     own, report = (int(v) for v in out.split())
     assert own == 16 and report > 0
+
+
+def test_steady_small_current_averages_longer_and_a_step_restarts_it() -> None:
+    # 3 s of 1 LSB noise leave 0.5 % (1 sigma) on 0.16 A; the steady reading averages up to
+    # 27 s (~0.18 %); a step drops the extension (the 3 s aggregate leaves it by 4 sigma)
+    result = mpy(
+        """
+sim = loadsim.LoadSim(seed=31, noise_lsb=1.0, offset_drift=0)
+engine = rms.RmsEngine()
+for ch in range(11):
+    sim.set_load(ch, RESISTIVE, 160)
+run(sim, engine, 3205 * 35)
+steady = ma(engine.avg_ua)[:11]
+blocks = [engine._rst[ch * 11 + 9] for ch in range(11)]
+sim.set_load(0, RESISTIVE, 200)
+report = []
+run(sim, engine, 3205 * 4, lambda: report.append(engine.report_ua[0] // 1000))
+print(json.dumps(dict(steady=steady, blocks=blocks, report=report, after=ma(engine.avg_ua)[0])))
+"""
+    )
+    errors = [v / 160 - 1 for v in result["steady"]]
+    assert (sum(e * e for e in errors) / len(errors)) ** 0.5 < 0.0035
+    assert min(result["blocks"]) >= 6  # the extension is in use on every channel
+    assert result["report"][12] == pytest.approx(200, rel=0.06)  # the window, at once
+    assert result["after"] == pytest.approx(200, rel=0.01)
