@@ -620,7 +620,7 @@ async def test_wiring_into_the_web_layer(nodes: list[Node]) -> None:
     """What the service does: the local status from pane A's own row of a real unit state,
     the rows as a UnitDirectory peer source, change notifications to its listeners."""
     from host.config import default_config
-    from host.model import UnitState
+    from host.state import UnitState
     from host.web.units import UnitDirectory
     from host.web.view import unit_summary
 
