@@ -466,6 +466,7 @@ def _supervision_request(rng: random.Random) -> tuple[Any, Value | None]:
                 {"enabled": True, "min_a": -0.5, "max_a": 3.0},
                 {"enabled": True, "min_a": 1.0, "max_a": 2.0, "dwell_s": 3601},
                 {"enabled": True, "min_a": 1.0, "max_a": 2.0, "hysteresis_a": -1},
+                {"enabled": True, "min_a": 3.0, "max_a": 3.2, "hysteresis_a": 0.5},
                 {"enabled": "yes", "min_a": 1.0, "max_a": 2.0},
                 {"enabled": True, "min_a": "1", "max_a": 2.0},
                 {"enabled": True, "max_a": 2.0},
@@ -480,8 +481,9 @@ def _supervision_request(rng: random.Random) -> tuple[Any, Value | None]:
         min_a=lo,
         max_a=hi,
         dwell_s=rng.choice([0.0, 1.5, 3600.0, rng.uniform(0, 3600)]),
-        hysteresis_a=rng.choice([0.0, 0.5, 10.0, rng.uniform(0, 10)]),
-    ).validated()
+        # An entered margin must fit the range (a wider one is a 400, in the bad list).
+        hysteresis_a=min(rng.choice([0.0, 0.5, 10.0, rng.uniform(0, 10)]), hi - lo),
+    ).validated_entry()
     body = {
         "enabled": settings.enabled,
         "min_a": settings.min_a,
