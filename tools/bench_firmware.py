@@ -238,171 +238,199 @@ async def _run_workload(
     presses: bool,
     port: str = "64",
 ) -> WorkloadRun:
-    from protocol import consts as C
-    from protocol.errors import FrameError
-    from protocol.framing import FrameReader
-    from protocol.messages import Assign, Poll, Telemetry, encode, message_from_reader
     from tools.virtual.vbus import VirtualBus
 
     run = WorkloadRun(heapsize, monitor)
     with tempfile.TemporaryDirectory() as tmp:
-        bus_path = f"{tmp}/bus.sock"
-        panel_path = f"{tmp}/panel.sock"
-        booted = asyncio.Event()
-        stopping = asyncio.Event()
-
-        async def bus_master() -> None:
-            # The master as a plain endpoint of the virtual bus (the board is a timed one). As
-            # a real master it waits for the answer (at most 50 ms) before the next request,
-            # so requests never collide with late answers: a clean line (see ``bus_errors``).
-            await booted.wait()
-            reader, writer = await asyncio.open_unix_connection(bus_path)
-            writer.write(b"@vbus master\n")
-            frames = FrameReader()
-            answered = asyncio.Event()
-
-            async def receive() -> None:
-                while data := await reader.read(4096):
-                    i = 0
-                    while i < len(data):
-                        i = frames.feed(data, i, len(data))
-                        if frames.ready:
-                            try:
-                                frames.decode()
-                            except FrameError:
-                                run.bus_bad_frames += 1
-                                continue
-                            run.bus_answers += 1
-                            answered.set()
-                            answer = message_from_reader(frames)
-                            if isinstance(answer, Telemetry):
-                                run.telemetry_windows.append(answer.windows)
-                                run.bus_errors = answer.rx_errors
-
-            receiving = asyncio.create_task(receive())
-            uid = hashlib.sha256(WORKLOAD_UID.encode()).digest()[:8]
-            writer.write(b"\x00" + encode(Assign(uid, WORKLOAD_ADDRESS, seq=1)))
-            seq = 1
-            with contextlib.suppress(ConnectionError):
-                while not stopping.is_set():
-                    await asyncio.sleep(0.02)
-                    seq = seq % 255 + 1
-                    want = C.T_TELEMETRY if seq % 5 == 0 else C.T_REPORT
-                    answered.clear()
-                    writer.write(encode(Poll(want, dst=WORKLOAD_ADDRESS, seq=seq)))
-                    await writer.drain()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(answered.wait(), 0.05)
-            receiving.cancel()
-            writer.close()
-
-        async def read_console() -> None:
-            assert process.stdout is not None
-            while line := await process.stdout.readline():
-                text = line.decode(errors="replace").rstrip()
-                run.log.append(text)
-                del run.log[:-300]
-                words = text.split()
-                if text.startswith("smartPDU-INFO"):
-                    booted.set()
-                elif "smartPDU: task" in text and "crashed" in text:
-                    run.crashes += 1
-                elif words[:1] == ["HEAP"]:
-                    ms, live, made = (int(w) for w in words[1:4])
-                    run.samples.append((ms, live, made))
-                elif words[:1] == ["DONE"]:
-                    run.adc_blocks, run.adc_overruns = int(words[1]), int(words[2])
-                elif words[:1] == ["MODULES"]:
-                    run.modules = words[1:]
-                elif words[:1] == ["FILES"]:
-                    run.module_files = words[1:]
-
-        async def panel_client() -> None:
-            await booted.wait()
-            for _ in range(100):
-                try:
-                    reader, writer = await asyncio.open_unix_connection(panel_path)
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
-            else:
-                return
-
-            async def follow() -> None:
-                while await reader.readline():
-                    run.panel_lines += 1
-
-            following = asyncio.create_task(follow())
-            for load in WORKLOAD_LOADS:
-                writer.write(json.dumps({"load": load}).encode() + b"\n")
-            button = 0
-            with contextlib.suppress(ConnectionError):
-                while not stopping.is_set():
-                    await writer.drain()
-                    await asyncio.sleep(1.5)
-                    if presses:
-                        button = button % 12 + 1  # select one output after the other
-                        writer.write(json.dumps({"press": button}).encode() + b"\n")
-            following.cancel()
-            writer.close()
-
-        args = [
-            "--bus", bus_path, "--panel", panel_path, "--config", f"{tmp}/flash",
-            "--group", "A", "--uid", WORKLOAD_UID,
-        ]  # fmt: skip
-        prelude = MOUNT_ROMFS if romfs else ""
-        if monitor:
-            script = f"{tmp}/heapmon.py"
-            Path(script).write_text(prelude + HEAP_SCRIPT)
-            command = [script, str(period_ms), str(int(seconds * 1000)), *args]
-        elif romfs:
-            script = f"{tmp}/main.py"
-            Path(script).write_text(prelude + MAIN_SCRIPT)
-            command = [script, "sim", *args]
-        else:
-            command = ["-m", "firmware.app", "sim", *args]
-        bus = VirtualBus(115200, socket_path=bus_path)
+        work = _Workload(run, tmp, presses)
+        command = work.command(monitor, romfs, seconds, period_ms)
+        bus = VirtualBus(115200, socket_path=work.bus_path)
         await bus.start()
         path = ".frozen" if romfs else f"{lib or REPO_ROOT}:.frozen"
-        process = await asyncio.create_subprocess_exec(
+        work.process = await asyncio.create_subprocess_exec(
             *micropython_launcher(romfs, port), "-X", f"heapsize={heapsize}", *command,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, cwd=tmp, env=launch_env(path, romfs, port),
         )  # fmt: skip
         # (cwd: `-m` puts it first on sys.path, and the modules must come from lib or romfs)
-        jobs = [read_console(), panel_client()] + ([bus_master()] if with_bus else [])
+        jobs = [work.read_console(), work.panel_client()]
+        jobs += [work.bus_master()] if with_bus else []
         tasks = [asyncio.create_task(job) for job in jobs]
         try:
-            if monitor:
-                await asyncio.wait_for(process.wait(), seconds + 60)
-                run.survived = process.returncode == 0 and bool(run.modules)
-            else:
-                exited = asyncio.create_task(process.wait())
-                await asyncio.wait(
-                    (exited, asyncio.create_task(booted.wait())),
-                    timeout=30, return_when=asyncio.FIRST_COMPLETED,
-                )  # fmt: skip
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), seconds)
-                run.survived = process.returncode is None
+            await work.serve(monitor, seconds)
         except TimeoutError:
             pass
         finally:
-            stopping.set()
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 5)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
-            await asyncio.sleep(0.05)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await work.stop(tasks)
             await bus.stop()
-        run.returncode = process.returncode
+        run.returncode = work.process.returncode
     return run
+
+
+class _Workload:
+    """The firmware process of ``run_workload`` and the clients that load it."""
+
+    def __init__(self, run: WorkloadRun, tmp: str, presses: bool) -> None:
+        self.run = run
+        self.tmp = tmp
+        self.presses = presses
+        self.bus_path = f"{tmp}/bus.sock"
+        self.panel_path = f"{tmp}/panel.sock"
+        self.booted = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.process: asyncio.subprocess.Process | None = None
+
+    def command(
+        self, monitor: bool, romfs: Path | None, seconds: float, period_ms: int
+    ) -> list[str]:
+        args = [
+            "--bus", self.bus_path, "--panel", self.panel_path, "--config", f"{self.tmp}/flash",
+            "--group", "A", "--uid", WORKLOAD_UID,
+        ]  # fmt: skip
+        prelude = MOUNT_ROMFS if romfs else ""
+        if monitor:
+            script = f"{self.tmp}/heapmon.py"
+            Path(script).write_text(prelude + HEAP_SCRIPT)
+            return [script, str(period_ms), str(int(seconds * 1000)), *args]
+        if romfs:
+            script = f"{self.tmp}/main.py"
+            Path(script).write_text(prelude + MAIN_SCRIPT)
+            return [script, "sim", *args]
+        return ["-m", "firmware.app", "sim", *args]
+
+    async def serve(self, monitor: bool, seconds: float) -> None:
+        process = self.process
+        assert process is not None
+        if monitor:
+            await asyncio.wait_for(process.wait(), seconds + 60)
+            self.run.survived = process.returncode == 0 and bool(self.run.modules)
+            return
+        exited = asyncio.create_task(process.wait())
+        await asyncio.wait(
+            (exited, asyncio.create_task(self.booted.wait())),
+            timeout=30, return_when=asyncio.FIRST_COMPLETED,
+        )  # fmt: skip
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), seconds)
+        self.run.survived = process.returncode is None
+
+    async def stop(self, tasks: list[asyncio.Task]) -> None:
+        self.stopping.set()
+        process = self.process
+        assert process is not None
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def bus_master(self) -> None:
+        # The master as a plain endpoint of the virtual bus (the board is a timed one). As
+        # a real master it waits for the answer (at most 50 ms) before the next request,
+        # so requests never collide with late answers: a clean line (see ``bus_errors``).
+        from protocol import consts as C
+        from protocol.framing import FrameReader
+        from protocol.messages import Assign, Poll, encode
+
+        await self.booted.wait()
+        reader, writer = await asyncio.open_unix_connection(self.bus_path)
+        writer.write(b"@vbus master\n")
+        answered = asyncio.Event()
+        receiving = asyncio.create_task(self._receive(reader, FrameReader(), answered))
+        uid = hashlib.sha256(WORKLOAD_UID.encode()).digest()[:8]
+        writer.write(b"\x00" + encode(Assign(uid, WORKLOAD_ADDRESS, seq=1)))
+        seq = 1
+        with contextlib.suppress(ConnectionError):
+            while not self.stopping.is_set():
+                await asyncio.sleep(0.02)
+                seq = seq % 255 + 1
+                want = C.T_TELEMETRY if seq % 5 == 0 else C.T_REPORT
+                answered.clear()
+                writer.write(encode(Poll(want, dst=WORKLOAD_ADDRESS, seq=seq)))
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(answered.wait(), 0.05)
+        receiving.cancel()
+        writer.close()
+
+    async def _receive(self, reader, frames, answered: asyncio.Event) -> None:
+        from protocol.errors import FrameError
+        from protocol.messages import Telemetry, message_from_reader
+
+        run = self.run
+        while data := await reader.read(4096):
+            i = 0
+            while i < len(data):
+                i = frames.feed(data, i, len(data))
+                if frames.ready:
+                    try:
+                        frames.decode()
+                    except FrameError:
+                        run.bus_bad_frames += 1
+                        continue
+                    run.bus_answers += 1
+                    answered.set()
+                    answer = message_from_reader(frames)
+                    if isinstance(answer, Telemetry):
+                        run.telemetry_windows.append(answer.windows)
+                        run.bus_errors = answer.rx_errors
+
+    async def read_console(self) -> None:
+        run = self.run
+        assert self.process is not None and self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            text = line.decode(errors="replace").rstrip()
+            run.log.append(text)
+            del run.log[:-300]
+            words = text.split()
+            if text.startswith("smartPDU-INFO"):
+                self.booted.set()
+            elif "smartPDU: task" in text and "crashed" in text:
+                run.crashes += 1
+            elif words[:1] == ["HEAP"]:
+                ms, live, made = (int(w) for w in words[1:4])
+                run.samples.append((ms, live, made))
+            elif words[:1] == ["DONE"]:
+                run.adc_blocks, run.adc_overruns = int(words[1]), int(words[2])
+            elif words[:1] == ["MODULES"]:
+                run.modules = words[1:]
+            elif words[:1] == ["FILES"]:
+                run.module_files = words[1:]
+
+    async def panel_client(self) -> None:
+        await self.booted.wait()
+        for _ in range(100):
+            try:
+                reader, writer = await asyncio.open_unix_connection(self.panel_path)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        else:
+            return
+
+        async def follow() -> None:
+            while await reader.readline():
+                self.run.panel_lines += 1
+
+        following = asyncio.create_task(follow())
+        for load in WORKLOAD_LOADS:
+            writer.write(json.dumps({"load": load}).encode() + b"\n")
+        button = 0
+        with contextlib.suppress(ConnectionError):
+            while not self.stopping.is_set():
+                await writer.drain()
+                await asyncio.sleep(1.5)
+                if self.presses:
+                    button = button % 12 + 1  # select one output after the other
+                    writer.write(json.dumps({"press": button}).encode() + b"\n")
+        following.cancel()
+        writer.close()
 
 
 def module_bytes(
