@@ -217,7 +217,7 @@ class Telemetry(Message):
 
     def check(self) -> None:
         if len(self.clipped) != CHANNELS:
-            raise FieldError("clipped must have 12 values")
+            raise FieldError("clipped must have a value per channel")
         overloaded = [ch for ch in range(CHANNELS) if self.states[ch] in (ST_SLIGHT, ST_SERIOUS)]
         if sorted(self.time_to_trip_ds) != overloaded:
             raise FieldError("time_to_trip_ds must name exactly the SLIGHT and SERIOUS channels")

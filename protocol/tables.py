@@ -56,6 +56,7 @@ from protocol.consts import (
 _U8 = 0xFF
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
+_CH = str(CHANNELS)  # per-channel sequences: one value per channel
 _GROUP_FIRST = ord(GROUP_LETTERS[0])  # group letters travel as ASCII, 0 for none
 _GROUP_LAST = ord(GROUP_LETTERS[-1])
 
@@ -71,20 +72,20 @@ SYNC = (
     ("lead_us", "H", 0, _U16),
 )
 REPORT = (
-    ("centiamps", "12u12", 0, REPORT_OVER_RANGE, 0xFFFF),
-    ("alarms", "12u2", 0, 3),
+    ("centiamps", _CH + "u12", 0, REPORT_OVER_RANGE, 0xFFFF),
+    ("alarms", _CH + "u2", 0, 3),
     ("selected", "u4", -1, CHANNELS - 1),
 )
 TELEMETRY = (
     ("flags", "B", 0, _U8),
-    ("centiamps", "12H", 0, _U16),
-    ("states", "12u4", ST_OFF, ST_TRIPPED),
-    ("crest_x10", "12B", 0, _U8),
+    ("centiamps", _CH + "H", 0, _U16),
+    ("states", _CH + "u4", ST_OFF, ST_TRIPPED),
+    ("crest_x10", _CH + "B", 0, _U8),
     ("uptime_s", "I", 0, _U32),
     ("rx_errors", "H", 0, _U16),
     ("windows", "H", 0, _U16),
     ("freq_centihz", "H", 0, _U16),
-    ("time_to_trip_ds", "0-12*BH", 0, _U16),
+    ("time_to_trip_ds", "0-" + _CH + "*BH", 0, _U16),
 )
 STATUS = (
     ("inputs", "B", 0, 0x1F),

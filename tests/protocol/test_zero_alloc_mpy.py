@@ -133,3 +133,32 @@ def test_micropython_decoder_survives_corrupted_corpus() -> None:
     assert figures["other"] == 0
     assert figures["corrupt"] == 0
     assert figures["rejected"] > 9_000
+
+
+STATUS_ZERO_ALLOC = r"""
+import micropython
+from protocol import consts as C
+from protocol.layouts import pack_status
+from protocol.framing import FrameWriter
+
+writer = FrameWriter(5)
+
+def answer():
+    n = pack_status(writer.raw, C.HEADER_LEN, 0x05, 1, -120, 86400, 3, 2, 65535)
+    return writer.seal(C.ADDR_MASTER, C.T_STATUS, 9, n)
+
+length = answer()
+micropython.heap_lock()
+try:
+    for _ in range(50):
+        length = answer()
+finally:
+    micropython.heap_unlock()
+print("status", length)
+"""
+
+
+def test_status_packer_allocates_nothing() -> None:
+    # The mains status node's answer: STATUS packed from the generated format, then sealed.
+    out = run_micropython(STATUS_ZERO_ALLOC)
+    assert out.split() == ["status", "25"]  # COBS code, header 5, payload 14, CRC 4, 0x00
