@@ -68,6 +68,7 @@ class Info(Message):
     # fmt: on
     # end generated
     DST = ADDR_MASTER
+    SRC = 1  # a board that has an address
     fw_version: tuple
     protocol_version: int
     board_type: int
@@ -176,6 +177,7 @@ class ConfigValue(Message):
     # fmt: on
     # end generated
     DST = ADDR_MASTER
+    SRC = 1  # a board that has an address
     key: int
     index: int
     value: object
@@ -274,6 +276,7 @@ class Ack(Message):
     # fmt: on
     # end generated
     DST = ADDR_MASTER
+    SRC = 1  # a board that has an address
     acked_type: int
 
 
@@ -293,5 +296,6 @@ class Nak(Message):
     # fmt: on
     # end generated
     DST = ADDR_MASTER
+    SRC = 1  # a board that has an address
     rejected_type: int
     error: int

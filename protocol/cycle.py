@@ -125,6 +125,7 @@ class Report(Message):
     # end generated
     DEFAULTS = {"selected": -1}
     DST = ADDR_MASTER
+    SRC = 1  # a board that has an address
     VALID_UNPACKED = True  # 12-bit codes decode into range; alarms are 2 bits; selected -1..11
     centiamps: list
     alarms: list
@@ -199,6 +200,7 @@ class Telemetry(Message):
         "time_to_trip_ds",
     )
     DST = ADDR_MASTER
+    SRC = 1  # a board that has an address
     flags: int
     centiamps: list
     states: list
@@ -292,6 +294,7 @@ class Status(Message):
     # fmt: on
     # end generated
     DST = ADDR_MASTER
+    SRC = 1  # a board that has an address
     inputs: int
     cause: int
     temp_decidegc: int
