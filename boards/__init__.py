@@ -10,6 +10,8 @@
 A board module holds pin numbers and bus settings and constructs drivers; no logic.
 """
 
+from protocol.consts import BUS_BAUD
+
 try:
     from typing import TYPE_CHECKING
 except ImportError:
@@ -47,7 +49,7 @@ class Board:
         self.role = role
         self.uid = ""
         self.group: "Any" = None
-        self.baud = 115200
+        self.baud = BUS_BAUD
         self.adc: "Any" = None
         self.leds: "Any" = None
         self.display: "Any" = None

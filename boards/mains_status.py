@@ -13,11 +13,13 @@ ADC4        RP2040 internal temperature sensor
 ==========  ============================================================
 """
 
+from protocol.consts import BUS_BAUD
+
 UART_ID = 0
 UART_TX = 0
 UART_RX = 1
 RS485_DE = 2
-BAUD = 115200
+BAUD = BUS_BAUD
 UART_RXBUF = 1024
 UART_TXBUF = 256
 STATUS_PINS = (10, 11, 12, 13)  # breaker, alarm, estop, neutral (status_inputs order)

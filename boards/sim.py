@@ -27,7 +27,9 @@ socket go to ``board.panel.on_load``. The application must start ``board.service
 import os
 import sys
 
-BAUD = 115200
+from protocol.consts import BUS_BAUD
+
+BAUD = BUS_BAUD
 SAMPLES_PER_BLOCK = 64
 SAMPLE_PERIOD_NS = 312_000  # = firmware.rms.SAMPLE_US: 3205.1 samples/s per channel
 LED_COUNT = 12

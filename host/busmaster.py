@@ -32,6 +32,7 @@ from typing import Protocol
 
 from protocol import consts as C
 from protocol import layouts as L
+from protocol.consts import BUS_BAUD
 from protocol.errors import FrameError
 from protocol.framing import FrameReader
 from protocol.messages import (
@@ -112,7 +113,7 @@ class BusListener(Protocol):
 
 @dataclass(frozen=True)
 class CycleSettings:
-    baud: int = 115200
+    baud: int = BUS_BAUD
     guard_us: int = 100  # slot margin for the boards' timing jitter (widened on collisions)
     rounds: int = 12  # report cycles per SYNC
     lead_us: int = 4000  # SYNC end -> first slot: time for the boards to get ready

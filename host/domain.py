@@ -16,8 +16,7 @@ from protocol import consts as C
 
 GROUP_LETTERS: str = C.GROUP_LETTERS  # every group a board can serve, in panel order
 CHANNELS_PER_GROUP: int = C.CHANNELS  # outputs per group (one board measures twelve)
-# The RS-485 bus's line rate; protocol/consts.py has no constant for it yet.
-BUS_BAUD = 115200
+BUS_BAUD: int = C.BUS_BAUD  # the RS-485 bus's default line rate
 
 # A model is named by its number of outputs: the smartPDU 48 has 4 groups of 12.
 MODELS: tuple[int, ...] = (36, 48, 72)

@@ -36,6 +36,7 @@ from host.config import default_config
 from host.state import StateBusListener, UnitState
 from host.transport import SerialTransport
 from protocol import layouts as L
+from protocol.consts import BUS_BAUD
 from tools.virtual.vboard import VirtualBoard
 from tools.virtual.vbus import VirtualBus
 
@@ -237,7 +238,7 @@ def _service_bench(window_s: float) -> dict[str, Any]:
 
 def run(
     boards: int = 8,
-    baud: int = 115200,
+    baud: int = BUS_BAUD,
     seconds: float = 10.0,
     cpu_window_s: float = 60.0,
 ) -> dict[str, Any]:

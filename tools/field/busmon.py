@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, cast
 
 from protocol import consts as C
+from protocol.consts import BUS_BAUD
 from protocol.errors import FrameError
 from protocol.framing import FrameReader
 from protocol.messages import BY_TYPE, Message, message_from_reader
@@ -583,7 +584,7 @@ def monitor(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The busmon options, for ``busmon`` itself and for ``smartpdu busmon``."""
     parser.add_argument("port", nargs="?", help="serial port, pyserial URL or unix:SOCKET")
-    parser.add_argument("--baud", type=int, default=115200, help="baud rate (115200)")
+    parser.add_argument("--baud", type=int, default=BUS_BAUD, help=f"baud rate ({BUS_BAUD})")
     parser.add_argument("--capture", metavar="FILE", help="record the raw byte stream (JSONL)")
     parser.add_argument("--replay", metavar="FILE", help="decode a recording instead of a port")
     parser.add_argument(

@@ -23,6 +23,7 @@ from pathlib import Path
 import serial
 
 from host.transport import TransportError, open_serial
+from protocol.consts import BUS_BAUD
 
 HISTORY = Path(os.environ.get("SMARTPDU_HISTORY", Path.home() / ".smartpdu_console_history"))
 LOCAL_HELP = """local commands: :quit  :help   (board commands: type help)"""
@@ -45,7 +46,7 @@ def _reader(port: serial.Serial, out, stop: threading.Event) -> None:
             time.sleep(0.02)
 
 
-def run_console(port_name: str, baud: int = 115200, stdin=None, out=None) -> int:
+def run_console(port_name: str, baud: int = BUS_BAUD, stdin=None, out=None) -> int:
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     try:
@@ -100,7 +101,7 @@ def run_console(port_name: str, baud: int = 115200, stdin=None, out=None) -> int
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("port", help="the board's USB serial port, e.g. /dev/ttyACM0")
-    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--baud", type=int, default=BUS_BAUD)
 
 
 def run(args: argparse.Namespace) -> int:

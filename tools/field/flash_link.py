@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from protocol.consts import BUS_BAUD
 from tools.field.flash_build import FlashError, MpyFormat
 
 INFO_PREFIX = "smartPDU-INFO "
@@ -104,7 +105,7 @@ class BoardLink:
         self.port = port
         self._errors: tuple[type[BaseException], ...] = (TransportError, OSError)
         try:
-            self.transport = SerialTransport(port, baudrate=115200)
+            self.transport = SerialTransport(port, baudrate=BUS_BAUD)
         except self._errors as exc:
             raise FlashError(f"{port}: cannot open the port ({exc})") from None
 

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.consts import BUS_BAUD
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = REPO_ROOT / "build" / "rp2" / "out"
 # --image NAME -> the files that can be it, first found wins (make firmware names the
@@ -305,7 +307,7 @@ def reboot_to_bootsel(port: str) -> None:
 
     errors = (TransportError, OSError)
     try:
-        transport = SerialTransport(port, baudrate=115200)
+        transport = SerialTransport(port, baudrate=BUS_BAUD)
     except errors as exc:
         raise Uf2Error(f"{port}: cannot open the port ({exc})") from None
     try:

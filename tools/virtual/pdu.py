@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.consts import BUS_BAUD
 from tools.virtual.metersim import (
     MeterModel,
     MeterSim,
@@ -94,7 +95,7 @@ class VirtualPdu:
         scenario: Scenario | str | Path,
         workdir: str | Path | None = None,
         *,
-        baud: int = 115200,
+        baud: int = BUS_BAUD,
         meter_baud: int = 9600,
         speed: float = 1.0,
         timeline: bool = True,

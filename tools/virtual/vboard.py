@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.consts import BUS_BAUD
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,7 +57,7 @@ class VirtualBoard:
         group: str = "A",
         role: str = "group",
         uid: str | None = None,
-        baud: int = 115200,
+        baud: int = BUS_BAUD,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name

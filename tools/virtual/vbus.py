@@ -79,6 +79,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from protocol.consts import BUS_BAUD
 from tools.virtual.bus_endpoints import (
     HELLO_PREFIX,
     LATE_READ_S,
@@ -123,7 +124,7 @@ class VirtualBus:
 
     def __init__(
         self,
-        baud: int = 115200,
+        baud: int = BUS_BAUD,
         *,
         bits_per_char: int = 10,
         socket_path: str | os.PathLike[str] | None = None,
@@ -553,7 +554,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="python -m tools.virtual.vbus",
         description="Virtual RS-485 bus (see module docstring).",
     )
-    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--baud", type=int, default=BUS_BAUD)
     parser.add_argument("--bits-per-char", type=int, default=10, help="10 for 8N1, 11 for 8E1")
     parser.add_argument(
         "--pty",

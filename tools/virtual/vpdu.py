@@ -54,6 +54,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from protocol.consts import BUS_BAUD
 from tools.virtual.pdu import PduPorts, VirtualPdu, VirtualPduError
 from tools.virtual.pdu_state import PduState
 from tools.virtual.scenario import (
@@ -87,7 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--speed", type=float, default=1.0, help="time line speed factor")
     parser.add_argument("--workdir", help="sockets and board flash (default: a temp dir)")
-    parser.add_argument("--baud", type=int, default=115200, help="RS-485 bus baud rate")
+    parser.add_argument("--baud", type=int, default=BUS_BAUD, help="RS-485 bus baud rate")
     parser.add_argument(
         "--meter-baud", type=int, default=9600, choices=[2400, 4800, 9600, 19200, 38400]
     )

@@ -19,6 +19,7 @@ from time import sleep_ms, sleep_us, ticks_add, ticks_diff, ticks_ms, ticks_us
 from micropython import const
 
 from firmware.drivers.sim.unixport import AF_UNIX, SOCK_STREAM, unix_address
+from protocol.consts import BUS_BAUD
 
 _MP_STREAM_POLL = const(3)
 _MP_STREAM_GET_FILENO = const(10)
@@ -54,7 +55,7 @@ class SimUart(io.IOBase):
     """
 
     def __init__(
-        self, path=None, *, baud=115200, bits_per_char=10, connect_timeout_ms=10000, name=None
+        self, path=None, *, baud=BUS_BAUD, bits_per_char=10, connect_timeout_ms=10000, name=None
     ):
         self.path = path
         self.name = name
