@@ -27,10 +27,8 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Literal
 
+from host.domain import PHASES, Phase
 from protocol import consts as C
-
-Phase = Literal["L1", "L2", "L3"]
-PHASES: tuple[Phase, Phase, Phase] = ("L1", "L2", "L3")
 
 # DIP-switch steps of the NM8S trip units (manual, "Master MCCB").
 IR_STEPS: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)

@@ -2,7 +2,7 @@
 the database and the web server.
 
 Layers, bottom up: ``transport`` (serial port) → ``busmaster`` (protocol, scheduling) and
-``meter`` (Modbus) → ``model.UnitState`` → ``storage`` → web. Monitoring never controls power
+``meter`` (Modbus) → ``state.UnitState`` → ``storage`` → web. Monitoring never controls power
 (R7): nothing here can switch or trip anything, and if this process dies the PDU's power
 distribution does not notice.
 """
