@@ -2,7 +2,7 @@
 
 The board builds a :class:`Watchdog` without starting it; the application calls
 :meth:`Watchdog.start` once its main loop is up and :meth:`Watchdog.feed` from that loop.
-The sim board provides the same interface (``firmware.drivers.sim.SimWatchdog``).
+The sim board provides the same interface (``firmware.drivers.sim.watchdog.SimWatchdog``).
 """
 
 from micropython import const

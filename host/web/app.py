@@ -63,7 +63,7 @@ SECURITY_HEADERS = {
 
 
 class PressablePanel(PanelSource, Protocol):
-    """A virtual board's panel (``tools.vboard.VirtualBoard``)."""
+    """A virtual board's panel (``tools.virtual.vboard.VirtualBoard``)."""
 
     async def press(self, button: int, hold_ms: int = 120) -> None: ...
 

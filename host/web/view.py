@@ -68,7 +68,7 @@ class PanelView:
 
 
 def panel_view(state: object) -> PanelView | None:
-    """From a ``tools.vboard.PanelState`` (duck-typed: ``leds``, ``display``)."""
+    """From a ``tools.virtual.vboard.PanelState`` (duck-typed: ``leds``, ``display``)."""
     leds_raw = getattr(state, "leds", None)
     if not isinstance(leds_raw, list | tuple):
         return None

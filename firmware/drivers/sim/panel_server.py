@@ -1,6 +1,6 @@
 """The sim panel's socket server: :class:`~firmware.drivers.sim.panel.SimPanel` served to
-other processes (``tools/vboard.py``, the panel UI, tests) on a UNIX-domain socket on which the
-board listens, speaking JSON lines.
+other processes (``tools/virtual/vboard.py``, the panel UI, tests) on a UNIX-domain socket
+on which the board listens, speaking JSON lines.
 
 Panel wire format (UTF-8 JSON, one object per line, ``\\n`` terminated)
 -----------------------------------------------------------------------

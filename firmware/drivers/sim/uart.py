@@ -42,7 +42,7 @@ class SimUart(io.IOBase):
     ``path`` None gives a detached UART (writes are counted and dropped, nothing arrives).
     ``name`` is announced to the bus (``@vbus <name> timed``) so the bus can unplug this
     board by name, as a person pulls one board's connector. A named UART is a timed
-    endpoint (records ``u16 length, u64 time_us, data`` both ways, see ``tools/vbus.py``):
+    endpoint (records ``u16 length, u64 time_us, data`` both ways, see ``tools/virtual/vbus.py``):
     :attr:`rx_end_us` is the ``ticks_us`` at which the last byte :meth:`readinto` returned
     ended on the line, and :meth:`write_at` starts a frame at a chosen ``ticks_us``.
 
