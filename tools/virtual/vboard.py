@@ -3,8 +3,8 @@
 A ``VirtualBoard`` is one MicroPython process running ``firmware.app`` exactly as a board
 runs it, attached to a virtual RS-485 bus (UNIX socket) and serving its front panel on a
 second UNIX socket (JSON lines, see ``firmware/drivers/sim/panel_server.py``). This side
-starts and stops the process, follows the panel state (LED colours, display text) and drives it: button
-presses, status inputs, and the simulated load on each CT channel.
+starts and stops the process, follows the panel state (LED colours, display text) and drives
+it: button presses, status inputs, and the simulated load on each CT channel.
 """
 
 from __future__ import annotations
