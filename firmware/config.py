@@ -9,9 +9,9 @@ import json
 import os
 
 from protocol import consts as C
+from protocol.admin import check_config_value
 from protocol.crc import crc32
 from protocol.errors import FieldError
-from protocol.messages import check_config_value
 
 FILE_NAME = "config.json"
 

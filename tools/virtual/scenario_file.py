@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from protocol.consts import GROUP_LETTERS
 from tools.virtual.scenario_model import (
     AUX_SINGLE_PHASE,
     AUX_THREE_PHASE,
@@ -353,7 +354,7 @@ def _parse_phases(raw: object, builder: _Builder) -> dict[ChannelId, str]:
         for n in range(1, CHANNELS_PER_GROUP + 1):
             phases[ChannelId(group, n)] = pattern[(n - 1) % len(pattern)]
     for key in table.raw:
-        if key.upper() in "ABCDEF" and len(key) == 1 and key.upper() not in builder.groups:
+        if len(key) == 1 and key.upper() in GROUP_LETTERS and key.upper() not in builder.groups:
             raise table.error(
                 key, f"this PDU ({len(builder.groups) * 12} outputs) has no group {key}"
             )

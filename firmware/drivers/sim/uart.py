@@ -19,7 +19,7 @@ from time import sleep_ms, sleep_us, ticks_add, ticks_diff, ticks_ms, ticks_us
 from micropython import const
 
 from firmware.drivers.sim.unixport import AF_UNIX, SOCK_STREAM, unix_address
-from protocol.consts import BUS_BAUD
+from protocol.consts import BITS_PER_CHAR, BUS_BAUD
 
 _MP_STREAM_POLL = const(3)
 _MP_STREAM_GET_FILENO = const(10)
@@ -55,7 +55,13 @@ class SimUart(io.IOBase):
     """
 
     def __init__(
-        self, path=None, *, baud=BUS_BAUD, bits_per_char=10, connect_timeout_ms=10000, name=None
+        self,
+        path=None,
+        *,
+        baud=BUS_BAUD,
+        bits_per_char=BITS_PER_CHAR,
+        connect_timeout_ms=10000,
+        name=None,
     ):
         self.path = path
         self.name = name
