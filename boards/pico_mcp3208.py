@@ -30,7 +30,10 @@ ADC_SCLK = 18
 ADC_DIN = 19
 ADC_CS_A = 20  # ADC B's CS is ADC_CS_A + 1
 ADC_SM = 0
-SAMPLES_PER_BLOCK = 64
+# A ring of 4 DMA buffers of 32 instants (10 ms each; the RAM of a 64-instant ping-pong):
+# the sample task may fall 3 blocks (30 ms) behind a busy moment before one is lost.
+SAMPLES_PER_BLOCK = 32
+ADC_RING = 4
 SAMPLE_PERIOD_NS = 312_000  # = firmware.rms.SAMPLE_US: 3205.1 samples/s per channel
 LED_PIN = 22
 LED_COUNT = 12
@@ -49,7 +52,7 @@ def build(baud=BAUD):
     from boards import Board
     from firmware.drivers.buttons import Buttons
     from firmware.drivers.mcp3208 import Mcp3208Stream
-    from firmware.drivers.rs485 import Rp2UartErrors, Rs485, RxIdleStamp
+    from firmware.drivers.rs485 import Rp2UartErrors, Rs485, RxIdleStamp, TimedTx
     from firmware.drivers.tm1637 import Display, Tm1637Wire
     from firmware.drivers.watchdog import Watchdog
     from firmware.drivers.ws2812 import PioOutput, Ws2812
@@ -65,6 +68,7 @@ def build(baud=BAUD):
         sm_id=ADC_SM,
         samples_per_block=SAMPLES_PER_BLOCK,
         sample_period_ns=SAMPLE_PERIOD_NS,
+        depth=ADC_RING,
     )
     board.leds = Ws2812(PioOutput(LED_PIN, LED_SM), LED_COUNT)
     board.display = Display(
@@ -92,10 +96,20 @@ def build(baud=BAUD):
         ring_size=UART_RXBUF,
         line_errors=Rp2UartErrors(UART_ID),
         rx_stamp=RxIdleStamp(uart, baud, UART.IRQ_RXIDLE),
+        timed_tx=_timed_tx(machine, uart, de, TimedTx),
     )
     board.wdt = Watchdog()
     board.config_dir = _config_dir()
     return board
+
+
+def _timed_tx(machine, uart, de, timed_tx):
+    # Slots started and ended by hardware alarms; a machine without Timer (the unix-port
+    # fakes) gets the driver's sleep-and-spin path.
+    timer = getattr(machine, "Timer", None)
+    if timer is None:
+        return None
+    return timed_tx(timer(), timer(), uart, de)
 
 
 def _config_dir():

@@ -340,6 +340,10 @@ async def run_bus(board, slave, health, index, on_sync_freq=None) -> None:
         out = slave.due(time.ticks_us(), ahead)
         if out is not None:
             await rs485.send_at(out, slave.tx_at_us)
+            health.beat(index)
+            # The next slot may follow this frame back to back (one board on the bus): with
+            # a timed start the frame is on its way now, so build the next one at once.
+            continue
         health.beat(index)
         # Frames are handed over up to ``ahead`` µs early and the driver waits for the exact
         # start, so a millisecond's sleep here costs no slot and an idle bus no CPU.

@@ -284,9 +284,12 @@ def errors() -> None:
     c = app.slave.counters
     rs485 = app.board.rs485
     print(
-        "bus: frames %d  rx errors %d  naks %d  tx %d  overruns %d"
-        % (c.rx_frames, c.rx_errors, c.naks, c.tx_frames, rs485.overruns)
+        "bus: frames %d  rx errors %d  naks %d  tx %d  overruns %d  late slots %d"
+        % (c.rx_frames, c.rx_errors, c.naks, c.tx_frames, rs485.overruns, c.late_slots)
     )
+    timed = getattr(rs485, "_timed_tx", None)
+    if timed is not None:
+        print("tx: late starts %d  slow ends %d" % (timed.late_starts, timed.slow_ends))
     h = app.health
     for i in range(len(h.names)):
         print("task %-8s crashes %d" % (h.names[i], h.crashes[i]))
@@ -294,7 +297,10 @@ def errors() -> None:
         print("last error: " + h.last_error)
     adc = getattr(app.board, "adc", None)
     if adc is not None:
-        print("adc: blocks %d  overruns %d" % (adc.blocks, adc.overruns))
+        print(
+            "adc: blocks %d  overruns %d  samples/block %d  most behind %d"
+            % (adc.blocks, adc.overruns, adc.samples_per_block, getattr(adc, "most_behind", 0))
+        )
     print("watchdog: feeds %d" % app.board.wdt.feeds)
 
 

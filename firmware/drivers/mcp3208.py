@@ -46,13 +46,15 @@ SCLK 845 kHz). Achievable maximum with this program at the 1 MHz limit: 8 MHz PI
 3793 samples/s per channel, 49.3 ksps in total (7586 samples/s at 2 MHz / 5 V).
 
 DMA: a data channel reads the state machine's RX FIFO (16-bit reads, DREQ = PIO RX) into
-one half of a ping-pong pair of ``array('H')`` buffers, then chains to a control channel
-that writes the other half's address (from a 2-word ring-wrapped table) into the data
-channel's ``WRITE_ADDR`` trigger alias: the halves alternate in hardware with no CPU help,
-so a late interrupt (flash erase, GC) can never make the DMA write outside the buffers.
-The data channel's completion raises a hard IRQ whose handler only records which half is
-complete, the time, and sets a ``ThreadSafeFlag``. The consumer has one block duration
-(20 ms at 64 samples per block) to finish with a block before it is overwritten.
+one of a ring of ``depth`` ``array('H')`` buffers (2: ping-pong; the group board uses 4),
+then chains to a control channel that writes the next buffer's address (from a ring-wrapped
+table of ``depth`` words) into the data channel's ``WRITE_ADDR`` trigger alias: the buffers
+rotate in hardware with no CPU help, so a late interrupt (flash erase, GC) can never make
+the DMA write outside them. The data channel's completion raises a hard IRQ whose handler
+only records which buffer is complete, the time, and sets a ``ThreadSafeFlag``. The
+consumer takes the blocks in order; it may fall ``depth - 1`` blocks behind (a busy moment
+on the core: 60 ms at depth 4 and 64 samples per block) before one is lost, and has one
+block duration to finish with the block it took.
 The RX FIFO is joined (8 deep) and the push blocks, so no value can be lost and the
 13-value interleave can never slip.
 
@@ -276,9 +278,12 @@ class Mcp3208Stream:
         sm_id=0,
         samples_per_block=64,
         sample_period_ns=SAMPLE_PERIOD_NS,
+        depth=2,
     ):
         if sample_period_ns < MIN_PERIOD_NS:
             raise ValueError("sample period too short for a 1 MHz SCLK")
+        if depth not in (2, 4, 8):
+            raise ValueError("depth 2, 4 or 8 (the DMA address ring wraps at a power of 2)")
         self.sclk = sclk
         self.din = din
         self.dout = dout
@@ -291,31 +296,44 @@ class Mcp3208Stream:
         n = samples_per_block * CHANNELS
         self._n = n
         self._nbytes = 2 * n
-        self._halves = (array("H", bytes(2 * n)), array("H", bytes(2 * n)))
-        self._table = array("I", bytes(16))  # 2 addresses, placed 8-byte aligned
+        self._depth = depth
+        self._halves = tuple(array("H", bytes(2 * n)) for _ in range(depth))
+        self._addrs = [0] * depth  # buffer addresses, for the IRQ (full width: host tests)
+        self._table = array("I", bytes(8 * depth))  # depth addresses, placed aligned
         self._table_offset = 0
+        self._done = bytearray(depth)  # buffer completed as block number k, at k % depth
+        bits = 2
+        while 1 << bits < 4 * depth:
+            bits += 1
+        self._ring_bits = bits  # log2 of the address table's size in bytes
         self._period_ms = (samples_per_block * sample_period_ns + 500_000) // 1_000_000
         self.flag = asyncio.ThreadSafeFlag()
         self._sm = None
         self._data = None
         self._ctrl = None
-        self._addr1 = 0
         self._seq = 0  # blocks completed (IRQ side), wraps at 2**30
         self._taken = 0  # blocks handed out (consumer side)
-        self._ready = 0  # index of the half completed last
+        self._ready = 0  # index of the buffer completed last
         self._irq_ms = 0
         self.blocks = 0
         self.overruns = 0  # blocks the consumer never took
+        self.most_behind = 0  # most blocks ever waiting at a poll (ring depth - 1 is safe)
         self.missed_irqs = 0  # completions seen late (flash erase, long IRQ lock)
         self.running = False
 
     # -- IRQ side (hard IRQ: no allocation) ---------------------------------------------
 
     def _on_block(self, dma):
-        # The data channel has already been re-pointed at the other half by the control
-        # channel, so the half that is *not* being written is the one just completed.
-        offset = dma.write - self._addr1
-        half = 0 if 0 <= offset < self._nbytes else 1
+        # The data channel has already been re-pointed at the next buffer by the control
+        # channel, so the one before the buffer being written is the one just completed.
+        write = dma.write
+        addrs = self._addrs
+        nbytes = self._nbytes
+        depth = self._depth
+        i = 0
+        while i < depth - 1 and not 0 <= write - addrs[i] < nbytes:
+            i += 1
+        half = i - 1 if i else depth - 1
         now = ticks_ms()
         if self._seq:
             late = ticks_diff(now, self._irq_ms) - self._period_ms
@@ -323,7 +341,9 @@ class Mcp3208Stream:
                 self.missed_irqs += (late + self._period_ms // 2) // self._period_ms
         self._irq_ms = now
         self._ready = half
-        self._seq = (self._seq + 1) & _SEQ_MASK
+        seq = (self._seq + 1) & _SEQ_MASK
+        self._done[seq % depth] = half
+        self._seq = seq
         self.flag.set()
 
     # -- control --------------------------------------------------------------------------
@@ -336,16 +356,19 @@ class Mcp3208Stream:
         import uctypes
         from machine import Pin
 
-        half0, half1 = self._halves
-        addr0 = uctypes.addressof(half0)
-        addr1 = uctypes.addressof(half1)
-        self._addr1 = addr1
+        depth = self._depth
+        half0 = self._halves[0]
+        addrs = self._addrs
+        for i in range(depth):
+            addrs[i] = uctypes.addressof(self._halves[i])
         table = self._table
-        off = 0 if uctypes.addressof(table) & 7 == 0 else 1
+        ring_bytes = 4 * depth
+        # The ring wraps the read address at ring_bytes: the table must be aligned to it.
+        off = (-uctypes.addressof(table) % ring_bytes) // 4
         self._table_offset = off
-        # The control channel loads half1, half0, half1, ... (half0 is the first target).
-        table[off] = addr1
-        table[off + 1] = addr0
+        # The control channel loads buffer 1, 2, .., 0, 1, ... (buffer 0 is the first).
+        for i in range(depth):
+            table[off + i] = addrs[(i + 1) % depth]
         table_addr = uctypes.addressof(table) + 4 * off
 
         sm_id = self.sm_id
@@ -378,7 +401,7 @@ class Mcp3208Stream:
                 size=2,
                 inc_read=True,
                 inc_write=False,
-                ring_size=3,
+                ring_size=self._ring_bits,
                 ring_sel=False,
                 treq_sel=_TREQ_PERMANENT,
                 irq_quiet=True,
@@ -424,17 +447,28 @@ class Mcp3208Stream:
     # -- consumer -------------------------------------------------------------------------
 
     def poll(self):
-        """The newest completed block (``array('H')``) if one is waiting, else None."""
+        """The next completed block (``array('H')``) if one is waiting, else None.
+
+        Blocks come in order; when the consumer has fallen ``depth`` blocks behind, the
+        overwritten ones are counted in :attr:`overruns` and it goes on with the newest.
+        """
         seq = self._seq
         taken = self._taken
         if seq == taken:
             return None
         lag = (seq - taken) & _SEQ_MASK
-        if lag > 1:
-            self.overruns += lag - 1
-        self._taken = seq
+        if lag > self.most_behind:
+            self.most_behind = lag
+        depth = self._depth
+        if lag >= depth:
+            # The oldest ones are overwritten: go on with those the ring still holds.
+            lost = lag - (depth - 1)
+            self.overruns += lost
+            taken = (taken + lost) & _SEQ_MASK
+        taken = (taken + 1) & _SEQ_MASK
+        self._taken = taken
         self.blocks += 1
-        return self._halves[self._ready]
+        return self._halves[self._done[taken % depth]]
 
     async def block(self):
         """Wait for and return the next completed block (valid for one block period)."""

@@ -21,10 +21,15 @@ Timed slots (TDMA after a SYNC): :meth:`Rs485.rx_end_us` tells when the last rec
 ended on the line and :meth:`Rs485.send_at` starts a frame at a given ``ticks_us``. On the
 RP2040 the first comes from the UART's receive-timeout interrupt (:class:`RxIdleStamp`: the
 PL011 raises it 32 bit times after the last character, so the byte ended a known, baud-fixed
-time before the stamp) and ``send_at`` sleeps until ~1 ms before the start, then spins on
-``ticks_us`` and writes into the TX FIFO (start jitter: a pending interrupt, tens of µs). On
-the sim board the virtual bus stamps and times the bytes itself (``SimUart.write_at``). The
-figures on a chip are to be measured with a logic analyser; the slot guard absorbs them.
+time before the stamp). The second, with :class:`TimedTx` (two one-shot hardware alarms,
+hard IRQs): the start alarm raises DE and writes the frame into the UART, the end alarm
+(armed for the frame's wire time) waits out the last stop bit and drops DE; the task only
+waits for the start, so it can build the next frame while this one is on the wire, and no
+core time is spent spinning (start jitter: the alarm's interrupt latency and a higher
+priority interrupt, tens of µs; never early). Without it (a board without timers),
+``send_at`` sleeps until ~1 ms before the start, then spins on ``ticks_us``. On the sim
+board the virtual bus stamps and times the bytes itself (``SimUart.write_at``). The figures
+on a chip are to be measured with a logic analyser; the slot guard absorbs them.
 
 Overruns are counted in :attr:`Rs485.overruns`: the UART ring found full (bytes were being
 dropped by the port) plus, when the board passes ``line_errors`` (e.g.
@@ -39,6 +44,8 @@ from micropython import const
 _SPIN_US = const(300)  # time left on the wire when send() stops sleeping and starts spinning
 _WAKE_US = const(1000)  # send_at: stop sleeping this long before the start and spin
 _RX_IDLE_BITS = const(32)  # PL011 receive timeout: 32 bit times after the last character
+_END_MARGIN_US = const(20)  # TimedTx: the end alarm this long after the last stop bit is due
+_DONE_SPIN_US = const(400)  # TimedTx: longest wait in the end IRQ for the UART to finish
 
 
 class Rs485Error(Exception):
@@ -68,12 +75,21 @@ class Rs485:
         echo=False,
         tx_timeout_ms=200,
         rx_stamp=None,
+        timed_tx=None,
     ):
         self.uart = uart
         self._rx_stamp = rx_stamp
+        self._timed_tx = timed_tx
         # A UART that starts a frame at a given time itself (the sim) takes frames early.
         self._timed_uart = hasattr(uart, "write_at")
-        self.tx_lead_us = 20000 if self._timed_uart else _WAKE_US + 2000
+        # Frames are handed over this early: the sim takes them well ahead; with hardware-
+        # timed starts, two slots' time (the next frame is built while one is on the wire).
+        if self._timed_uart:
+            self.tx_lead_us = 20000
+        elif timed_tx is not None:
+            self.tx_lead_us = 6000
+        else:
+            self.tx_lead_us = _WAKE_US + 2000
         self._de = de
         self.baud = baud
         # one character on the wire in ns (kept small so wire times stay small ints)
@@ -209,6 +225,15 @@ class Rs485:
                 self.tx_bytes += n
                 self.tx_frames += 1
                 return
+            timed = self._timed_tx
+            if timed is not None:
+                # Hardware-timed: wait only for the start (the frame is then in the UART's
+                # buffer; the caller may build the next one meanwhile).
+                await timed.send_at(buf, at_us, self.wire_time_us(n))
+                self.tx_bytes += n
+                self.tx_frames += 1
+                self.last_tx_end_us = ticks_add(at_us, self.wire_time_us(n))
+                return
             wait = ticks_diff(at_us, ticks_us())
             if wait > _WAKE_US + 1000:
                 await asyncio.sleep_ms((wait - _WAKE_US) // 1000)
@@ -232,6 +257,63 @@ class Rs485:
                 sleep_us(50)
         if got != nbytes:
             self.echo_errors += 1
+
+
+class TimedTx:
+    """A frame started at a ``ticks_us`` time by a hardware alarm, DE dropped by another.
+
+    ``start_timer``/``end_timer``: two ``machine.Timer`` (one-shot, µs ticks, hard IRQ);
+    ``uart`` with ``write`` and ``txdone``; ``de`` the driver-enable pin. The handlers are
+    bound once and allocate nothing (they run as hard interrupts). :meth:`send_at` returns
+    once the frame is in the UART (its start): the caller may then build and arm the next
+    frame while this one is on the wire (its bytes are in the UART's buffer); the next start
+    alarm falls after this one's end alarm (slots back to back keep their guard).
+    """
+
+    def __init__(self, start_timer, end_timer, uart, de):
+        import asyncio
+
+        self._start_timer = start_timer
+        self._end_timer = end_timer
+        self._uart = uart
+        self._de = de
+        self._buf = None
+        self._wire_us = 0
+        self._started = asyncio.ThreadSafeFlag()
+        self.late_starts = 0  # alarms armed for a start already past
+        self.slow_ends = 0  # the UART still busy after _DONE_SPIN_US at the end alarm
+        self._on_start = self._start  # bound once: creating them in the IRQ would allocate
+        self._on_end = self._end
+
+    def _start(self, timer):
+        self._de.value(1)
+        self._uart.write(self._buf)
+        self._end_timer.init(
+            mode=0, period=self._wire_us + _END_MARGIN_US, tick_hz=1_000_000,
+            callback=self._on_end, hard=True,
+        )  # fmt: skip
+        self._started.set()
+
+    def _end(self, timer):
+        uart = self._uart
+        deadline = ticks_add(ticks_us(), _DONE_SPIN_US)
+        while not uart.txdone():
+            if ticks_diff(ticks_us(), deadline) > 0:
+                self.slow_ends += 1
+                break
+        self._de.value(0)
+
+    async def send_at(self, buf, at_us, wire_us):
+        self._buf = buf
+        self._wire_us = wire_us
+        delay = ticks_diff(at_us, ticks_us())
+        if delay < 1:
+            delay = 1
+            self.late_starts += 1
+        self._start_timer.init(
+            mode=0, period=delay, tick_hz=1_000_000, callback=self._on_start, hard=True
+        )  # mode 0: ONE_SHOT on the rp2 port
+        await self._started.wait()
 
 
 class RxIdleStamp:

@@ -642,6 +642,55 @@ print(json.dumps({"first": first, "again": again, "blocks": blocks, "overruns": 
     assert result["stopped"] is True
 
 
+def test_mcp3208_stream_dma_ring_of_four_keeps_blocks_in_order() -> None:
+    # The group board's ring of 4 buffers: a consumer 3 blocks behind loses nothing; one 5
+    # behind loses the 2 oldest (counted) and gets the 3 the ring still holds, in order.
+    result = run_json(
+        PIO_SETUP
+        + """
+import micropython
+from firmware.drivers.mcp3208 import Mcp3208Stream, CYCLES_PER_SAMPLE
+adc = Mcp3208Stream(sclk=SCLK, din=DIN, dout=DOUT, cs_a=CS_A, samples_per_block=4, depth=4)
+a = Mcp3208Model("A", CS_A, SCLK, DIN, DOUT, lambda ch, n: 100 * ch + n)
+b = Mcp3208Model("B", CS_A + 1, SCLK, DIN, DOUT, lambda ch, n: 1000 + 100 * ch + n)
+adc.start()
+handler = adc._data.handler
+def locked(dma):
+    micropython.heap_lock()
+    try:
+        handler(dma)
+    finally:
+        micropython.heap_unlock()
+# (the i386 unix port's heap addresses are big ints: their arithmetic allocates there only)
+if adc._addrs[0] < 1 << 30:
+    adc._data.handler = locked
+def drain():
+    out = []
+    while True:
+        micropython.heap_lock()
+        try:
+            blk = adc.poll()
+        finally:
+            micropython.heap_unlock()
+        if blk is None:
+            return out
+        out.append(blk[0])
+rp2.run(CYCLES_PER_SAMPLE * 12 + 40)     # 3 blocks
+behind3 = drain()
+over3 = adc.overruns
+rp2.run(CYCLES_PER_SAMPLE * 20)          # 5 blocks
+behind5 = drain()
+adc.stop()
+print(json.dumps({"behind3": behind3, "over3": over3, "behind5": behind5,
+                  "overruns": adc.overruns, "delivered": adc.blocks}))
+"""
+    )
+    # blk[0] is CT1 of the block's first instant: 4 * block number
+    assert result["behind3"] == [0, 4, 8] and result["over3"] == 0
+    assert result["behind5"] == [20, 24, 28]  # blocks 3 and 4 were overwritten
+    assert result["overruns"] == 2 and result["delivered"] == 6
+
+
 def test_mcp3208_bitbang_debug_read() -> None:
     result = run_json(
         PIO_SETUP

@@ -7,8 +7,8 @@ Two measurements, each repeated (median and worst reported, with the load averag
   ``seconds`` simulated seconds: ``firmware.peak_heap_kb_rp2`` (live heap after a collection,
   highest of one sample per simulated second, via the debug console's ``heap``),
   ``firmware.adc_rate_hz_rp2`` and ``firmware.adc_overruns_rp2`` (from the console's
-  ``errors``: ADC blocks x 64 sample instants per simulated second; blocks the sample task
-  never took), ``firmware.cpu_pct_rp2`` (share of simulated time the core was not asleep in
+  ``errors``: ADC blocks x sample instants per block per simulated second; blocks the sample
+  task never took), ``firmware.cpu_pct_rp2`` (share of simulated time the core was not asleep in
   WFI/WFE), and what the bus master saw;
 - ``rp2emu.speed_ratio``: simulated seconds per wall second of the same production image
   running unpaced with the ADC stream, the panel and loads (no bus), over 5 simulated s.

@@ -1,7 +1,8 @@
 // One smartPDU group board on an emulated RP2040 (rp2040js), with its peripherals.
 //
 //   node board.mjs --flash FLASH.bin [--uf2 IMAGE.uf2] [--cdc-fd N] [--bus SOCKET --name NAME]
-//                  [--bus-name NAME] [--pace 1] [--loadgen '["CMD", ...]'] [--uid HEX]
+//                  [--bus-name NAME] [--pace 1] [--line-delay-us 2000] [--loadgen '["CMD", ...]']
+//                  [--uid HEX]
 //
 // - Flash: a 2 MB image file is the board's flash (kept between runs, like a real board's:
 //   the littlefs filesystem with /lib and /config survives); `--uf2` writes a UF2 into it
@@ -11,9 +12,11 @@
 //   that the Python side made: mpremote and the console open its slave like /dev/ttyACM0),
 //   with flow control towards the device (the package's CDC FIFO drops past 512 bytes).
 // - UART0 (uart.mjs: a PL011 with line timing) + DE on GP2, bridged to the virtual RS-485
-//   bus (tools/vbus.py) as a `timed` endpoint: received records are delivered at their line
-//   time, transmitted characters are sent with their start time; only while DE is high
-//   does the board drive the bus, and only while DE is low does it hear it.
+//   bus (tools/virtual/vbus.py) as a `timed` endpoint. A paced chip runs LINE_DELAY_NS
+//   behind the line, so each received byte is fed to the UART at its simulated line time
+//   (stop bit end); each transmitted character is handed to the bus when its stop bit has
+//   left, stamped with its start time. Only while DE is high (at the start and at the end of
+//   the character) does the board drive the bus, and only while DE is low does it hear it.
 // - Peripheral models at the pins of boards/pico_mcp3208.py: MCP3208 x2 (codes from
 //   firmware/loadsim.py run by `--loadgen`, a MicroPython process), WS2812 chain, TM1637,
 //   12 buttons (pulled up, pressed = low).
@@ -66,6 +69,12 @@ function parseArgs(argv) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
+// A paced chip runs this far behind the line (simulated ns): a byte from the bus reaches the
+// bridge before the chip's time reaches the byte's line time, so the UART gets it exactly
+// then (not when node got round to it), and the stamp the firmware times its slots from is
+// exact. The bus takes the chip's bytes that much after their line time (it places a timed
+// record up to 50 ms in the past at its time).
+const LINE_DELAY_NS = Number(opts['line-delay-us'] ?? 2000) * 1000;
 const pace = opts.pace ? Number(opts.pace) : 0;
 const monoNs = () => Number(process.hrtime.bigint());
 
@@ -170,6 +179,7 @@ function buildChip(startNs = 0) {
   });
   uart.rxGate = () => !c.deHigh;
   uart.onTxChar = (byte, startNs, endNs) => busTxChar(c, byte, startNs, endNs);
+  uart.onTxDone = (byte, startNs) => busTxDone(c, byte, startNs);
   loadCodes.restart();
   c.adc = attachMcp3208(mcu, {
     ...ADC_PINS,
@@ -258,8 +268,39 @@ function buildChip(startNs = 0) {
       return execute();
     };
   }
+  if (profilePath) installProfile(c);
   mcu.core.PC = 0x10000000;
   return c;
+}
+
+// Profiling aid (environment RP2EMU_PROFILE=FILE): every PROFILE_EVERY-th instruction's
+// program counter and link register are counted; the histograms are written to FILE as JSON
+// at exit (tools/rp2emu/profile.py maps them to the image's symbols).
+const profilePath = process.env.RP2EMU_PROFILE || '';
+const PROFILE_EVERY = 61; // prime: does not beat with a loop's length
+const profile = { pc: new Map(), lr: new Map(), samples: 0 };
+function installProfile(c) {
+  const core = c.mcu.core;
+  const execute = core.executeInstruction.bind(core);
+  let countdown = PROFILE_EVERY;
+  core.executeInstruction = () => {
+    if (--countdown === 0) {
+      countdown = PROFILE_EVERY;
+      const pc = core.PC;
+      profile.pc.set(pc, (profile.pc.get(pc) || 0) + 1);
+      const key = pc * 0x100000000 + (core.LR >>> 0);
+      profile.lr.set(key, (profile.lr.get(key) || 0) + 1);
+      profile.samples++;
+    }
+    return execute();
+  };
+}
+function saveProfile() {
+  if (!profilePath) return;
+  const pairs = [];
+  for (const [k, n] of profile.lr) pairs.push([Math.floor(k / 0x100000000), k % 0x100000000, n]);
+  const out = { every: PROFILE_EVERY, samples: profile.samples, pc: Array.from(profile.pc), pc_lr: pairs };
+  fs.writeFileSync(profilePath, JSON.stringify(out));
 }
 
 function resetChip(why) {
@@ -375,15 +416,33 @@ function simToMonoUs(simNs) {
 }
 
 function busTxChar(c, byte, startNs, endNs) {
+  // The character starts: only with DE high does it reach the line at all.
   if (!c.deHigh) {
     stats.txWithoutDe++; // the MAX3485's driver is off: nothing reaches the line
     return;
   }
-  // Each character goes to the bus as it starts, with its start time: the bus chains
-  // back-to-back records of one transmitter, so a frame stays one piece on the line, and no
-  // character waits for the next I/O turn (the slot guard is 100 us).
-  txRecord = { startNs, endNs, bytes: [byte] };
-  flushTx();
+  c.txDriven = startNs;
+}
+
+function busTxDone(c, byte, startNs) {
+  // Its stop bit has left the shifter: the character is on the line from startNs. DE dropped
+  // meanwhile cuts it (counted; the receivers would see a broken character: not sent).
+  if (c.txDriven !== startNs) return;
+  c.txDriven = -1;
+  if (!c.deHigh) {
+    stats.txCut = (stats.txCut || 0) + 1;
+    return;
+  }
+  // Consecutive characters join one record (sent at the next I/O turn, at the latest
+  // HOOK_US later): the bus chains a transmitter's records, a frame stays one piece.
+  const charNs = c.uart.charNanos;
+  if (txRecord && Math.abs(startNs - txRecord.lastNs - charNs) < charNs / 4) {
+    txRecord.bytes.push(byte);
+    txRecord.lastNs = startNs;
+  } else {
+    flushTx();
+    txRecord = { startNs, lastNs: startNs, bytes: [byte] };
+  }
 }
 
 function flushTx() {
@@ -544,7 +603,7 @@ function hook(c, nowNs) {
     return;
   }
   if (pace) {
-    const allowed = (monoNs() - monoAnchorNs) * pace;
+    const allowed = (monoNs() - monoAnchorNs) * pace - LINE_DELAY_NS;
     const lag = allowed - nowNs;
     if (lag > REANCHOR_NS) {
       // Too far behind the clock to catch up: let the line time jump rather than run
@@ -575,6 +634,7 @@ function shutdown(code) {
   if (shuttingDown) return;
   shuttingDown = true;
   try {
+    saveProfile();
     saveFlash();
   } catch (e) {
     process.stderr.write(`saving flash: ${e.message}\n`);

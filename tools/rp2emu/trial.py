@@ -80,6 +80,7 @@ async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
         await transport.open()
         task = asyncio.create_task(master.run())
         heap: list[int] = []
+        per_block, most_behind = 64, None
         blocks: list[tuple[float, int, int]] = []
         try:
             found = time.monotonic()
@@ -98,11 +99,16 @@ async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
                 await board.console("errors")
             await asyncio.sleep(0.5)
             stats1 = await emu.stats()
+            board_bus = [
+                line.strip() for line in emu.console[seen:] if re.search(r"\b(bus|tx): ", line)
+            ][-2:]
             for line in emu.console[seen:]:
                 if m := re.search(r"heap: used (\d+)", line):
                     heap.append(int(m.group(1)))
                 if m := re.search(r"adc: blocks (\d+)\s+overruns (\d+)", line):
                     blocks.append((time.monotonic(), int(m.group(1)), int(m.group(2))))
+                if m := re.search(r"samples/block (\d+)\s+most behind (\d+)", line):
+                    per_block, most_behind = int(m.group(1)), int(m.group(2))
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -119,7 +125,7 @@ async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
     if len(blocks) >= 2:
         (_, b0, o0), (_, b1, o1) = blocks[0], blocks[-1]
         span = (len(blocks) - 1) * 1.0  # one `errors` per simulated second
-        adc_rate = (b1 - b0) * 64 / span
+        adc_rate = (b1 - b0) * per_block / span
         overruns = o1 - o0
     return {
         "boot_s": round(boot_s, 1),
@@ -138,8 +144,11 @@ async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
         "peak_heap_kb": round(max(heap) / 1024, 1) if heap else None,
         "adc_rate_hz": round(adc_rate, 1) if adc_rate else None,
         "adc_overruns": overruns,
+        "adc_most_behind": most_behind,
         "cpu_pct": round(100 * (1 - idle / sim_s), 1) if sim_s else None,
         "max_lag_ms": round(stats1["maxLagMs"], 1),
+        "board_bus": board_bus,
+        "bridge": {k: stats1.get(k, 0) for k in ("busTx", "busRx", "txWithoutDe", "txCut")},
         "resets": stats1["resets"],
     }
 

@@ -9,7 +9,8 @@
 // What this model does, after the ARM PrimeCell PL011 TRM (DDI 0183) as the RP2040 uses it:
 // - TX FIFO (32, or 1 without FEN) feeding a shifter that takes one character time
 //   (start + data + parity + stop bits at the programmed baud rate) of simulated time;
-//   `onTxChar(byte, startNs, endNs)` is called as each character *starts* on the wire.
+//   `onTxChar(byte, startNs, endNs)` is called as each character *starts* on the wire,
+//   `onTxDone(byte, startNs)` when its stop bit has left.
 // - FR: TXFE, TXFF, RXFE, RXFF, BUSY (FIFO not empty or shifter active).
 // - TX interrupt when the TX FIFO level falls to the trigger level (IFLS); cleared by ICR
 //   or by filling the FIFO above the level (the PL011 does not assert it on enable).
@@ -76,6 +77,8 @@ export class Pl011 extends RPUART {
     this.lastRxNs = -Infinity;
     this.rxAlarm = this.clock.createAlarm(() => this.deliverDue());
     this.onTxChar = null;
+    this.onTxDone = null;
+    this.txChar = null;
     this.rxGate = null;
     this.stats = { txChars: 0, rxChars: 0, overruns: 0, rxDropped: 0 };
   }
@@ -133,6 +136,7 @@ export class Pl011 extends RPUART {
     const value = this.txFifo.shift();
     this.shifting = true;
     const start = this.clock.nanos;
+    this.txChar = [value & 0xff, start];
     const span = this.charNanos;
     this.txAlarm.schedule(span);
     this.stats.txChars++;
@@ -145,6 +149,8 @@ export class Pl011 extends RPUART {
 
   txCharDone() {
     this.shifting = false;
+    if (this.txChar) this.onTxDone?.(this.txChar[0], this.txChar[1]);
+    this.txChar = null;
     this.startShifter();
     this.checkInterrupts();
   }
