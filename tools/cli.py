@@ -25,9 +25,9 @@ def _bench_protocol() -> dict[str, Any]:
 
 
 def _bench_firmware() -> dict[str, Any]:
-    from tools import bench_firmware
+    from tools.bench import firmware_bench
 
-    return bench_firmware.run()
+    return firmware_bench.run()
 
 
 def _bench_aggregator() -> dict[str, Any]:

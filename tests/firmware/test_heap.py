@@ -1,11 +1,11 @@
 """Heap of the running group-board firmware on the unix port (sim board, group role), with its
 full workload: 12 loaded channels (one overloaded), a panel client following the LEDs and
-display and pressing buttons, a bus master polling every 20 ms (``tools/bench_firmware.py``,
+display and pressing buttons, a bus master polling every 20 ms (``tools/bench/firmware_bench.py``,
 ``run_workload``). Modules are precompiled to .mpy, as on a board.
 
 The unix port is 64-bit: objects and pointers are about twice an RP2040's. .mpy files loaded
 from a filesystem put their bytecode into the heap (about 150 KB of the ~190 KB live here);
-from a ROMFS image (``build_romfs``, mapped outside the heap by ``tools/romfs_run.py``, as a
+from a ROMFS image (``build_romfs``, mapped outside the heap by ``tools/bench/romfs_run.py``, as a
 Pico's ROMFS partition sits in flash) it executes in place (about 130 KB live, 176 KB of
 ``-X heapsize``). ``smartpdu bench --json firmware`` reports the figures.
 """
@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from tests.mpy import run_micropython
-from tools.bench_firmware import (
+from tools.bench.firmware_bench import (
     REPO_ROOT,
     build_romfs,
     compile_tree,
     micropython_launcher,
     run_workload,
 )
-from tools.romfs_run import MOUNT_ROMFS
+from tools.bench.romfs_run import MOUNT_ROMFS
 
 # Smallest -X heapsize the run completes in with the .mpy files loaded into the heap,
 # measured: 240K (``firmware.min_heapsize_kb_modules_in_ram``; 248K fails at boot, 256K and

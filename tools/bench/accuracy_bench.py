@@ -1,6 +1,7 @@
 """Accuracy and speed of the group-board RMS engine, run on the real MicroPython unix port.
 
-``accuracy_and_speed()`` returns a flat dict of figures (part of ``tools.bench_firmware.run()``).
+``accuracy_and_speed()`` returns a flat dict of figures (part of
+``tools.bench.firmware_bench.run()``).
 
 Accuracy: synthetic loads from ``firmware.loadsim`` (sine, LED driver with crest factor 3.46,
 leading-edge dimmer at 45, 90 and 135 degrees, motor starting with its inrush), each with
@@ -66,7 +67,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import json, time

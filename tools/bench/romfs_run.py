@@ -1,6 +1,6 @@
 """Run the MicroPython unix port with a ROMFS image mapped read-only outside its heap.
 
-``python tools/romfs_run.py IMAGE [micropython arguments ...]``
+``python tools/bench/romfs_run.py IMAGE [micropython arguments ...]``
 
 On a Pico with a ROMFS partition (MicroPython >= 1.25) the image sits in flash, the port
 mounts it at ``/rom`` and .mpy files imported from it execute in place: their bytecode,
@@ -19,7 +19,7 @@ MicroPython; this file only needs the standard library and ``micropython_run``.
 The 32-bit unix port (``build/rp2/out/micropython-32``, ``make firmware``) cannot be loaded
 into this 64-bit process: it is built with ``../shared/rp2/unix-romfs-mmap.diff`` and maps
 the image named by ``$SMARTPDU_ROMFS_FILE`` itself, setting the same ``SMARTPDU_ROMFS``
-(``tools/bench_firmware.py``'s ``heap_figures_32``); :data:`MOUNT_ROMFS` serves both.
+(``tools/bench/firmware_bench.py``'s ``heap_figures_32``); :data:`MOUNT_ROMFS` serves both.
 """
 
 from __future__ import annotations
@@ -64,7 +64,10 @@ def map_image(path: str) -> tuple[int, int]:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
-        print("usage: python tools/romfs_run.py IMAGE [micropython arguments ...]", file=sys.stderr)
+        print(
+            "usage: python tools/bench/romfs_run.py IMAGE [micropython arguments ...]",
+            file=sys.stderr,
+        )
         return 2
     address, size = map_image(argv[1])
     os.environ[ENV_VAR] = f"{address}:{size}"

