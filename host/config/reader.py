@@ -21,6 +21,7 @@ from host.breaker import (
     BreakerSettings,
     breaker_spec,
 )
+from host.config.mqtt import read_mqtt
 from host.config.sections import (
     BusConfig,
     ChannelsConfig,
@@ -71,7 +72,10 @@ def _check_port(text: str) -> str:
     return text
 
 
-_SECTIONS = ("unit", "bus", "meter", "breaker", "channels", "storage", "web", "peers", "history")
+_SECTIONS = (
+    "unit", "bus", "meter", "breaker", "channels", "storage", "web", "peers", "history", "export"
+)  # fmt: skip
+_EXPORT_TABLES = ("mqtt",)  # [export.*]: one table per exporter
 # Keys a setting written above every section most likely belongs to (for the hint only).
 _KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "bus": ("port", "baud", "rs485"),
@@ -385,6 +389,7 @@ def _build(
 
     unit = _read_unit(section("unit"))
     storage = _read_storage(section("storage"), base)
+    export = Table(section("export"), "export", _EXPORT_TABLES)
     return ServiceConfig(
         unit=unit,
         bus=_read_bus(section("bus"), require_ports),
@@ -395,6 +400,7 @@ def _build(
         web=_read_web(section("web"), base, storage.var_dir),
         peers=_read_peers(section("peers")),
         history=_read_history(section("history")),
+        mqtt=read_mqtt(export.data.get("mqtt", {}), base),
         source=source,
     )
 

@@ -107,6 +107,29 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """[export.mqtt]: the unit's state published to an MQTT broker, read-only (R7)."""
+
+    enabled: bool = False
+    host: str = ""
+    port: int = 1883  # 8883 by default with tls
+    prefix: str = "smartpdu"  # state topics: <prefix>/<unit id>/...
+    username: str = ""
+    password_file: Path | None = None  # the password, never in the TOML
+    tls: bool = False
+    ca_file: Path | None = None  # None: the system's CA certificates
+    cert_file: Path | None = None  # client certificate (brokers that require one)
+    key_file: Path | None = None
+    client_id: str = ""  # "" = smartpdu-<unit id>
+    deadband_a: float = 0.1  # a channel current is published when it moved this much
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+    keepalive_s: int = 30
+    reconnect_max_s: float = 60.0  # cap of the exponential back-off
+    events_buffer: int = 1000  # events kept while the broker is away (oldest dropped)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     unit: UnitConfig
     bus: BusConfig
@@ -117,6 +140,7 @@ class ServiceConfig:
     web: WebConfig
     peers: PeersConfig
     history: HistoryConfig
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     source: str = "<defaults>"
 
 
