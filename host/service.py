@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from host.busmaster import BusMaster, CycleSettings
 from host.config import ServiceConfig
+from host.export.mqtt import MqttExporter
 from host.meter import Freshness, MeterReader, MeterReadings, load_profile
 from host.peers.directory import PeerDirectory
 from host.peers.envelope import LocalStatus
@@ -51,6 +52,7 @@ class ServiceParts:
     meter: MeterReader | None
     panels: Mapping[str, PanelLink] = field(default_factory=dict)
     peers: PeerDirectory | None = None
+    mqtt: MqttExporter | None = None
 
 
 WebStarter = Callable[[ServiceParts], Awaitable[Callable[[], Awaitable[None]]]]
@@ -165,6 +167,9 @@ class Service:
         ]
         if meter is not None:
             tasks.append(asyncio.create_task(meter.run(), name="meter"))
+        if cfg.mqtt.enabled:
+            parts.mqtt = MqttExporter(state, cfg.mqtt)
+            tasks.append(asyncio.create_task(parts.mqtt.run(), name="mqtt-export"))
         stop_web: Callable[[], Awaitable[None]] | None = None
         try:
             if self.web is not None:
