@@ -86,13 +86,18 @@ _KNOWN_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def _read_unit(raw: object) -> UnitConfig:
-    t = Table(raw, "unit", ("model", "name", "id", "mains_hz", "temperature_warning_c"))
+    t = Table(
+        raw,
+        "unit",
+        ("model", "name", "id", "mains_hz", "temperature_warning_c", "nominal_voltage_v"),
+    )
     return UnitConfig(
         model=t.choice("model", 36, (36, 48, 72)),
         name=t.text("name", "", validate_unit_name),
         unit_id=t.text("id", default_unit_id(), _check_unit_id),
         mains_hz=t.choice("mains_hz", 50, (50, 60)),
         temperature_warning_c=t.number("temperature_warning_c", 60.0, 0.0, 120.0),
+        nominal_voltage_v=t.number("nominal_voltage_v", 230.0, 90.0, 300.0),
     )
 
 

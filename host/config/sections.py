@@ -23,6 +23,8 @@ class UnitConfig:
     unit_id: str = ""  # smartPDUxxxxxx: hostname, mDNS name, the label next to the breaker
     mains_hz: int = 50
     temperature_warning_c: float = 60.0  # mains status node temperature that raises a warning
+    # Phase-to-neutral voltage the energy report assumes while the meter is not live.
+    nominal_voltage_v: float = 230.0
 
     @property
     def groups(self) -> str:
