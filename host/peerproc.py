@@ -1,14 +1,16 @@
 """A stand-alone peer: the real :class:`host.peers.directory.PeerDirectory` and exchange
 routes with a synthetic unit, no boards. Used by the multi-process tests and the peer benchmark::
 
-    python -m host.peerproc --unit-id smartPDU0000A1 --site-key KEY --port 8080 \\
-        --l1 10.5 --l2 11.5 --l3 12.5 --n 1.5 --view-file /tmp/a.json
+    python -m host.peerproc --unit-id smartPDU0000A1 --data-dir /tmp/a --port 8080 \\
+        --l1 10.5 --l2 11.5 --l3 12.5 --n 1.5 --view-file /tmp/a.json --admin-token T
 
 It serves ``POST /api/v1/peers/exchange``, ``GET /api/v1/peers``, ``GET /api/v1/units``
 (pane A: itself first, then its peers), ``GET /api/v1/units/{id}`` and ``.../view`` (a
 minimal document, enough for ``fetch_unit``). With ``--view-file`` it also writes pane A
-there (atomically, every ``--view-every`` s) so a test can watch it without HTTP. SIGTERM
-or SIGINT stop it cleanly (mDNS goodbyes sent).
+there (atomically, every ``--view-every`` s) so a test can watch it without HTTP. Adopting
+and removing (``POST /api/v1/peers/adopt``, ``.../remove``) need the header
+``X-Admin-Token: <--admin-token>`` (no token: refused). ``--data-dir`` keeps its key pair and
+trust set. SIGTERM or SIGINT stop it cleanly (mDNS goodbyes sent).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +57,9 @@ def _label(text: str) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m host.peerproc", description=__doc__)
     p.add_argument("--unit-id", type=_unit_id, required=True)
-    p.add_argument("--site-key", default="", help='shared site key ("" = open exchange)')
+    p.add_argument("--site-key", default="", help="pre-shared site key: adopts its holders")
+    p.add_argument("--data-dir", type=Path, help="keeps the key pair and the trust set")
+    p.add_argument("--admin-token", default="", help="X-Admin-Token for adopt/remove")
     p.add_argument("--port", type=int, default=8080, help="web port (0 = any free one)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--address", action="append", help="advertise this address (repeatable)")
@@ -126,11 +131,24 @@ async def unit_handler(request: web.Request) -> web.Response:
     return web.json_response({"unit_id": unit.unit_id, "synthetic": True, "summary": row})
 
 
-def create_app(unit: SyntheticUnit, directory: PeerDirectory) -> web.Application:
+def token_guard(token: str) -> Callable[[web.Request], Awaitable[None]]:
+    """The admin check of a stand-alone peer: a fixed token in ``X-Admin-Token``."""
+
+    async def guard(request: web.Request) -> None:
+        given = request.headers.get("X-Admin-Token", "")
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            raise web.HTTPForbidden(
+                text='{"error": "admin token"}', content_type="application/json"
+            )
+
+    return guard
+
+
+def create_app(unit: SyntheticUnit, directory: PeerDirectory, token: str = "") -> web.Application:
     app = web.Application()
     app[UNIT] = unit
     app[DIRECTORY] = directory
-    add_peer_routes(app, directory)
+    add_peer_routes(app, directory, write_guard=token_guard(token))
     app.router.add_get("/api/v1/units", units_handler)
     app.router.add_get("/api/v1/units/{unit_id}", unit_handler)
     app.router.add_get("/api/v1/units/{unit_id}/view", unit_handler)
@@ -179,8 +197,9 @@ async def serve(args: argparse.Namespace) -> None:
             numbering=numbering,
             settings=settings,
             addresses=args.address,
+            data_dir=args.data_dir,
         )
-        app = create_app(unit, directory)
+        app = create_app(unit, directory, args.admin_token)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
@@ -194,8 +213,9 @@ async def serve(args: argparse.Namespace) -> None:
         await directory.start()
         url = (directory.urls or (f"http://127.0.0.1:{port}/",))[0]
         _LOG.warning(
-            "peer %s on %s (site key %s)", unit.unit_id, url, "set" if args.site_key else "open"
-        )
+            "peer %s on %s (key %s, site key %s)", unit.unit_id, url,
+            directory.identity.fingerprint, "set" if args.site_key else "none",
+        )  # fmt: skip
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -92,13 +92,6 @@ class Service:
             return LocalStatus.from_row(unit_summary(state.snapshot(), number=None, url=""))
 
         open_host = cfg.web.host in ("0.0.0.0", "", "::")
-        if not cfg.peers.site_key:
-            _LOG.warning(
-                "%s: peers.site_key is not set: the exchange with the other units is open, so "
-                "any host on this LAN can add a unit to pane A; give every unit of the site "
-                "the same peers.site_key (16 characters or more) to admit only them",
-                cfg.source,
-            )
         return PeerDirectory(
             cfg.unit.unit_id,
             site_key=cfg.peers.site_key,
@@ -107,6 +100,7 @@ class Service:
             numbering=storage,
             settings=PeerSettings.from_config(cfg.peers),
             addresses=None if open_host else [cfg.web.host],
+            data_dir=cfg.storage.var_dir,  # the unit's key pair and trust set
         )
 
     async def run(self) -> None:

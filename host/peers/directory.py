@@ -3,7 +3,9 @@
 :class:`PeerDirectory` is what the service and the web layer hold: it starts mDNS
 (``host.peers.discovery``), contacts and answers the other units (``host.peers.exchange``),
 keeps the list of known units (``host.peers.known``) and tells listeners when pane A
-changed. The HTTP routes are ``host.web.peers_routes``.
+changed, and holds this unit's key pair (``host.peers.identity``) and the site's trust set
+(``host.peers.trust``): :meth:`PeerDirectory.adopt` and :meth:`PeerDirectory.remove` are the
+admin's. The HTTP routes are ``host.web.peers_routes``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from host.domain import UNIT_ID_PATTERN
@@ -24,14 +27,15 @@ from host.peers.envelope import (
     PROTOCOL_VERSION,
     ExchangeError,
     LocalStatus,
-    SiteKey,
     UnitSummary,
     static_url,
     web_url,
 )
 from host.peers.exchange import Exchange
+from host.peers.identity import Identity, SiteKey
 from host.peers.known import KnownUnits, MemoryNumbering, Numbering, PeerUnit
 from host.peers.settings import STAT_KEYS, PeerSettings
+from host.peers.trust import TrustSet
 
 _LOG = logging.getLogger(__name__)
 
@@ -48,7 +52,8 @@ def app_version() -> str:
 class PeerDirectory:
     """Every other smartPDU this one knows, kept current by mDNS and the signed exchange.
 
-    ``local`` returns this unit's own status (called for every envelope sent). Start with
+    ``local`` returns this unit's own status (called for every envelope sent). ``data_dir``
+    keeps the key pair and the trust set (None: a new key in memory, or ``identity``). Start with
     ``await start()`` (or ``async with``, or run ``run()`` as a task), mount
     ``host.web.peers_routes.add_routes`` on the web application that serves ``web_port``.
     """
@@ -57,12 +62,14 @@ class PeerDirectory:
         self,
         unit_id: str,
         *,
-        site_key: str,
+        site_key: str = "",
         web_port: int,
         local: Callable[[], LocalStatus],
         numbering: Numbering | None = None,
         settings: PeerSettings | None = None,
         addresses: Sequence[str] | None = None,
+        data_dir: Path | None = None,
+        identity: Identity | None = None,
         version: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -71,6 +78,10 @@ class PeerDirectory:
             raise ValueError(f"{unit_id!r} is not a unit id like smartPDU0A1B2C")
         self.unit_id = unit_id
         self.key = SiteKey(site_key)
+        if identity is None:
+            identity = Identity.load(data_dir) if data_dir is not None else Identity.generate()
+        self.identity = identity
+        self.trust = TrustSet(unit_id, identity, data_dir)
         self.web_port = web_port
         self.settings = settings or PeerSettings()
         self.version = version or app_version()
@@ -84,10 +95,17 @@ class PeerDirectory:
         self._last_local: LocalStatus = LocalStatus()
         self._last_local_at = -math.inf
         self.known = KnownUnits(
-            unit_id, self.settings, numbering or MemoryNumbering(), self.stats, clock
+            unit_id,
+            self.settings,
+            numbering or MemoryNumbering(),
+            self.stats,
+            clock,
+            trust=self.trust,
+            site=self.key,
         )
         self.exchange = Exchange(
             unit_id,
+            identity,
             self.key,
             self.settings,
             self.known,
@@ -168,15 +186,45 @@ class PeerDirectory:
             "unit_id": self.unit_id,
             "number": self.number,
             "protocol": PROTOCOL_VERSION,
-            "authenticated": self.key.authenticated,
+            "fingerprint": self.identity.fingerprint,
+            "public_key": self.identity.public_hex,
+            "authenticated": self.key.enabled,  # a site key adopts the units proving it
             "site": self.key.tag,
             "addresses": list(self.addresses),
             "mdns": {"enabled": self.settings.mdns, "error": self.discovery.mdns_error},
             "units": len(self.known),
+            "adopted": sum(1 for u in self.known.by_id.values() if u.trust == "adopted"),
             "reachable": self.known.reachable_count(),
+            "trust": self.trust.rows(),
             "stats": dict(self.stats),
             "endpoints": self.exchange.endpoint_rows(self._clock()),
         }
+
+    # -- adoption ----------------------------------------------------------------------------
+
+    async def adopt(self, unit_id: str, fingerprint: str | None = None) -> PeerUnit:
+        """Adopt a discovered unit (``fingerprint``: the one the admin saw, which must still
+        be its key's). KeyError: not listed; ValueError: its key is not that one."""
+        known = self.known.get(unit_id)
+        if known is None:
+            raise KeyError(unit_id)
+        unit = self.known.peer_unit(known, self._clock())
+        if fingerprint is not None and fingerprint != unit.fingerprint:
+            raise ValueError(f"{unit_id} now has the key {unit.fingerprint}, not {fingerprint}")
+        self.trust.adopt(unit_id, known.statement.key)
+        await self._trust_changed()
+        return self.known.peer_unit(known, self._clock())
+
+    async def remove(self, unit_id: str) -> None:
+        """Un-adopt ``unit_id`` on every unit trusting this one. KeyError: not adopted."""
+        if not self.trust.remove(unit_id):
+            raise KeyError(unit_id)
+        await self._trust_changed()
+
+    async def _trust_changed(self) -> None:
+        await self.known.retrust()
+        self._notify()
+        self.exchange.contact_all_now()  # the records travel now, not at the next poll
 
     # -- the exchange's HTTP side ------------------------------------------------------------
 
@@ -314,7 +362,6 @@ class PeerDirectory:
 
     def _housekeeping(self, now: float) -> None:
         gone = self.known.forget_silent(now)
-        self.exchange.forget_units(gone)
         if gone:
             self._notify()
         self.exchange.prune(now, self.known.urls())

@@ -4,8 +4,9 @@ Every unit advertises itself under its unique name ``smartPDUxxxxxx``: a ``_smar
 service for its peers, an ``_http._tcp`` service for browsers and LAN scanners, and the host
 name ``smartPDUxxxxxx.local`` (the services' ``server``) resolving to its addresses. It
 browses for the others' ``_smartpdu._tcp`` services and hands their addresses to the
-exchange. mDNS goodbyes are not trusted (anyone can send one): presence is only ever proven
-by the signed exchange.
+exchange, whatever its site (units of any site are listed as discovered; adoption decides).
+mDNS says nothing trusted: a name announced here is only an address to ask, goodbyes are not
+believed (anyone can send one), presence is only ever proven by the signed exchange.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from zeroconf import (
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from host.domain import UNIT_ID_PATTERN
-from host.peers.envelope import MAX_URLS, PROTOCOL_VERSION, SiteKey, valid_url, web_url
+from host.peers.envelope import MAX_URLS, PROTOCOL_VERSION, valid_url, web_url
 from host.peers.exchange import Exchange
+from host.peers.identity import SiteKey
 
 _LOG = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ class Discovery:
             "port": str(self._port()),
             "model": model,
             "site": self.key.tag,
-            "auth": "1" if self.key.authenticated else "0",
+            "auth": "1" if self.key.enabled else "0",
             "path": "/",
         }
         addresses = list(self.addresses)
@@ -293,8 +295,6 @@ class Discovery:
             problem = "its TXT id does not match its name"
         elif properties.get("proto") != str(PROTOCOL_VERSION):
             problem = f"protocol {properties.get('proto')!r}, this unit speaks {PROTOCOL_VERSION}"
-        elif self.key.authenticated and properties.get("site") != self.key.tag:
-            problem = "it belongs to another site (another site key)"
         elif info.port is None:
             problem = "no port"
         if problem is not None:

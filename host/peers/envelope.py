@@ -1,31 +1,35 @@
-"""The envelope two smartPDUs exchange: its schema, canonical JSON, HMAC and strict parsing.
+"""The envelope two smartPDUs exchange (protocol 2): its schema, signatures and strict parsing.
 
 Pure: no I/O, no asyncio. The exchange (``host.peers.exchange``) sends and answers these.
 
 Envelope (canonical JSON: sorted keys, no spaces, ASCII, no NaN)::
 
-    {"v": 1, "kind": "request" | "response", "from": "smartPDU0A1B2C",
-     "ts": 1764000000.25,            # the sender's wall clock
+    {"v": 2, "kind": "request" | "response", "from": "smartPDU0A1B2C",
      "nonce": "<32 hex>",            # fresh per envelope
      "echo": "<32 hex>",             # responses only: the request's nonce
-     "units": [                      # the sender first (age 0), then what it knows
-        {"id": "smartPDU0A1B2C", "name": "", "model": 48,
-         "urls": ["http://10.0.0.7:8080/"], "l1": 12.5, "l2": 3.0, "l3": 0.0, "n": null,
-         "source": "meter", "warning": false, "tripped": false, "online": true,
-         "alarms": 0, "age_s": 0.0}, ...],
-     "sig": "<64 hex>"}              # HMAC-SHA256 over the canonical JSON without "sig"
+     "units": [                      # the sender's own statement first (age 0), then the
+        {"unit": {"id": "smartPDU0A1B2C", "name": "", "model": 48,   # adopted units' ones
+                  "urls": ["http://10.0.0.7:8080/"], "l1": 12.5, "l2": 3.0, "l3": 0.0,
+                  "n": null, "source": "meter", "warning": false, "tripped": false,
+                  "online": true, "alarms": 0,
+                  "key": "<64 hex>",   # the unit's Ed25519 public key
+                  "ctr": 4294967297,   # its counter: grows with every statement it signs
+                  "site": null},       # or an HMAC proving the optional site key
+         "sig": "<128 hex>",           # Ed25519 by "key" over "unit"
+         "age_s": 0.0}, ...],
+     "trust": [<trust records, host.peers.trust>]}
 
-The HMAC key is derived from the site key (``peers.site_key``); with an empty site key a
-fixed key is used (integrity, no authentication). Every field is checked against a strict
-schema (exact key sets, types, ranges, plain-text names of at most 32 characters,
-``http://`` URLs of a literal address or host name only); anything else raises
-:class:`ExchangeError` and is dropped whole.
+Every statement is signed by the unit it describes, so a relay can pass it on but not alter
+it; a statement counts only when its counter is newer than the last one taken from that unit,
+its key is the one adopted for its id, and the unit is adopted (``host.peers.known``). Every
+field is checked against a strict schema (exact key sets, types, ranges, plain-text names of
+at most 32 characters, ``http://`` URLs of a literal address or host name only); anything
+else raises :class:`ExchangeError` and is dropped whole. Protocol 1 (one HMAC per envelope)
+is refused: it carries no unit key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import math
@@ -36,33 +40,36 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeGuard
 
 from host.domain import LABEL_MAX_CHARS, UNIT_ID_PATTERN, validate_label
+from host.peers.identity import Identity, canonical_json, verify
+from host.peers.trust import MAX_RECORDS, Record, RecordError, parse_record
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 EXCHANGE_PATH = "/api/v1/peers/exchange"
 STATUS_PATH = "/api/v1/peers"
 
-MAX_BODY_BYTES = 128 * 1024  # an envelope of MAX_UNITS units is about 40 kB
+MAX_BODY_BYTES = 256 * 1024  # MAX_UNITS statements are about 60 kB, MAX_RECORDS 150 kB
 MAX_UNITS = 100  # in one envelope, and known at once
 MAX_URLS = 4
 MAX_CURRENT_A = 10_000.0
 MAX_AGE_S = 10_000_000.0
 
-_SIG_DOMAIN = b"smartpdu-peers/1\n"
-_KEY_LABEL = b"smartPDU peer exchange v1"
-_OPEN_SECRET = "smartPDU open peer exchange (no site key)"
+_UNIT_DOMAIN = b"smartpdu-unit/2\n"
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX128 = re.compile(r"[0-9a-f]{128}")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*")
 _URL = re.compile(r"http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})/")
-_UNIT_KEYS = frozenset(
+_SUMMARY_KEYS = frozenset(
     {
         "id", "name", "model", "urls", "l1", "l2", "l3", "n", "source",
-        "warning", "tripped", "online", "alarms", "age_s",
+        "warning", "tripped", "online", "alarms",
     }
 )  # fmt: skip
+_UNIT_KEYS = _SUMMARY_KEYS | {"key", "ctr", "site"}
+_STATEMENT_KEYS = frozenset({"unit", "sig", "age_s"})
 _ENVELOPE_KEYS = {
-    "request": frozenset({"v", "kind", "from", "ts", "nonce", "units", "sig"}),
-    "response": frozenset({"v", "kind", "from", "ts", "nonce", "echo", "units", "sig"}),
+    "request": frozenset({"v", "kind", "from", "nonce", "units", "trust"}),
+    "response": frozenset({"v", "kind", "from", "nonce", "echo", "units", "trust"}),
 }
 MODELS = (36, 48, 72)
 SOURCES = ("meter", "channels", "none")
@@ -141,23 +148,58 @@ class UnitSummary:
     online: bool
     alarms: int
 
-    def to_wire(self, age_s: float) -> dict[str, Any]:
+    def to_wire(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "model": self.model, "urls": list(self.urls),
             "l1": self.l1, "l2": self.l2, "l3": self.l3, "n": self.n, "source": self.source,
             "warning": self.warning, "tripped": self.tripped, "online": self.online,
-            "alarms": self.alarms, "age_s": round(max(0.0, age_s), 3),
+            "alarms": self.alarms,
         }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A unit's summary as that unit signed it (relays pass it on unchanged)."""
+
+    summary: UnitSummary
+    key: str  # the unit's public key, 64 hex
+    ctr: int  # grows with every statement the unit signs
+    site: str | None  # the site-key proof, if the unit has one
+    sig: str
+
+    def unit_wire(self) -> dict[str, Any]:
+        return {**self.summary.to_wire(), "key": self.key, "ctr": self.ctr, "site": self.site}
+
+    def signed_bytes(self) -> bytes:
+        return _UNIT_DOMAIN + canonical_json(self.unit_wire())
+
+    def to_wire(self, age_s: float) -> dict[str, Any]:
+        return {"unit": self.unit_wire(), "sig": self.sig, "age_s": round(max(0.0, age_s), 3)}
+
+    def verified(self) -> bool:
+        """The signature is the key's (says nothing about whether that key is adopted)."""
+        return verify(self.key, self.signed_bytes(), self.sig)
+
+    @classmethod
+    def sign(cls, summary: UnitSummary, identity: Identity, site: str | None) -> Statement:
+        unsigned = cls(summary, identity.public_hex, identity.next_counter(), site, "")
+        return cls(
+            summary, unsigned.key, unsigned.ctr, site, identity.sign(unsigned.signed_bytes())
+        )
 
 
 @dataclass(frozen=True)
 class Envelope:
     kind: Kind
     sender: str
-    ts: float
     nonce: str
     echo: str | None
-    units: tuple[tuple[UnitSummary, float], ...]  # (summary, age_s)
+    units: tuple[tuple[Statement, float], ...]  # (statement, age_s), the sender's first
+    trust: tuple[Record, ...]
+
+    @property
+    def own(self) -> Statement:
+        return self.units[0][0]
 
 
 class ExchangeError(Exception):
@@ -173,57 +215,30 @@ class ExchangeError(Exception):
 # ----------------------------------------------------------------------------- wire format
 
 
-def canonical_json(obj: object) -> bytes:
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
-
-
-class SiteKey:
-    """The HMAC key of one site's exchange, derived from ``peers.site_key``."""
-
-    def __init__(self, secret: str) -> None:
-        self.authenticated = bool(secret)
-        material = (secret or _OPEN_SECRET).encode("utf-8")
-        self._key = hmac.new(material, _KEY_LABEL, hashlib.sha256).digest()
-        # Published in mDNS TXT so units of other sites on the same LAN skip each other.
-        # Not a secret and not a proof: a rogue can copy it.
-        self.tag = hmac.new(self._key, b"site tag", hashlib.sha256).hexdigest()[:8]
-
-    def sign(self, payload: Mapping[str, Any]) -> str:
-        return hmac.new(
-            self._key, _SIG_DOMAIN + canonical_json(payload), hashlib.sha256
-        ).hexdigest()
-
-    def verify(self, payload: Mapping[str, Any], signature: str) -> bool:
-        return hmac.compare_digest(self.sign(payload), signature)
-
-
 def encode_envelope(
-    key: SiteKey,
     kind: Kind,
     sender: str,
-    units: Sequence[tuple[UnitSummary, float]],
+    units: Sequence[tuple[Statement, float]],
+    trust: Sequence[Mapping[str, Any]] = (),
     *,
-    ts: float,
     nonce: str | None = None,
     echo: str | None = None,
 ) -> tuple[bytes, str]:
-    """The signed envelope's bytes and its nonce."""
+    """The envelope's bytes and its nonce (its statements and records are signed already)."""
     nonce = nonce or secrets.token_hex(16)
     payload: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
         "kind": kind,
         "from": sender,
-        "ts": round(ts, 3),
         "nonce": nonce,
-        "units": [summary.to_wire(age) for summary, age in units],
+        "units": [statement.to_wire(age) for statement, age in units],
+        "trust": list(trust)[:MAX_RECORDS],
     }
     if kind == "response":
         if echo is None:
             raise ValueError("a response echoes the request's nonce")
         payload["echo"] = echo
-    return canonical_json({**payload, "sig": key.sign(payload)}), nonce
+    return canonical_json(payload), nonce
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -323,8 +338,7 @@ def valid_url(value: object) -> str | None:
     return value
 
 
-def _parse_unit(value: object, where: str) -> tuple[UnitSummary, float]:
-    data = _want_dict(value, where, _UNIT_KEYS)
+def _parse_unit(data: dict[str, Any], where: str) -> UnitSummary:
     uid = _want_unit_id(data["id"], f"{where}.id")
     name = data["name"]
     if not isinstance(name, str) or len(name) > LABEL_MAX_CHARS:
@@ -358,9 +372,7 @@ def _parse_unit(value: object, where: str) -> tuple[UnitSummary, float]:
     alarms = data["alarms"]
     if type(alarms) is not int or not 0 <= alarms <= 10_000:
         raise malformed(f"{where}.alarms", "expected an integer in 0..10000")
-    age = _want_number(data, "age_s", where, 0.0, MAX_AGE_S)
-    assert age is not None
-    summary = UnitSummary(
+    return UnitSummary(
         id=uid,
         name=name,
         model=model,
@@ -375,41 +387,43 @@ def _parse_unit(value: object, where: str) -> tuple[UnitSummary, float]:
         online=_want_bool(data, "online", where),
         alarms=alarms,
     )
-    return summary, age
 
 
-def decode_envelope(key: SiteKey, body: bytes) -> Envelope:
-    """Parse, verify and validate one envelope; ExchangeError (never anything else) if it
-    is not a well-formed envelope signed with ``key``. Freshness is the caller's."""
+def _parse_statement(value: object, where: str) -> tuple[Statement, float]:
+    outer = _want_dict(value, where, _STATEMENT_KEYS)
+    data = _want_dict(outer["unit"], f"{where}.unit", _UNIT_KEYS)
+    summary = _parse_unit(data, f"{where}.unit")
+    key, ctr, site, sig = data["key"], data["ctr"], data["site"], outer["sig"]
+    if not isinstance(key, str) or not _HEX64.fullmatch(key):
+        raise malformed(f"{where}.unit.key", "expected 64 hex digits")
+    if type(ctr) is not int or not 0 < ctr < 1 << 53:
+        raise malformed(f"{where}.unit.ctr", "expected a positive integer")
+    if site is not None and (not isinstance(site, str) or not _HEX64.fullmatch(site)):
+        raise malformed(f"{where}.unit.site", "expected null or 64 hex digits")
+    if not isinstance(sig, str) or not _HEX128.fullmatch(sig):
+        raise ExchangeError("unsigned", f"{where}: the signature is not 128 hex digits", 401)
+    age = _want_number(outer, "age_s", where, 0.0, MAX_AGE_S)
+    assert age is not None
+    return Statement(summary, key, ctr, site, sig), age
+
+
+def decode_envelope(body: bytes) -> Envelope:
+    """Parse and validate one envelope, and check its sender's own signature; ExchangeError
+    (never anything else) if it is not a well-formed protocol 2 envelope. Whether its keys
+    are adopted, its counters new and its relayed statements genuine is the caller's."""
     if len(body) > MAX_BODY_BYTES:
         raise ExchangeError("oversize", f"{len(body)} bytes", 413)
     obj = parse_json_strict(body)
     if not isinstance(obj, dict):
         raise malformed("envelope", "expected an object")
     data: dict[str, Any] = obj  # pyright: ignore[reportUnknownVariableType]
+    if data.get("v") != PROTOCOL_VERSION or type(data.get("v")) is not int:
+        raise ExchangeError("version", f"expected peer protocol {PROTOCOL_VERSION}", 400)
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in _ENVELOPE_KEYS:
         raise malformed("envelope.kind", "expected request or response")
-    keys = _ENVELOPE_KEYS[kind]
-    if "sig" not in data:
-        raise ExchangeError("unsigned", "no signature", 401)
-    data = _want_dict(data, "envelope", keys)
-    signature = data["sig"]
-    if not isinstance(signature, str) or not _HEX64.fullmatch(signature):
-        raise ExchangeError("unsigned", "the signature is not 64 hex digits", 401)
-    payload = {k: v for k, v in data.items() if k != "sig"}
-    try:
-        good = key.verify(payload, signature)
-    except (ValueError, TypeError):
-        good = False
-    if not good:
-        raise ExchangeError("signature", "wrong signature (another site key?)", 401)
-    # Signed by a holder of the key: still checked field by field.
-    if data["v"] != PROTOCOL_VERSION or type(data["v"]) is not int:
-        raise malformed("envelope.v", f"expected protocol version {PROTOCOL_VERSION}")
+    data = _want_dict(data, "envelope", _ENVELOPE_KEYS[kind])
     sender = _want_unit_id(data["from"], "envelope.from")
-    ts = _want_number(data, "ts", "envelope", 0.0, 1e11)
-    assert ts is not None
     nonce = data["nonce"]
     if not isinstance(nonce, str) or not _HEX32.fullmatch(nonce):
         raise malformed("envelope.nonce", "expected 32 hex digits")
@@ -422,14 +436,25 @@ def decode_envelope(key: SiteKey, body: bytes) -> Envelope:
     if not isinstance(raw_units, list) or not 1 <= len(raw_units) <= MAX_UNITS:  # pyright: ignore[reportUnknownArgumentType]
         raise malformed("envelope.units", f"expected 1..{MAX_UNITS} units")
     units = tuple(
-        _parse_unit(raw, f"units[{i}]")
+        _parse_statement(raw, f"units[{i}]")
         for i, raw in enumerate(raw_units)  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
     )
-    if units[0][0].id != sender or units[0][1] != 0.0:
+    if units[0][0].summary.id != sender or units[0][1] != 0.0:
         raise malformed("envelope.units[0]", "must be the sender itself, age 0")
-    if len({summary.id for summary, _ in units}) != len(units):
+    if len({statement.summary.id for statement, _ in units}) != len(units):
         raise malformed("envelope.units", "a unit is listed twice")
-    return Envelope(kind, sender, ts, nonce, echo, units)  # pyright: ignore[reportArgumentType]
+    raw_trust = data["trust"]
+    if not isinstance(raw_trust, list) or len(raw_trust) > MAX_RECORDS:  # pyright: ignore[reportUnknownArgumentType]
+        raise malformed("envelope.trust", f"expected at most {MAX_RECORDS} records")
+    try:
+        trust = tuple(parse_record(raw) for raw in raw_trust)  # pyright: ignore[reportUnknownVariableType]
+    except RecordError as exc:
+        raise malformed("envelope.trust", str(exc)) from None
+    if not units[0][0].verified():
+        raise ExchangeError(
+            "signature", f"{sender}: its own statement is not signed by its key", 401
+        )
+    return Envelope(kind, sender, nonce, echo, units, trust)  # pyright: ignore[reportArgumentType]
 
 
 # ----------------------------------------------------------------------------- addresses

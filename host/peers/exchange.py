@@ -6,10 +6,11 @@ knows, each with its age. The answer is the other unit's envelope. Both learn fr
 a unit that sees one peer learns all the peers that peer knows (and their addresses, which it
 then contacts directly). There is no master: every unit holds the whole list.
 
-A request is accepted once (nonce) and only when its ``ts`` is within ``freshness_s`` of the
-sender's clock as this unit last measured it (Pis without network time disagree about the
-time: the offset is learned from answers to this unit's own requests, which echo its nonce
-and so cannot be replays). Refused envelopes are counted in the directory's stats.
+A request is taken once: its sender's own statement carries a counter that must be newer than
+the last one taken from that unit (no clock needed: Pis without network time disagree about
+the time); an answer must echo the nonce of one of this unit's own requests. A request from a
+unit proves it is up: its addresses are contacted at once, whatever their backoff. Refused
+envelopes are counted in the directory's stats.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from host.peers.envelope import (
     Envelope,
     ExchangeError,
     Kind,
-    SiteKey,
+    Statement,
     UnitSummary,
     decode_envelope,
     encode_envelope,
     malformed,
     web_url,
 )
+from host.peers.identity import Identity, SiteKey
 from host.peers.known import KnownUnits
 from host.peers.settings import PeerSettings
 
@@ -44,7 +46,6 @@ _LOG = logging.getLogger(__name__)
 
 MAX_VIEW_BYTES = 4 * 1024 * 1024  # a peer's full view fetched for panes B-D
 MAX_ENDPOINTS = 256
-NONCE_CACHE_MAX = 20_000
 REJECT_LOG_EVERY_S = 60.0
 _VIEW_PART = re.compile(r"(?:[a-z][a-z0-9_-]{0,31})(?:/[a-z0-9_-]{1,32}){0,3}")
 
@@ -94,7 +95,8 @@ class Exchange:
     def __init__(
         self,
         unit_id: str,
-        key: SiteKey,
+        identity: Identity,
+        site: SiteKey,
         settings: PeerSettings,
         known: KnownUnits,
         stats: dict[str, int],
@@ -106,7 +108,8 @@ class Exchange:
         wall: Callable[[], float],
     ) -> None:
         self.unit_id = unit_id
-        self.key = key
+        self.identity = identity
+        self.site_proof = site.proof(unit_id, identity.public_hex)
         self.settings = settings
         self.known = known
         self.stats = stats
@@ -116,8 +119,6 @@ class Exchange:
         self._notify = notify
         self._clock = clock
         self._wall = wall
-        self._offsets: dict[str, float] = {}  # peer's wall clock minus ours
-        self._nonces: dict[tuple[str, str], float] = {}  # (sender, nonce) -> expiry
         self._outstanding: set[str] = set()  # nonces of our requests awaiting an answer
         self._reject_logged: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -141,7 +142,7 @@ class Exchange:
         """Answer one ``POST /api/v1/peers/exchange``: (HTTP status, JSON body). Never raises
         for anything a client sends."""
         try:
-            envelope = decode_envelope(self.key, body)
+            envelope = decode_envelope(body)
             if envelope.kind != "request":
                 raise malformed("envelope.kind", "expected a request")
         except ExchangeError as exc:
@@ -161,29 +162,15 @@ class Exchange:
             )
             self.refuse(exc, remote)
             return exc.status, error_body(exc.status, str(exc))
-        key = (envelope.sender, envelope.nonce)
-        if key in self._nonces:
-            exc = ExchangeError("replay", f"nonce already used by {envelope.sender}", 409)
+        if self.known.is_replay(envelope.own):
+            exc = ExchangeError("replay", f"an old statement of {envelope.sender}", 409)
             self.refuse(exc, remote)
             return exc.status, error_body(exc.status, str(exc))
-        expected = self._wall() + self._offsets.get(envelope.sender, 0.0)
-        if abs(envelope.ts - expected) <= self.settings.freshness_s:
-            self._remember_nonce(key)
-            self.stats["requests_ok"] += 1
-            await self._merge(envelope, answered_url=None)
-        else:
-            # Signed but not provably fresh (a replay, or a clock we have not measured yet):
-            # its data is not used. It still gets our answer, which echoes its nonce, so it
-            # learns us and our clock; and we contact it at its own addresses, which teaches
-            # us its clock (a replay can only make us contact a genuine unit).
-            self.stats["requests_stale"] += 1
-            self.log_reject(
-                "stale",
-                f"{envelope.sender} at {remote}: timestamp {envelope.ts - expected:+.1f} s "
-                "off its measured clock; its data is ignored until its clock is measured",
-            )
-            for url in envelope.units[0][0].urls:
-                self.add_endpoint(url, "gossip", due=self._clock())
+        self.stats["requests_ok"] += 1
+        await self._merge(envelope, answered_url=None)
+        if envelope.sender in self.known.by_id:  # it is up: contact it now, whatever backoff
+            for url in envelope.own.summary.urls:
+                self.add_endpoint(url, "gossip", due=self._clock(), reset=True)
         answer, _ = self.envelope("response", echo=envelope.nonce)
         return 200, answer
 
@@ -205,15 +192,12 @@ class Exchange:
             return
         body, nonce = self.envelope("request")
         self._outstanding.add(nonce)
-        sent = self._wall()
         try:
             envelope = await self._post(session, endpoint, body, nonce)
-            received = self._wall()
             if envelope.sender == self.unit_id:
                 endpoint.is_self = True
                 endpoint.unit_id = self.unit_id
                 return
-            self._offsets[envelope.sender] = envelope.ts - (sent + received) / 2
             endpoint.unit_id = envelope.sender
             endpoint.failures = 0
             endpoint.last_ok = self._clock()
@@ -255,7 +239,7 @@ class Exchange:
                     raise ExchangeError("http", f"HTTP {response.status}", 502)
             if raw is None:
                 raise ExchangeError("oversize", "answer too large", 413)
-            envelope = decode_envelope(self.key, raw)
+            envelope = decode_envelope(raw)
             if envelope.kind != "response" or envelope.echo != nonce:
                 raise ExchangeError("echo", "an answer that is not to our request")
         except ExchangeError as exc:
@@ -279,9 +263,11 @@ class Exchange:
 
     def envelope(self, kind: Kind, echo: str | None = None) -> tuple[bytes, str]:
         """Our signed envelope (ourselves first, then who we know) and its nonce."""
-        units: list[tuple[UnitSummary, float]] = [(self._local(), 0.0)]
+        own = Statement.sign(self._local(), self.identity, self.site_proof)
+        units: list[tuple[Statement, float]] = [(own, 0.0)]
         units += self.known.relayed(self._clock())
-        return encode_envelope(self.key, kind, self.unit_id, units, ts=self._wall(), echo=echo)
+        trust = self.known.trust.wire()
+        return encode_envelope(kind, self.unit_id, units, trust, echo=echo)
 
     async def _merge(self, envelope: Envelope, answered_url: str | None) -> None:
         if await self.known.merge(envelope, answered_url, self._add_gossip):
@@ -292,7 +278,10 @@ class Exchange:
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    def add_endpoint(self, url: str, origin: str, due: float | None = None) -> None:
+    def add_endpoint(
+        self, url: str, origin: str, due: float | None = None, *, reset: bool = False
+    ) -> None:
+        """Contact ``url`` (``due``: from then on; ``reset``: it is known to be up)."""
         endpoint = self.endpoints.get(url)
         if endpoint is None:
             if len(self.endpoints) >= MAX_ENDPOINTS:
@@ -304,7 +293,9 @@ class Exchange:
             endpoint = Endpoint(url, next_at=now if due is None else due, added_at=now)
             self.endpoints[url] = endpoint
         elif due is not None and not endpoint.busy:
-            endpoint.next_at = min(endpoint.next_at, due)  # announced again: try it now
+            endpoint.next_at = min(endpoint.next_at, due)  # announced again, or it spoke
+            if reset:
+                endpoint.failures = 0
         endpoint.origins.add(origin)
 
     def drop_origin(self, origin: str) -> None:
@@ -323,13 +314,8 @@ class Exchange:
             if not endpoint.busy:
                 endpoint.next_at = min(endpoint.next_at, now)
 
-    def forget_units(self, unit_ids: list[str]) -> None:
-        for uid in unit_ids:
-            self._offsets.pop(uid, None)
-
     def prune(self, now: float, wanted: set[str]) -> None:
-        """Drop addresses nobody announces any more (``wanted``: the known units' ones) and
-        expired nonces."""
+        """Drop addresses nobody announces any more (``wanted``: the known units' ones)."""
         for url, endpoint in list(self.endpoints.items()):
             if "gossip" in endpoint.origins and url not in wanted:
                 endpoint.origins.discard("gossip")
@@ -343,18 +329,6 @@ class Exchange:
             )
             if not endpoint.origins and not recently_ok and not endpoint.busy and not grace:
                 del self.endpoints[url]
-        wall = self._wall()
-        self._nonces = {k: t for k, t in self._nonces.items() if t > wall}
-
-    def _remember_nonce(self, key: tuple[str, str]) -> None:
-        if len(self._nonces) >= NONCE_CACHE_MAX:
-            wall = self._wall()
-            self._nonces = {k: t for k, t in self._nonces.items() if t > wall}
-            if len(self._nonces) >= NONCE_CACHE_MAX:
-                oldest = sorted(self._nonces.items(), key=lambda kv: kv[1])
-                self._nonces = dict(oldest[NONCE_CACHE_MAX // 4 :])
-        # Kept beyond the window on both sides of the clock: a replay is stale by then.
-        self._nonces[key] = self._wall() + 2 * self.settings.freshness_s + 1.0
 
     def endpoint_rows(self, now: float) -> list[dict[str, Any]]:
         return [

@@ -1,10 +1,16 @@
 """The other units this one knows: merging what envelopes say about them, and who is reachable.
 
-A unit is *reachable* while its newest summary, direct or relayed, is younger than
-``offline_after_s``; shown offline after that, and forgotten after ``forget_after_s``.
-Presence is only ever proven by signed, fresh data (the exchange hands in verified
-envelopes only). Numbers follow detection order and survive restarts
-(``Storage.unit_number``).
+Two kinds of unit are listed. *Adopted* ones (their id and key in the trust set,
+``host.peers.trust``) show their figures and alarms, directly or relayed by another adopted
+unit. *Discovered* ones (a unit that answered or posted with a statement signed by its own,
+not adopted key) are listed with name and address only, for an admin to adopt; they are never
+relayed and are forgotten after ``DISCOVERED_FORGET_S`` of silence.
+
+A statement counts only when it is newer (its counter) than the last one taken from that unit;
+one for an id whose adopted key is another, or for this unit's own id, is dropped and counted.
+A unit is *reachable* while its newest statement is younger than ``offline_after_s``; shown
+offline after that, and forgotten after ``forget_after_s``. Numbers follow detection order of
+adopted units and survive restarts (``Storage.unit_number``).
 """
 
 from __future__ import annotations
@@ -15,10 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from host.peers.envelope import MAX_UNITS, Envelope, UnitSummary
+from host.peers.envelope import MAX_UNITS, Envelope, Statement, UnitSummary
+from host.peers.identity import SiteKey, fingerprint
 from host.peers.settings import PeerSettings
+from host.peers.trust import TrustSet
 
 _LOG = logging.getLogger(__name__)
+
+MAX_DISCOVERED = 32  # listed at once; the stalest goes first (a flood cannot fill the list)
+DISCOVERED_FORGET_S = 60.0
+Trust = Literal["adopted", "discovered"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,8 @@ class PeerUnit:
     alarms: int
     last_seen_s: float  # age of its newest summary
     via: Literal["direct", "relay"]
+    trust: Trust = "adopted"
+    fingerprint: str = ""  # of its key, for the admin to compare before adopting
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -52,6 +66,7 @@ class PeerUnit:
             "warning": self.warning, "tripped": self.tripped, "online": self.online,
             "reachable": self.reachable, "alarms": self.alarms,
             "last_seen_s": round(self.last_seen_s, 1), "via": self.via,
+            "trust": self.trust, "fingerprint": self.fingerprint,
         }  # fmt: skip
 
 
@@ -73,14 +88,23 @@ class MemoryNumbering:
 
 @dataclass
 class KnownUnit:
-    summary: UnitSummary
+    statement: Statement
     last_seen: float  # monotonic time of its newest summary (now - its age)
     number: int | None
+    trust: Trust = "adopted"
     heard_at: float | None = None  # last summary from the unit itself (its request or answer)
     answered_url: str | None = None  # the address of its last answer to us
     answered_at: float | None = None
     reachable: bool = True
     number_tried_at: float = 0.0
+
+    @property
+    def summary(self) -> UnitSummary:
+        return self.statement.summary
+
+    @property
+    def ctr(self) -> int:
+        return self.statement.ctr
 
 
 class KnownUnits:
@@ -93,9 +117,14 @@ class KnownUnits:
         numbering: Numbering,
         stats: dict[str, int],
         clock: Callable[[], float],
+        *,
+        trust: TrustSet,
+        site: SiteKey,
     ) -> None:
         self.unit_id = unit_id
         self.settings = settings
+        self.trust = trust
+        self.site = site
         self.by_id: dict[str, KnownUnit] = {}
         self.number: int | None = None  # this unit's own number
         self._numbering = numbering
@@ -110,24 +139,24 @@ class KnownUnits:
         return self.by_id.get(unit_id)
 
     def units(self) -> list[PeerUnit]:
-        """Every other unit known, in detection order."""
+        """Every other unit known: the adopted in detection order, then the discovered."""
         now = self._clock()
         out = [self.peer_unit(known, now) for known in self.by_id.values()]
-        out.sort(key=lambda u: (u.number is None, u.number or 0, u.id))
+        out.sort(key=lambda u: (u.trust != "adopted", u.number is None, u.number or 0, u.id))
         return out
 
     def reachable_count(self) -> int:
-        return sum(1 for k in self.by_id.values() if k.reachable)
+        return sum(1 for k in self.by_id.values() if k.reachable and k.trust == "adopted")
 
-    def relayed(self, now: float) -> list[tuple[UnitSummary, float]]:
-        """What an envelope says about the others: the freshest first, (summary, age)."""
-        units: list[tuple[UnitSummary, float]] = []
+    def relayed(self, now: float) -> list[tuple[Statement, float]]:
+        """The adopted units' statements an envelope passes on: the freshest first."""
+        units: list[tuple[Statement, float]] = []
         others = sorted(self.by_id.values(), key=lambda k: -k.last_seen)
-        for known in others[: MAX_UNITS - 1]:
+        for known in others:
             age = now - known.last_seen
-            if age <= self.settings.forget_after_s:
-                units.append((known.summary, age))
-        return units
+            if known.trust == "adopted" and age <= self.settings.forget_after_s:
+                units.append((known.statement, age))
+        return units[: MAX_UNITS - 1]
 
     async def number_of(self, unit_id: str) -> int | None:
         try:
@@ -136,53 +165,132 @@ class KnownUnits:
             _LOG.warning("cannot number unit %s: %s", unit_id, exc)
             return None
 
+    # -- trust -------------------------------------------------------------------------------
+
+    def classify(self, statement: Statement) -> Trust | None:
+        """Adopted, discovered, or None: an id whose adopted key is another (an impostor).
+        A unit proving the site key is adopted here and now (unless it was removed)."""
+        uid, key = statement.summary.id, statement.key
+        state = self.trust.state(uid, key)
+        if state == "adopted":
+            return "adopted"
+        if self.trust.adopted_keys(uid):
+            return None
+        if state is None and self.site.proves(uid, key, statement.site):
+            self.trust.adopt(uid, key)
+            return "adopted"
+        return "discovered"
+
+    def is_replay(self, statement: Statement) -> bool:
+        """A sender's own statement no newer than the last one taken from it."""
+        known = self.by_id.get(statement.summary.id)
+        return (
+            known is not None
+            and known.statement.key == statement.key
+            and (statement.ctr <= known.ctr)
+        )
+
+    async def retrust(self) -> bool:
+        """The trust set changed (an adoption, a removal, records merged): re-sort every
+        known unit; impostors of newly adopted keys go. True when pane A changed."""
+        changed = False
+        for uid, known in list(self.by_id.items()):
+            trust = self.classify(known.statement)
+            if trust is None:
+                del self.by_id[uid]
+                changed = True
+            elif trust != known.trust:
+                known.trust = trust
+                if trust == "adopted" and known.number is None:
+                    known.number = await self.number_of(uid)
+                changed = True
+        return changed
+
+    # -- merging -----------------------------------------------------------------------------
+
     async def merge(
         self, envelope: Envelope, answered_url: str | None, add_url: Callable[[str], None]
     ) -> bool:
-        """Take in a verified, fresh envelope (``answered_url``: it answered our request);
-        ``add_url`` gets every address it names. True when pane A changed."""
+        """Take in an envelope whose sender's own statement is verified (``answered_url``: it
+        answered our request); ``add_url`` gets every address of the units taken. True when
+        pane A changed."""
         changed = False
         async with self._merge_lock:
             if self.number is None:  # this unit comes first in its own detection order
                 self.number = await self.number_of(self.unit_id)
+            if self.trust.merge(envelope.trust):
+                changed |= await self.retrust()
             now = self._clock()
-            for summary, age in envelope.units:
-                if summary.id == self.unit_id or age > self.settings.forget_after_s:
-                    continue
-                seen = now - age
-                direct = summary.id == envelope.sender
-                known = self.by_id.get(summary.id)
-                if known is None:
-                    if len(self.by_id) >= MAX_UNITS:
-                        continue
-                    known = KnownUnit(summary, seen, await self.number_of(summary.id))
-                    known.number_tried_at = now
-                    self.by_id[summary.id] = known
-                    self._stats["units_found"] += 1
-                    _LOG.info(
-                        "unit %s found (%s, via %s)",
-                        summary.id,
-                        ", ".join(summary.urls) or "no address",
-                        "itself" if direct else envelope.sender,
-                    )
-                    changed = True
-                elif seen > known.last_seen:
-                    changed |= known.summary != summary
-                    known.summary = summary
-                    known.last_seen = seen
-                if direct:
-                    known.heard_at = now
-                    if answered_url is not None:
-                        known.answered_url = answered_url
-                        known.answered_at = now
-                if known.number is None and now - known.number_tried_at >= 10.0:
-                    known.number_tried_at = now
-                    known.number = await self.number_of(summary.id)
-                    changed |= known.number is not None
-                for url in summary.urls:
-                    add_url(url)
+            relays_ok = self.classify(envelope.own) == "adopted"
+            for index, (statement, age) in enumerate(envelope.units):
+                if index > 0 and not relays_ok:
+                    break  # a unit not adopted passes nothing on
+                changed |= await self._take(statement, age, now, index == 0, envelope.sender)
+                if index == 0 and answered_url is not None and statement.summary.id in self.by_id:
+                    known = self.by_id[statement.summary.id]
+                    known.answered_url = answered_url
+                    known.answered_at = now
+                if statement.summary.id in self.by_id:
+                    for url in statement.summary.urls:
+                        add_url(url)
             changed |= self.update_reachability(now)
         return changed
+
+    async def _take(
+        self, statement: Statement, age: float, now: float, direct: bool, sender: str
+    ) -> bool:
+        """One statement into the list (``direct``: the sender's own). True when pane A
+        changed."""
+        uid = statement.summary.id
+        if uid == self.unit_id or age > self.settings.forget_after_s:
+            return False
+        trust = self.classify(statement)
+        known = self.by_id.get(uid)
+        if trust is None or (known is not None and known.statement.key != statement.key):
+            self._stats["rejected_impostor"] += 1
+            return False
+        if not direct and trust != "adopted":
+            return False
+        if known is not None and statement.ctr <= known.ctr:
+            if direct:
+                known.heard_at = now
+            return False  # what we have is as new (a relay lagging behind)
+        if not direct and not statement.verified():
+            self._stats["rejected_signature"] += 1
+            return False
+        seen = now - age
+        if known is None:
+            if not self._make_room(trust):
+                return False
+            number = await self.number_of(uid) if trust == "adopted" else None
+            known = KnownUnit(statement, seen, number, trust, number_tried_at=now)
+            self.by_id[uid] = known
+            self._stats["units_found"] += 1
+            _LOG.info("unit %s %s (%s, via %s)", uid, trust, ", ".join(statement.summary.urls)
+                      or "no address", "itself" if direct else sender)  # fmt: skip
+            changed = True
+        else:
+            changed = known.summary != statement.summary or known.trust != trust
+            known.statement, known.trust = statement, trust
+            known.last_seen = max(known.last_seen, seen)
+        if direct:
+            known.heard_at = now
+        if trust == "adopted" and known.number is None and now - known.number_tried_at >= 10.0:
+            known.number_tried_at = now
+            known.number = await self.number_of(uid)
+            changed |= known.number is not None
+        return changed
+
+    def _make_room(self, trust: Trust) -> bool:
+        if len(self.by_id) >= MAX_UNITS and trust != "adopted":
+            return False
+        discovered = [k for k in self.by_id.values() if k.trust == "discovered"]
+        if len(discovered) >= MAX_DISCOVERED or len(self.by_id) >= MAX_UNITS:
+            if not discovered:
+                return False
+            stalest = min(discovered, key=lambda k: k.last_seen)
+            del self.by_id[stalest.summary.id]
+        return True
 
     def update_reachability(self, now: float) -> bool:
         """Mark who went offline or came back; True when anyone did."""
@@ -202,16 +310,19 @@ class KnownUnits:
         return changed
 
     def forget_silent(self, now: float) -> list[str]:
-        """Drop the units silent for longer than ``forget_after_s``; their ids."""
+        """Drop the units silent for longer than ``forget_after_s`` (discovered ones:
+        ``DISCOVERED_FORGET_S``); their ids."""
+        discovered_s = min(DISCOVERED_FORGET_S, self.settings.forget_after_s)
         gone = [
             uid
             for uid, known in self.by_id.items()
-            if now - known.last_seen > self.settings.forget_after_s
+            if now - known.last_seen
+            > (self.settings.forget_after_s if known.trust == "adopted" else discovered_s)
         ]
         for uid in gone:
             del self.by_id[uid]
             self._stats["units_forgotten"] += 1
-            _LOG.info("unit %s forgotten (silent %.0f s)", uid, self.settings.forget_after_s)
+            _LOG.info("unit %s forgotten (silent)", uid)
         return gone
 
     def urls(self) -> set[str]:
@@ -224,23 +335,27 @@ class KnownUnits:
         reachable = age <= self.settings.offline_after_s
         window = self.settings.offline_after_s
         direct = known.heard_at is not None and now - known.heard_at <= window
+        shown = reachable and known.trust == "adopted"  # a discovered unit: name, address
+        default_name = f"smartPDU {known.number}" if known.number else s.id
         return PeerUnit(
             id=s.id,
-            name=s.name or (f"smartPDU {known.number}" if known.number else "smartPDU"),
+            name=s.name or default_name,
             custom_name=s.name,
             number=known.number,
             model=s.model,
             url=known.answered_url or (s.urls[0] if s.urls else None),
-            l1=s.l1 if reachable else None,
-            l2=s.l2 if reachable else None,
-            l3=s.l3 if reachable else None,
-            n=s.n if reachable else None,
-            source=s.source if reachable else "none",
-            warning=s.warning,
-            tripped=s.tripped,
-            online=reachable and s.online,
+            l1=s.l1 if shown else None,
+            l2=s.l2 if shown else None,
+            l3=s.l3 if shown else None,
+            n=s.n if shown else None,
+            source=s.source if shown else "none",
+            warning=s.warning and known.trust == "adopted",
+            tripped=s.tripped and known.trust == "adopted",
+            online=shown and s.online,
             reachable=reachable,
-            alarms=s.alarms,
+            alarms=s.alarms if known.trust == "adopted" else 0,
             last_seen_s=age,
             via="direct" if direct else "relay",
+            trust=known.trust,
+            fingerprint=fingerprint(known.statement.key),
         )

@@ -42,6 +42,8 @@ STAT_KEYS = (
     "rejected_signature",
     "rejected_oversize",
     "rejected_replay",
+    "rejected_impostor",
+    "rejected_version",
     "rejected_self",
     "rejected_echo",
     "units_found",
