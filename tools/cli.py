@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from host import cli as service_cli
+from tools.bench import repeat
 
 BenchRunner = Callable[[], dict[str, Any]]
 
@@ -57,6 +58,11 @@ BENCHMARKS: dict[str, BenchRunner] = {
 }
 
 
+# The firmware bench repeats inside (its figures are deterministic on the unix ports and the
+# emulated chip runs for minutes); the others run three times unless --reps says otherwise.
+DEFAULT_REPETITIONS = {"firmware": 1}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     names = list(BENCHMARKS) if args.names == ["all"] else args.names
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -64,10 +70,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"smartpdu bench: unknown benchmark {', '.join(unknown)}; "
               f"choose from {', '.join(BENCHMARKS)} or all", file=sys.stderr)  # fmt: skip
         return 2
+    if args.reps is not None and args.reps < 1:
+        print("smartpdu bench: --reps is at least 1", file=sys.stderr)
+        return 2
     figures: dict[str, Any] = {}
     for name in names:
+        reps = args.reps if args.reps is not None else DEFAULT_REPETITIONS.get(name, 3)
         try:
-            figures.update(BENCHMARKS[name]())
+            figures.update(repeat.repeated(name, BENCHMARKS[name], reps))
         except ModuleNotFoundError as exc:
             figures[f"{name}.error"] = f"not available: {exc}"
     if args.json:
@@ -154,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run benchmarks and print their figures")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    bench.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="repetitions of each benchmark (default 3, firmware 1): median and worst reported",
+    )
     bench.add_argument("names", nargs="*", default=["all"], help=f"{', '.join(BENCHMARKS)} or all")
     bench.set_defaults(func=cmd_bench)
 
