@@ -328,7 +328,9 @@ class MqttExporter:
         """Log what went wrong in words a site technician can act on; the next delay."""
         rc = getattr(exc, "rc", None)
         code = getattr(rc, "value", rc)
-        kept = f"{len(self.events)} events kept ({self.events.dropped} dropped so far)"
+        kept = f"events waiting: {len(self.events)} (dropped so far: {self.events.dropped})"
+        if exc.__cause__ is not None:  # the watcher's "Disconnected ..." names no reason
+            exc = aiomqtt.MqttError(f"{exc}: {exc.__cause__}")
         if not was_connected and isinstance(code, int) and code in _LOGIN_REFUSED:
             user = self.config.username or "(no username)"
             _LOG.error(
