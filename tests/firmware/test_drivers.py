@@ -395,6 +395,75 @@ print(json.dumps({"starts": starts, "trigger": uart.irq_trigger, "hard": uart.ir
     assert result["after"] <= 278 <= result["before"]
 
 
+def test_rs485_timed_tx_starts_by_alarm_never_early_and_skips_a_missed_slot() -> None:
+    # The RP2040 path (TimedTx): a start alarm raises DE and writes the frame, an end alarm
+    # drops DE after the last stop bit (both run as hard IRQs on the chip).
+    # send_at returns at the start; a slot whose start has passed is skipped, not sent late.
+    result = run_json(
+        RS485_FAKES
+        + """
+from firmware.drivers.rs485 import TimedTx
+class FakeTimer:
+    armed = []
+    def init(self, mode=0, period=0, tick_hz=1000, callback=None, hard=False):
+        assert mode == 0 and tick_hz == 1_000_000 and hard
+        FakeTimer.armed.append([ticks_add(ticks_us(), period), callback, self])
+def fire_due():
+    now = ticks_us()
+    for entry in list(FakeTimer.armed):
+        if ticks_diff(now, entry[0]) >= 0:
+            FakeTimer.armed.remove(entry)
+            entry[1](entry[2])  # (the fakes record events: they allocate, the handlers not)
+async def alarms():
+    while True:
+        fire_due()
+        await asyncio.sleep_ms(0)
+baud = 115200
+uart = TimedUart(baud)
+de = DePin()
+port = Rs485(uart, de, baud=baud, timed_tx=TimedTx(FakeTimer(), FakeTimer(), uart, de))
+frame = memoryview(bytearray(b"r" * 33))
+async def main():
+    task = asyncio.create_task(alarms())
+    out = []
+    for lead in (1500, 4000):
+        events.clear()
+        at = ticks_add(ticks_us(), lead)
+        await port.send_at(frame, at)
+        returned = ticks_us()
+        await asyncio.sleep_ms(5)
+        seq = list(events)
+        kinds = [e[0] for e in seq]
+        if kinds != ["de", "write", "de"]:
+            out.append({"kinds": kinds})
+            continue
+        (_, up, t_up), (_, n, t_write, t_end), (_, down, t_down) = seq
+        out.append({"kinds": kinds, "up": up, "down": down, "n": n,
+                    "up_after_at": ticks_diff(t_up, at),
+                    "write_after_up": ticks_diff(t_write, t_up),
+                    "down_after_end": ticks_diff(t_down, t_end),
+                    "returned_after_write": ticks_diff(returned, t_write)})
+    events.clear()
+    await port.send_at(frame, ticks_add(ticks_us(), -100))  # already begun
+    late = list(events)
+    task.cancel()
+    return out, late
+out, late = asyncio.run(main())
+print(json.dumps({"sent": out, "late": late, "frames": port.tx_frames,
+                  "late_starts": port._timed_tx.late_starts, "wire": port.wire_time_us(33)}))
+"""
+    )
+    for sent in result["sent"]:
+        assert sent["kinds"] == ["de", "write", "de"], sent
+        assert sent["up"] == 1 and sent["down"] == 0 and sent["n"] == 33
+        assert sent["up_after_at"] >= 0  # never early
+        assert sent["write_after_up"] >= 0
+        assert sent["down_after_end"] >= 0  # DE held to the last stop bit
+        assert sent["returned_after_write"] >= 0  # send_at returns once started
+    assert result["late"] == [] and result["late_starts"] == 1
+    assert result["frames"] == 2
+
+
 def test_rs485_receive_overruns_and_echo() -> None:
     result = run_json(
         RS485_FAKES
