@@ -258,7 +258,7 @@ async def _close_live(app: web.Application) -> None:
 
 
 def create_app(context: WebContext, peers: PeerDirectory | None = None) -> web.Application:
-    from host.web import api  # the handlers need CONTEXT, defined above
+    from host.web import api, export_routes  # the handlers need CONTEXT, defined above
 
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = context
@@ -274,6 +274,7 @@ def create_app(context: WebContext, peers: PeerDirectory | None = None) -> web.A
     app.router.add_get("/", index)
     app.router.add_get(f"{API_PREFIX}/openapi.yaml", openapi)
     api.add_routes(app)
+    export_routes.add_routes(app)  # CSV export, energy report, balance advice
     if peers is not None:
         # The other units on the LAN: their signed exchange, and their rows in pane A.
         add_peer_routes(app, peers, status_guard=require_read)
