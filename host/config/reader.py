@@ -21,6 +21,7 @@ from host.breaker import (
     BreakerSettings,
     breaker_spec,
 )
+from host.config.frontpanel import read_frontpanel
 from host.config.mqtt import read_mqtt
 from host.config.sections import (
     BusConfig,
@@ -73,7 +74,8 @@ def _check_port(text: str) -> str:
 
 
 _SECTIONS = (
-    "unit", "bus", "meter", "breaker", "channels", "storage", "web", "peers", "history", "export"
+    "unit", "bus", "meter", "breaker", "channels", "storage", "web", "peers", "history", "export",
+    "frontpanel",
 )  # fmt: skip
 _EXPORT_TABLES = ("mqtt",)  # [export.*]: one table per exporter
 # Keys a setting written above every section most likely belongs to (for the hint only).
@@ -406,6 +408,7 @@ def _build(
         peers=_read_peers(section("peers")),
         history=_read_history(section("history")),
         mqtt=read_mqtt(export.data.get("mqtt", {}), base),
+        frontpanel=read_frontpanel(section("frontpanel")),
         source=source,
     )
 

@@ -132,6 +132,25 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class FrontPanelConfig:
+    """[frontpanel]: the Pi's RUN and DATA TX LEDs and RESET button (R13) on GPIO lines of
+    one chip (libgpiod); without the chip, or ``enabled = false``, the web UI shows them."""
+
+    enabled: bool = True
+    chip: str = "/dev/gpiochip0"  # the Pi's 40-pin header (a Pi 5 on an old kernel: gpiochip4)
+    run_line: int = 17  # line offsets on that chip (BCM numbers on a Pi)
+    tx_line: int = 27
+    reset_line: int = 22
+    run_active_low: bool = False  # LED from the pin through a resistor to ground: false
+    tx_active_low: bool = False
+    reset_active_low: bool = True  # button to ground with the internal pull-up: true
+    heartbeat_s: float = 1.0  # one RUN flash per period while the service is healthy
+    tx_pulse_ms: int = 40  # DATA TX stays lit this long after the web server sent
+    debounce_ms: int = 30  # RESET must stay pressed this long to count
+    stall_after_s: float = 20.0  # the bus or the meter making no progress this long: unhealthy
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     unit: UnitConfig
     bus: BusConfig
@@ -143,6 +162,7 @@ class ServiceConfig:
     peers: PeersConfig
     history: HistoryConfig
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    frontpanel: FrontPanelConfig = field(default_factory=FrontPanelConfig)
     source: str = "<defaults>"
 
 
