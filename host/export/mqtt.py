@@ -343,6 +343,16 @@ class MqttExporter:
                 cap,
             )
             return cap
+        if not was_connected and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            _LOG.error(
+                "MQTT export: TLS check of broker %s failed (%s): export.mqtt.ca_file must be "
+                "the CA that signed the broker's certificate, and host its name or address "
+                "in that certificate; monitoring goes on, retrying in %.0f s",
+                self.broker,
+                exc,
+                cap,
+            )
+            return cap
         if was_connected:
             _LOG.warning(
                 "MQTT export: connection to %s dropped (%s); monitoring goes on, %s, "

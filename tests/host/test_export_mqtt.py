@@ -44,10 +44,17 @@ pytestmark = pytest.mark.skipif(not MOSQUITTO.exists(), reason="mosquitto is not
 class Mosquitto:
     """A mosquitto the test owns; ``users`` makes it refuse anonymous clients."""
 
-    def __init__(self, workdir: Path, port: int, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        users: dict[str, str] | None = None,
+        tls: Path | None = None,  # a folder with ca.pem, server.pem, server.key
+    ) -> None:
         self.workdir = workdir
         self.port = port
         self.users = users
+        self.tls = tls
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
 
@@ -57,6 +64,9 @@ class Mosquitto:
         # As root mosquitto would switch to its own user, who cannot read the test's files.
         lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
         lines.append(f"user {getpass.getuser()}")
+        if self.tls is not None:
+            lines += [f"cafile {self.tls / 'ca.pem'}", f"certfile {self.tls / 'server.pem'}"]
+            lines.append(f"keyfile {self.tls / 'server.key'}")
         if self.users is None:
             lines.append("allow_anonymous true")
         else:
@@ -398,3 +408,62 @@ async def test_last_will_offline_when_service_is_killed(tmp_path: Path, broker: 
         await sub.stop()
         strays = await procs.close()
     assert not strays
+
+
+def make_certificates(folder: Path) -> None:
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    folder.mkdir(parents=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=test CA", "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
+    (folder / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext",
+            "-out", "server.pem")  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+async def test_tls_with_the_sites_ca(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from host.config import default_config
+    from host.state import UnitState
+
+    caplog.set_level(logging.INFO, logger="host.export.mqtt")
+    certs = tmp_path / "certs"
+    make_certificates(certs)
+    broker = Mosquitto(tmp_path / "broker", free_port(), tls=certs)
+    await broker.start()
+    state = UnitState(default_config(unit={"id": "smartPDU0TLS01"}))
+    good = MqttConfig(
+        enabled=True, host="127.0.0.1", port=broker.port, tls=True, ca_file=certs / "ca.pem"
+    )
+    exporter = MqttExporter(state, good)
+    # Without the site's CA the system's CAs do not trust the broker: refused, logged.
+    untrusted = MqttExporter(state, dataclasses.replace(good, ca_file=None, client_id="no-ca"))
+    tasks = [asyncio.create_task(e.run()) for e in (exporter, untrusted)]
+    received: dict[str, str] = {}
+    try:
+        await until(lambda: exporter.connected, 20, "the TLS connection")
+        tls = aiomqtt.TLSParameters(ca_certs=str(certs / "ca.pem"))
+        async with aiomqtt.Client("127.0.0.1", broker.port, tls_params=tls) as client:
+            await client.subscribe("smartpdu/smartPDU0TLS01/availability")
+            async with asyncio.timeout(10):
+                async for message in client.messages:
+                    received[str(message.topic)] = bytes(message.payload).decode()  # type: ignore[arg-type]
+                    break
+        assert received == {"smartpdu/smartPDU0TLS01/availability": "online"}
+        await until(
+            lambda: any("TLS check of broker" in r.getMessage() for r in caplog.records),
+            20,
+            "the untrusted broker logged",
+        )
+        assert not untrusted.connected
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await broker.stop()
