@@ -162,6 +162,10 @@ class Exchange:
             )
             self.refuse(exc, remote)
             return exc.status, error_body(exc.status, str(exc))
+        if self.known.classify(envelope.own) is None:
+            exc = ExchangeError("impostor", f"{envelope.sender} signs with another key", 409)
+            self.refuse(exc, remote)
+            return exc.status, error_body(exc.status, str(exc))
         if self.known.is_replay(envelope.own):
             exc = ExchangeError("replay", f"an old statement of {envelope.sender}", 409)
             self.refuse(exc, remote)

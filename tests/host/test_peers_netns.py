@@ -179,7 +179,7 @@ def test_units_find_each_other_share_the_list_and_ignore_a_rogue(lan: Lan, tmp_p
     assert {unit_id(1), unit_id(2), unit_id(3)} <= set(smartpdu)
     one = smartpdu[unit_id(1)]
     assert one["port"] == PORT and one["addresses"] == ["10.77.0.1"]
-    assert one["txt"]["proto"] == "1" and one["txt"]["model"] == "36"
+    assert one["txt"]["proto"] == "2" and one["txt"]["model"] == "36"
     assert one["txt"]["port"] == str(PORT) and one["txt"]["auth"] == "1" and one["txt"]["ver"]
     assert f"{unit_id(1)}.local." in http and http[f"{unit_id(1)}.local."]["txt"]["path"] == "/"
     assert seen["hosts"] == {unit_id(1): ["10.77.0.1"], unit_id(2): ["10.77.0.2"]}
@@ -235,8 +235,9 @@ def test_units_find_each_other_share_the_list_and_ignore_a_rogue(lan: Lan, tmp_p
         assert {k: rows[unit_id(1)][k] for k in ("l1", "l2", "l3", "n")} == currents(1)
         assert all(row["name"] != "ROGUE" for row in rows.values())
         stats = units.status(viewer)["stats"]
-        assert stats["rejected_signature"] >= 4, (viewer, stats)  # its posts and its answers
-        assert stats["rejected_unsigned"] >= 1 and stats["rejected_malformed"] >= 3, stats
+        # its posts and its answers are protocol 1 (a site key's HMAC): refused as such
+        assert stats["rejected_version"] >= 4, (viewer, stats)
+        assert stats["rejected_malformed"] >= 3, stats
         assert stats["internal_errors"] == 0
     print("peer figures:", json.dumps({k: round(v, 2) for k, v in figures.items()}))
     print("unit 1 stats:", json.dumps(units.status(1)["stats"]))

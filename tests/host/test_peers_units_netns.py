@@ -1,29 +1,39 @@
-"""Many units on one LAN (issue 7), with whole units: each unit is ``smartpdu run --config``
-(a virtual smartPDU 36 — three group boards and the mains status node running the real
-firmware, the simulated meter — under the real aggregator service with its web interface),
-in its own network namespace, all joined by a bridge; they find each other over real mDNS
-multicast, nothing configured but a shared site key.
+"""Many units on one LAN (issues 7 and 14), with whole units: each unit is ``smartpdu run
+--config`` (a virtual smartPDU 36 — three group boards and the mains status node running the
+real firmware, the simulated meter — under the real aggregator service with its web
+interface), in its own network namespace, all joined by a bridge; they find each other over
+real mDNS multicast. Units 1-3 share a site key (as configured before adoption existed: they
+adopt each other by it); unit 4 has nothing configured: it is listed as *discovered* (name and
+address only) and shows its figures everywhere once an admin adopted it, with one click, on
+unit 1.
 
 What the test looks at is what a browser on the LAN gets: an observer in a namespace of its
 own polls every unit's ``GET /api/v1/units`` (pane A's list) every 0.2 s and its
 ``GET /api/v1/peers`` every second (``tests.host.netns watch``). Times are taken from the
 observer's answers, so they include its 0.2 s polling step:
 
-* "appears within 5 s": from the first answer of the 4th unit's own API (its service is up:
-  bus, storage, web and the peer directory started together) to the first round of answers
-  in which every unit lists every other one reachable (and the 4th lists the three);
+* "discovered within 5 s": from the first answer of the 4th unit's own API (its service is
+  up: bus, storage, web and the peer directory started together) to the first round of
+  answers in which units 1-3 list it as discovered;
+* "figures within 5 s of one adoption": from the admin's adoption on unit 1 (login and CSRF
+  token, as the web UI does) to every unit listing every other adopted with its figures;
 * "offline within 10 s": from the SIGKILL of a unit's process to the first round in which
   every other unit shows it offline.
 
-Rogues: a host signing with a wrong key that copies the site's mDNS TXT, announces itself,
-answers the units' polls with forged envelopes and posts forgeries to every unit
-(``tests.host.netns rogue``, on the LAN while the 4th unit arrives), and a unit with no site
-key at all (``host.peerproc``, an open exchange) running throughout. Neither may ever appear
-in any unit's list, in any answer the observer got.
+Rogues: a protocol-1 rogue signing with a wrong site key that copies the site's mDNS TXT,
+announces itself, answers polls with forgeries and posts forgeries to every unit
+(``tests.host.netns rogue``); a protocol-2 rogue with a key of its own (``rogue2`` below) that
+announces itself over mDNS under unit 1's name, answers polls as unit 1, and posts replayed,
+altered and other-key summaries of unit 1 plus its own "EVACUATE NOW" one (999 A, tripped, 9
+alarms) to every unit; and a unit nobody adopts (``host.peerproc``). None may ever show a
+figure, a tripped state or an alarm on any unit, in any answer the observer got (rogues may
+be listed as discovered: name and address only).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import math
 import shutil
@@ -52,6 +62,10 @@ OPEN_ID = "smartPDU0000FF"  # the unit without a site key
 OBSERVER = 200
 OPEN_UNIT = 98
 ROGUE = 99
+ROGUE2 = 97
+ROGUE2_ID = "smartPDUBAD002"
+PASSWORD = "correct horse battery staple 14"
+FORGED_A = (999.0, 77.0, 55.0)  # what the rogues claim
 
 
 def unit_id(index: int) -> str:
@@ -117,6 +131,7 @@ var_dir = "{var_dir}"
 [peers]
 site_key = "{key}"
 """
+NO_SITE_KEY = 'site_key = ""'
 
 
 @pytest.fixture
@@ -160,8 +175,11 @@ class Site:
             argv += ["--url", url(index)]
         self.procs[OBSERVER] = self.lan.spawn(host, argv, log=self.log(OBSERVER))
 
-    def start_unit(self, index: int) -> None:
-        """``smartpdu run --config`` in namespace ``index``: its own config, show, data."""
+    def start_unit(self, index: int, key: str = KEY) -> None:
+        """``smartpdu run --config`` in namespace ``index``: its own config, show, data (and
+        the admin password)."""
+        from host.web.auth import write_password_file
+
         host = self.lan.add_host(index)
         self.hosts[index] = host
         folder = self.tmp / f"unit{index}"
@@ -172,9 +190,10 @@ class Site:
         config.write_text(
             CONFIG.format(
                 unit_id=unit_id(index), name=unit_name(index), port=PORT,
-                var_dir=folder / "var", key=KEY,
+                var_dir=folder / "var", key=key,
             )
         )  # fmt: skip
+        write_password_file(folder / "var" / "admin-password", PASSWORD)
         argv = [sys.executable, "-m", "tools.cli", "run", "--config", str(config),
                 "--scenario", str(scenario)]  # fmt: skip
         self.procs[index] = self.lan.spawn(host, argv, log=self.log(index))
@@ -262,6 +281,60 @@ def shown_offline(
     return check
 
 
+def never_alarmed(site: Site) -> None:
+    """What the rogues and the units not adopted may show: name and address, never a
+    figure, a tripped state or an alarm; and no unit shows a rogue's figures."""
+    members = {unit_id(i) for i in (1, 2, 3, 4)}
+    for viewer in (1, 2, 3, 4):
+        for uid, row in site.rows(viewer).items():
+            if row.get("trust", "adopted") != "adopted" or uid not in members:
+                assert row.get("trust") == "discovered", (viewer, row)
+                assert all(row[k] is None for k in ("l1", "l2", "l3", "n")), (viewer, row)
+                assert not (row["tripped"] or row["warning"] or row["online"]), (viewer, row)
+                assert row["alarms"] == 0 and row["number"] is None, (viewer, row)
+            assert row["l1"] not in FORGED_A and row["name"] not in ("ROGUE", "EVACUATE NOW")
+
+
+def watch_for(
+    condition: Callable[[], float | None], timeout: float, what: str, site: Site
+) -> float:
+    """``wait_for`` that checks :func:`never_alarmed` on every round."""
+
+    def checked() -> float | None:
+        never_alarmed(site)
+        return condition()
+
+    return wait_for(checked, timeout, what, site)
+
+
+def listed_as(
+    site: Site, viewers: list[int], index: int, trust: str, *, figures: bool
+) -> Callable[[], float | None]:
+    """Every unit of ``viewers`` lists unit ``index`` as ``trust`` (with its meter figures,
+    or with none): the time of the newest of those answers, else None."""
+
+    def check() -> float | None:
+        times = []
+        for viewer in viewers:
+            row = site.rows(viewer).get(unit_id(index))
+            if row is None or row.get("trust") != trust:
+                return None
+            if figures and (row["l1"] is None or abs(row["l1"] - expected(index)["l1"]) > 0.1):
+                return None
+            times.append(site.view(viewer)["t"])
+        return max(times)
+
+    return check
+
+
+def adopt_on(site: Site, viewer: int, index: int) -> dict[str, Any]:
+    """The admin adopts unit ``index`` on unit ``viewer``, from the observer's namespace,
+    as pane A's button does: login, the row's fingerprint, POST with the CSRF token."""
+    argv = [sys.executable, "-m", "tests.host.test_peers_units_netns", "adopt",
+            "--url", url(viewer), "--unit-id", unit_id(index)]  # fmt: skip
+    return json.loads(site.lan.run(site.lan.hosts[OBSERVER], argv, timeout=30))
+
+
 def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
     site = Site(lan, workdir)
     figures: dict[str, float] = {}
@@ -321,9 +394,10 @@ def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
         assert peers["unit_id"] == unit_id(index) and peers["authenticated"] is True
         assert peers["addresses"] == [f"10.77.0.{index}"] and peers["mdns"]["error"] is None
 
-    # --- the rogue signing with a wrong key: copies the site's mDNS TXT, announces itself,
-    # answers the units' polls with forgeries and posts forgeries to every unit it finds;
-    # it stays on the LAN while the 4th unit arrives.
+    # --- the protocol-1 rogue signing with a wrong site key: copies the site's mDNS TXT,
+    # announces itself, answers the units' polls with forgeries and posts forgeries to every
+    # unit it finds; and the protocol-2 rogue with a key of its own, under unit 1's name.
+    # Both stay on the LAN while the 4th unit arrives.
     rogue_host = lan.add_host(ROGUE)
     rogue_log = workdir / "rogue.out"
     rogue = lan.spawn(
@@ -332,17 +406,43 @@ def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
          "--port", str(PORT), "--claim", ROGUE_ID, "--victim", unit_id(1), "--serve-s", "12"],
         log=rogue_log,
     )  # fmt: skip
-    time.sleep(1.0)  # it browses the LAN first
+    rogue2_host = lan.add_host(ROGUE2)
+    rogue2_log = workdir / "rogue2.out"
+    rogue2 = lan.spawn(
+        rogue2_host,
+        [sys.executable, "-m", "tests.host.test_peers_units_netns", "rogue2",
+         "--address", rogue2_host.address, "--victim", unit_id(1), "--serve-s", "14",
+         *[arg for i in (1, 2, 3) for arg in ("--target", url(i))]],
+        log=rogue2_log,
+    )  # fmt: skip
+    time.sleep(1.0)  # they browse the LAN first
 
-    # --- a 4th unit started later: on every unit within 5 s of its own API answering.
+    # --- a 4th unit, nothing configured, started later: listed as discovered (name and
+    # address only) on every unit within 5 s of its own API answering ...
     started = time.monotonic()
-    site.start_unit(4)
+    site.start_unit(4, key="")
     up = wait_for(lambda: site.view(4).get("up_at"), START_TIMEOUT_S, "unit 4's API", site)
-    at = wait_for(all_see(site, [1, 2, 3, 4]), 30.0, "unit 4 on every unit", site)
+    at = watch_for(listed_as(site, [1, 2, 3], 4, "discovered", figures=False), 30.0,
+                   "unit 4 discovered on every unit", site)  # fmt: skip
     figures["fourth_start_to_api_s"] = up - started
-    figures["fourth_api_to_all_seen_s"] = at - up
-    assert figures["fourth_api_to_all_seen_s"] <= HOT_CONNECT_S, (figures, site.logs())
-    assert site.rows(1)[unit_id(4)]["number"] == 4  # detected after 2 and 3
+    figures["fourth_api_to_discovered_s"] = at - up
+    assert figures["fourth_api_to_discovered_s"] <= HOT_CONNECT_S, (figures, site.logs())
+    row = site.rows(1)[unit_id(4)]
+    assert row["name"] == unit_name(4) and row["url"] == url(4) and row["fingerprint"]
+
+    # ... and, after one adoption on unit 1, its figures on every unit within 5 s; unit 4,
+    # adopted while adopting nobody, joins the site: it lists 1-3 adopted too.
+    adopted = adopt_on(site, 1, 4)
+    assert adopted["status"] == 200 and adopted["row"]["trust"] == "adopted", adopted
+    at = watch_for(listed_as(site, [1, 2, 3], 4, "adopted", figures=True), 30.0,
+                   "unit 4 adopted with figures on every unit", site)  # fmt: skip
+    figures["adopted_to_figures_everywhere_s"] = at - adopted["t"]
+    assert figures["adopted_to_figures_everywhere_s"] <= HOT_CONNECT_S, (figures, site.logs())
+    at = watch_for(all_see(site, [1, 2, 3, 4]), 30.0, "unit 4 sees the site", site)
+    figures["adopted_to_all_seen_s"] = at - adopted["t"]
+    assert all(row.get("trust") == "adopted" for uid, row in site.rows(4).items()
+               if uid in {unit_id(i) for i in (1, 2, 3)})  # fmt: skip
+    assert site.rows(1)[unit_id(4)]["number"] == 4  # adopted after 2 and 3
     assert site.rows(4)[unit_id(4)]["number"] == 1  # each unit first in its own order
 
     assert rogue.wait(60) == 0, rogue_log.read_text()[-3000:]
@@ -354,6 +454,15 @@ def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
             # 4xx, or the connection cut while a 200 kB body was still being sent
             assert 400 <= status < 500 or (kind == "huge" and status == -1), (target, kind)
     assert report["polls"] > 0, "the units never tried the rogue's announced address"
+    assert rogue2.wait(60) == 0, rogue2_log.read_text()[-3000:]
+    report2 = json.loads(rogue2_log.read_text().strip().splitlines()[-1])
+    assert report2["captured_ctr"] > 0, report2
+    for target, statuses in report2["posted"].items():
+        # refused: a replay (409), altered (401), another key for unit 1's id (409); its
+        # own summary is taken (200) but only ever listed as discovered
+        assert statuses == {"replay": 409, "altered": 401, "impostor": 409, "relay": 200,
+                            "own": 200}, (target, statuses)  # fmt: skip
+    assert report2["polls"] > 0, "the units never tried rogue 2's mDNS address"
 
     # --- kill -9 one unit: offline on every other unit within 10 s.
     victim = site.procs[2]
@@ -362,7 +471,7 @@ def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
     killed = time.monotonic()
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
-    at = wait_for(shown_offline(site, [1, 3, 4], 2, killed), 30.0, "unit 2 offline", site)
+    at = watch_for(shown_offline(site, [1, 3, 4], 2, killed), 30.0, "unit 2 offline", site)
     figures["killed_to_offline_s"] = at - killed
     assert figures["killed_to_offline_s"] <= OFFLINE_S, (figures, site.logs())
     assert all_see(site, [1, 3, 4])() is not None  # nobody else affected
@@ -370,26 +479,28 @@ def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
     wait_for(lambda: None if lan.pids(site.hosts[2]) else time.monotonic(), 10.0,
              f"unit 2's processes gone (left: {lan.pids(site.hosts[2])})", site)  # fmt: skip
 
-    # --- neither rogue ever appeared on any unit, and the figures are the units' own.
+    # --- no rogue ever showed a figure or an alarm (checked on every round above), the
+    # figures are the units' own, and what they sent was counted.
     site_ids = {unit_id(i) for i in (1, 2, 3, 4)}
+    never_alarmed(site)
     for index in (1, 3, 4):
         view = site.view(index)
-        assert set(view["ever"]) <= site_ids, (index, view["ever"])
+        assert set(view["ever"]) <= site_ids | {ROGUE_ID, ROGUE2_ID, OPEN_ID}, view["ever"]
         assert {k: view["rows"][0][k] for k in ("l1", "l2", "l3")} == pytest.approx(
             loads(index), abs=0.1
         )
         stats = view["peers"]["stats"]
         assert stats["internal_errors"] == 0, (index, stats)
-        if index == 4:  # up after the rogue posted: refused its answers to 4's polls
-            assert stats["rejected_signature"] >= 1, (index, stats)
-        else:  # and its posts
-            assert stats["rejected_signature"] >= 3 and stats["rejected_unsigned"] >= 1, stats
+        if index != 4:  # up while the rogues posted
+            assert stats["rejected_version"] >= 3 and stats["rejected_replay"] >= 1, stats
+            assert stats["rejected_signature"] >= 1 and stats["rejected_impostor"] >= 1, stats
     for viewer in (1, 3):
         assert site.rows(viewer)[unit_id(1)]["name"] == unit_name(1)
         assert site.rows(viewer)[unit_id(4)]["l1"] == pytest.approx(expected(4)["l1"], abs=0.1)
-    # The open unit never got in, and never let the site's units into its own list either.
+    # The unit nobody adopted is only discovered, both ways.
     open_view = site.view(OPEN_UNIT)
-    assert open_view["up_at"] is not None and set(open_view["ever"]) == {OPEN_ID}, open_view
+    assert open_view["up_at"] is not None and open_view["rows"][0]["id"] == OPEN_ID
+    assert all(row["l1"] is None for row in open_view["rows"][1:]), open_view["rows"]
 
     # --- a clean stop: every unit exits 0 on SIGTERM and leaves no process behind.
     for index in (1, 3, 4):
@@ -404,3 +515,146 @@ def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
         assert lan.pids(site.hosts[index]) == [], (index, lan.pids(site.hosts[index]))
     figures["test_s"] = time.monotonic() - test_started
     print("units figures:", json.dumps({k: round(v, 2) for k, v in figures.items()}))
+
+
+# ----------------------------------------------------------------------------- rogue 2, admin
+
+
+def _statement_of(victim_answer: bytes) -> Any:
+    from host.peers.envelope import decode_envelope
+
+    return decode_envelope(victim_answer).own
+
+
+async def rogue2(
+    address: str, port: int, victim: str, targets: list[str], serve_s: float
+) -> dict[str, Any]:
+    """A protocol-2 rogue with a key of its own (it knows the format: it is open source).
+
+    It announces itself over mDNS under ``victim``'s name (no probing: it answers along with
+    the real one), answers polls as ``victim`` signed with its own key, captures a genuine
+    statement of ``victim`` (by asking it) and, to every target, posts: that statement again
+    once the victim signed newer ones (a replay), the same with L1 altered, a summary under
+    the victim's id signed with its own key, its own tripped "EVACUATE NOW" summary, and that
+    one relaying the forged summary of the victim."""
+    import aiohttp
+    from aiohttp import web
+    from zeroconf import IPVersion
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+    from host.peers.envelope import Statement, UnitSummary, encode_envelope
+    from host.peers.identity import Identity
+
+    me = Identity.generate()
+    own_url = f"http://{address}:{port}/"
+
+    def summary(uid: str, name: str) -> UnitSummary:
+        return UnitSummary(uid, name, 36, (own_url,), FORGED_A[0], FORGED_A[1], FORGED_A[2],
+                           1.0, "meter", True, True, True, 9)  # fmt: skip
+
+    own = Statement.sign(summary(ROGUE2_ID, "EVACUATE NOW"), me, None)
+    polls: list[str] = []
+
+    async def exchange(request: web.Request) -> web.Response:
+        polls.append(request.remote or "?")
+        nonce = json.loads(await request.read()).get("nonce", "0" * 32)
+        fake = Statement.sign(summary(victim, "ROGUE"), me, None)
+        body, _ = encode_envelope("response", victim, [(fake, 0.0)], echo=nonce)
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/api/v1/peers/exchange", exchange)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, address, port).start()
+    azc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+    info = AsyncServiceInfo(
+        "_smartpdu._tcp.local.", f"{victim}._smartpdu._tcp.local.", port=port,
+        properties={"id": victim, "proto": "2", "port": str(port), "model": "36"},
+        server=f"{victim}.local.", parsed_addresses=[address],
+    )  # fmt: skip
+    await azc.async_register_service(info, cooperating_responders=True)
+    posted: dict[str, dict[str, int]] = {}
+    async with aiohttp.ClientSession() as session:
+
+        async def post(target: str, sender: str, units: list[tuple[Any, float]]) -> int:
+            body, _ = encode_envelope("request", sender, units)
+            try:
+                async with session.post(target + "api/v1/peers/exchange", data=body) as r:
+                    await r.read()
+                    return r.status
+            except aiohttp.ClientError:
+                return -1
+
+        def resign() -> Statement:  # a fresh counter for every post of its own
+            return Statement.sign(own.summary, me, None)
+
+        ask = encode_envelope("request", ROGUE2_ID, [(own, 0.0)])[0]
+        victim_url = targets[0]  # the victim is the first target
+        async with session.post(victim_url + "api/v1/peers/exchange", data=ask) as response:
+            captured = _statement_of(await response.read())
+        await asyncio.sleep(2.0)  # the victim has signed newer statements since
+        altered_summary = UnitSummary(**{**captured.summary.__dict__, "l1": FORGED_A[0]})
+        altered = Statement(altered_summary, captured.key, captured.ctr + 10**6, None, captured.sig)
+        forged = Statement.sign(summary(victim, "ROGUE"), me, None)
+        for target in targets:
+            posted[target] = {
+                "replay": await post(target, victim, [(captured, 0.0)]),
+                "altered": await post(target, victim, [(altered, 0.0)]),
+                "impostor": await post(target, victim, [(forged, 0.0)]),
+                "own": await post(target, ROGUE2_ID, [(resign(), 0.0)]),
+                "relay": await post(target, ROGUE2_ID, [(resign(), 0.0), (forged, 0.0)]),
+            }  # fmt: skip
+    await asyncio.sleep(serve_s)
+    await azc.async_close()
+    await runner.cleanup()
+    return {"captured_ctr": captured.ctr, "posted": posted, "polls": len(polls)}
+
+
+def adopt_main(base: str, target: str) -> dict[str, Any]:
+    """Login, the discovered row's fingerprint, the adoption: ``{"status", "row", "t"}``."""
+    import http.cookiejar
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+    def call(path: str, body: dict[str, Any] | None = None, csrf: str = "") -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "X-CSRF-Token": csrf}
+        request = urllib.request.Request(base + path, data=data, headers=headers)
+        with opener.open(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+
+    _, login = call("api/v1/login", {"password": PASSWORD})
+    _, rows = call("api/v1/units")
+    row = next(r for r in rows if r["id"] == target)
+    status, adopted = call("api/v1/peers/adopt",
+                           {"unit_id": target, "fingerprint": row["fingerprint"]},
+                           login["csrf_token"])  # fmt: skip
+    return {"status": status, "row": adopted, "t": time.monotonic()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.host.test_peers_units_netns")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rogue_cmd = sub.add_parser("rogue2")
+    rogue_cmd.add_argument("--address", required=True)
+    rogue_cmd.add_argument("--port", type=int, default=PORT)
+    rogue_cmd.add_argument("--victim", required=True)
+    rogue_cmd.add_argument("--target", action="append", required=True)
+    rogue_cmd.add_argument("--serve-s", type=float, default=5.0)
+    adopt_cmd = sub.add_parser("adopt")
+    adopt_cmd.add_argument("--url", required=True)
+    adopt_cmd.add_argument("--unit-id", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "rogue2":
+        out = asyncio.run(rogue2(args.address, args.port, args.victim, args.target, args.serve_s))
+    else:
+        out = adopt_main(args.url, args.unit_id)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
