@@ -482,7 +482,7 @@
   function renderUnits() {
     const v = S.view;
     const list = $("#units");
-    const ids = v.units.map((u) => u.id).join("\n");
+    const ids = v.units.map((u) => `${u.id}:${u.trust || ""}`).join("\n");
     if (!S.refs.units || S.refs.units.ids !== ids) {
       S.refs.units = { ids, rows: {} };
       const rows = v.units.map((u) => buildUnitRow(u));
@@ -491,7 +491,46 @@
     for (const u of v.units) updateUnitRow(u);
   }
 
+  // A unit found on the LAN but not adopted: name, address and key only (nothing that can
+  // alarm), and the admin's one-click adoption.
+  function buildDiscoveredRow(u) {
+    const name = el("span", { className: "u-name" });
+    const message = el("span", { className: "u-message", role: "status" });
+    const adopt = el("button", {
+      className: "small primary", type: "button", text: "Adopt",
+      title: `Trust this unit (key ${u.fingerprint}) on every unit of the site`,
+    });
+    adopt.addEventListener("click", async () => {
+      adopt.disabled = true;
+      const result = await write("POST", `${API}/peers/adopt`, { unit_id: u.id, fingerprint: u.fingerprint });
+      adopt.disabled = false;
+      setText(message, result.ok ? "adopted" : errorText(result));
+    });
+    // Its own name is its claim, not a fact: shown as such, under the id.
+    const claim = u.custom_name ? `calls itself “${u.custom_name}” · ` : "";
+    const row = el("div", { className: "unit-row discovered", role: "listitem", dataset: { unit: u.id } },
+      name, el("span", { className: "badge discovered", text: "Discovered" }),
+      el("span", { className: "u-addr", text: `${claim}${u.url || "no address"}` }),
+      el("span", { className: "u-fp", text: `key ${u.fingerprint}` }),
+      el("span", { className: "u-actions" }, adopt, message));
+    S.refs.units.rows[u.id] = { row, name, discovered: true };
+    return row;
+  }
+
+  function removeButton(u) {
+    const button = el("button", { className: "small", type: "button", text: "Remove", title: `Stop trusting ${u.id} (key ${u.fingerprint})` });
+    button.addEventListener("click", async (ev) => {
+      ev.stopPropagation();
+      if (!confirm(`Remove ${u.name} (key ${u.fingerprint}) from the site? Its figures are no longer shown.`)) return;
+      const result = await write("POST", `${API}/peers/remove`, { unit_id: u.id });
+      if (!result.ok) alert(errorText(result));
+    });
+    button.addEventListener("keydown", (ev) => ev.stopPropagation());
+    return button;
+  }
+
   function buildUnitRow(u) {
+    if (u.trust === "discovered") return buildDiscoveredRow(u);
     const local = u.local !== false && u.id === S.view.unit.id;
     const name = el("span", { className: "u-name" });
     const flags = el("span", { className: "u-flags" });
@@ -505,7 +544,8 @@
     const row = el("div", {
       className: "unit-row", role: "listitem", tabindex: "0", dataset: { unit: u.id },
       "aria-current": local ? "true" : "false", title: local ? "This unit" : `Open ${u.url}`,
-    }, name, flags, el("span", { className: "u-currents" }, phase("L1 A"), phase("L2 A"), phase("L3 A"), phase("N A")), source);
+    }, name, flags, el("span", { className: "u-currents" }, phase("L1 A"), phase("L2 A"), phase("L3 A"), phase("N A")),
+    local || !u.fingerprint ? source : el("span", { className: "u-source u-peer" }, source, removeButton(u)));
     const select = () => {
       if (local) $("#pane-b").scrollIntoView({ behavior: "smooth", block: "start" });
       else if (u.url) location.href = u.url;
@@ -519,6 +559,7 @@
   function updateUnitRow(u) {
     const r = S.refs.units.rows[u.id];
     if (!r) return;
+    if (r.discovered) return setText(r.name, u.id);
     setText(r.name, u.name);
     [u.l1, u.l2, u.l3, u.n].forEach((value, i) => {
       const none = value === null || value === undefined;
