@@ -23,6 +23,7 @@ from host.breaker import (
 )
 from host.config.frontpanel import read_frontpanel
 from host.config.mqtt import read_mqtt
+from host.config.prometheus import read_prometheus
 from host.config.sections import (
     BusConfig,
     ChannelsConfig,
@@ -77,7 +78,7 @@ _SECTIONS = (
     "unit", "bus", "meter", "breaker", "channels", "storage", "web", "peers", "history", "export",
     "frontpanel",
 )  # fmt: skip
-_EXPORT_TABLES = ("mqtt",)  # [export.*]: one table per exporter
+_EXPORT_TABLES = ("mqtt", "prometheus")  # [export.*]: one table per exporter
 # Keys a setting written above every section most likely belongs to (for the hint only).
 _KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "bus": ("port", "baud", "rs485"),
@@ -408,6 +409,7 @@ def _build(
         peers=_read_peers(section("peers")),
         history=_read_history(section("history")),
         mqtt=read_mqtt(export.data.get("mqtt", {}), base),
+        prometheus=read_prometheus(export.data.get("prometheus", {}), base),
         frontpanel=read_frontpanel(section("frontpanel")),
         source=source,
     )

@@ -132,6 +132,18 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    """[export.prometheus]: ``/metrics`` for a site's Prometheus, and the site's target list
+    (file_sd) from the units the peer exchange knows; read-only (R7)."""
+
+    enabled: bool = True
+    # Set: /metrics and the target list need "Authorization: Bearer <the file's token>" (or
+    # an admin session). None: they follow web.read_open, like the rest of the API.
+    bearer_token_file: Path | None = None
+    file_sd: Path | None = None  # the target list written here (JSON) whenever it changes
+
+
+@dataclass(frozen=True)
 class FrontPanelConfig:
     """[frontpanel]: the Pi's RUN and DATA TX LEDs and RESET button (R13) on GPIO lines of
     one chip (libgpiod); without the chip, or ``enabled = false``, the web UI shows them."""
@@ -162,6 +174,7 @@ class ServiceConfig:
     peers: PeersConfig
     history: HistoryConfig
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     frontpanel: FrontPanelConfig = field(default_factory=FrontPanelConfig)
     source: str = "<defaults>"
 
