@@ -90,7 +90,7 @@ class WebConfig:
 @dataclass(frozen=True)
 class PeersConfig:
     enabled: bool = True
-    site_key: str = ""  # shared secret of the units of one site; "" = open exchange
+    site_key: str = ""  # optional pre-shared secret: units proving it adopt each other
     announce_s: float = 5.0
     static: tuple[str, ...] = ()  # host:port of units mDNS cannot reach
     mdns: bool = True  # false: announce nothing, find units through ``static`` only
