@@ -125,6 +125,7 @@ async def main():
     adc.stop()
 
 gc.collect()
+print('SPB', P.SAMPLES_PER_BLOCK)
 print('PHASE acquire')
 asyncio.run(main())
 print('PHASE report')
@@ -279,11 +280,15 @@ let blkBad = 0;
 let firstInstant = null;
 let prevInstant = null;
 let rate = null;
-const N = 64 * 13;
+let SPB = 64; // sample instants per block: the board module's, printed first by the script
+let N = SPB * 13;
 
 function onLine(line) {
   const w = line.trim().split(/\s+/);
-  if (w[0] === 'PHASE') {
+  if (w[0] === 'SPB') {
+    SPB = Number(w[1]);
+    N = SPB * 13;
+  } else if (w[0] === 'PHASE') {
     mark(w[1]);
     errorsAt[w[1]] = JSON.parse(JSON.stringify(adcModel.stats));
     ringAt[w[1]] = { ...ring.stats };
@@ -309,7 +314,7 @@ function onLine(line) {
     check(`tm1637 ${k} no NACK / errors`, w[w.length - 6] === '0' && w[w.length - 5] === '0', line);
   } else if (w[0] === 'RATE') {
     const [nb, dt, blocks, overruns, missed] = w.slice(1).map(Number);
-    rate = { blocksPerS: ((nb - 1) * 1e6) / dt, samplesPerSPerChannel: ((nb - 1) * 64 * 1e6) / dt, blocks, overruns, missed_irqs: missed };
+    rate = { blocksPerS: ((nb - 1) * 1e6) / dt, samplesPerSPerChannel: ((nb - 1) * SPB * 1e6) / dt, blocks, overruns, missed_irqs: missed };
     check('mcp3208 no overruns / missed IRQs', overruns === 0 && missed === 0, `${overruns} ${missed}`);
   } else if (w[0] === 'BLK') {
     const i = Number(w[1]);
@@ -321,7 +326,7 @@ function onLine(line) {
     let why = ok ? `instant ${inst}` : 'first instant not in the model log';
     if (ok) {
       const exp = new Array(13).fill(0);
-      for (let k = 0; k < 64; k++) {
+      for (let k = 0; k < SPB; k++) {
         const c = adcModel.instantCodes(inst + k);
         for (let ch = 0; ch < 13; ch++) exp[ch] += c[ch] * (k + 1);
       }
@@ -332,7 +337,7 @@ function onLine(line) {
       }
       if (firstInstant === null) firstInstant = inst;
       instTimes.push([inst, adcModel.log.get(adcModel._instants.get(inst)).tNs]);
-      if (prevInstant !== null && inst !== prevInstant + 64) {
+      if (prevInstant !== null && inst !== prevInstant + SPB) {
         ok = false;
         why += ` (not contiguous: prev ${prevInstant})`;
       }
@@ -346,9 +351,9 @@ function onLine(line) {
   } else if (w[0] === 'RAW') {
     const i = Number(w[1]);
     const bytes = Buffer.from(w[2], 'hex');
-    const inst0 = firstInstant + 64 * i;
+    const inst0 = firstInstant + SPB * i;
     let bad = 0;
-    for (let k = 0; k < 64; k++) {
+    for (let k = 0; k < SPB; k++) {
       const c = adcModel.instantCodes(inst0 + k);
       for (let ch = 0; ch < 13; ch++) if (bytes.readUInt16LE(2 * (k * 13 + ch)) !== c[ch]) bad++;
     }
@@ -429,7 +434,7 @@ function finish(code) {
   check(`mcp3208 all ${NB} blocks = model (${blkChecked} checked)`, blkChecked === NB && blkBad === 0, `${blkBad} bad`);
   const conv = adcModel.stats.conversions;
   const L = adcModel.log;
-  // instants per simulated second from the model's own log (first 64*NB instants)
+  // instants per simulated second from the model's own log (first SPB*NB instants)
   let periodNs = null;
   if (instTimes.length > 1) {
     const [iA, tA] = instTimes[0];
@@ -444,7 +449,7 @@ function finish(code) {
   check(`mcp3208 sample period on the wire = 2109 PIO cycles at divider ${divider} = ${expectNs.toFixed(2)} ns`,
     periodNs !== null && Math.abs(periodNs - expectNs) < 0.5, `${periodNs} ns (nominal 312000)`);
   if (rate) {
-    const expectBlocks = 1e9 / (64 * expectNs);
+    const expectBlocks = 1e9 / (SPB * expectNs);
     check(`mcp3208 blocks/s (chip ticks_us) = ${expectBlocks.toFixed(3)}`, Math.abs(rate.blocksPerS - expectBlocks) < 0.02, rate.blocksPerS.toFixed(3));
   }
   const s = adcModel.stats;
@@ -470,7 +475,7 @@ function finish(code) {
     const r = ringAt.report;
     const d = a && r ? Object.fromEntries(Object.keys(r).map((k) => [k, r[k] - a[k]])) : null;
     check('SampleRing fed by the hook: no misses, no repeated / skipped instants while streaming',
-      d && d.misses === 0 && d.repeats === 0 && d.skips === 0 && d.hits >= 13 * 64 * NB,
+      d && d.misses === 0 && d.repeats === 0 && d.skips === 0 && d.hits >= 13 * SPB * NB,
       JSON.stringify(d));
   }
   check('ADC B absent, DOUT pad pulled up: ADC B codes > 4095 (the driver\'s "missing" mark)',
