@@ -24,10 +24,10 @@ MAX_LINE = 1023  # offsets on one chip (the Pi's header chip has 54 or 58 lines)
 
 
 def _check_chip(text: str) -> str:
-    if not text.startswith("/dev/") or any(c.isspace() for c in text):
+    if not text.startswith("/") or any(c.isspace() for c in text):
         raise ValueError(
-            f'expected a GPIO chip device such as "/dev/gpiochip0" (see `gpiodetect`), '
-            f"got {shown(text)}"
+            'expected the path of a GPIO chip device such as "/dev/gpiochip0" (see '
+            f"`gpiodetect`), got {shown(text)}"
         )
     return text
 
