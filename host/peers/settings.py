@@ -36,7 +36,6 @@ STAT_KEYS = (
     "polls_ok",
     "polls_failed",
     "requests_ok",
-    "requests_stale",
     "rejected_malformed",
     "rejected_unsigned",
     "rejected_signature",
