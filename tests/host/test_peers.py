@@ -405,7 +405,7 @@ async def test_old_counters_and_other_keys_for_an_adopted_id_are_dropped_and_cou
     # A rogue with its own key claiming B's id (in its own name, or relayed by it): dropped.
     rogue = Identity.generate()
     fake = Statement.sign(summary("smartPDU0000B1", 999.0), rogue, None)
-    assert (await d.handle_exchange(request_body(units=[(fake, 0.0)])))[0] == 200
+    assert (await d.handle_exchange(request_body(units=[(fake, 0.0)])))[0] == 409
     relay = request_body("smartPDU0000EE", [(statement("smartPDU0000EE"), 0.0), (fake, 0.0)])
     assert (await d.handle_exchange(relay))[0] == 200
     assert d.stats["rejected_impostor"] == 1  # the relay of a unit not adopted is not read
@@ -497,6 +497,7 @@ async def start_node(
     site_key: str = KEY,
     wall: Callable[[], float] = time.time,
     numbering: Storage | None = None,
+    key: Identity | None = None,
 ) -> Node:
     """A unit on 127.0.0.1 (a free port) serving the real exchange routes."""
     d = PeerDirectory(
@@ -507,6 +508,7 @@ async def start_node(
         numbering=numbering,
         settings=replace(FAST, static=tuple(static)),
         addresses=["127.0.0.1"],
+        identity=key,
         wall=wall,
     )
     app = web.Application()
@@ -669,7 +671,10 @@ async def test_numbers_follow_detection_order_and_survive_a_restart(
 
     async def numbers(static: Sequence[str]) -> dict[str, int | None]:
         storage = await Storage.open(db)
-        a = await start_node("smartPDU0000A1", static=static, numbering=storage)
+        # Restarted with its key (a unit keeps it in its data folder): the same unit.
+        a = await start_node(
+            "smartPDU0000A1", static=static, numbering=storage, key=identity("smartPDU0000A1")
+        )
         try:
             await wait_for(lambda: len(view(a)) == 2, 5.0, "A sees B and C")
             assert a.directory.number == 1
