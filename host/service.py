@@ -19,10 +19,12 @@ from typing import Any, Protocol
 from host.busmaster import BusMaster, CycleSettings
 from host.config import ServiceConfig
 from host.export.mqtt import MqttExporter
+from host.frontpanel import FrontPanel, Health, web_serving
 from host.meter import Freshness, MeterReader, MeterReadings, load_profile
 from host.peers.directory import PeerDirectory
 from host.peers.envelope import LocalStatus
 from host.peers.settings import PeerSettings
+from host.sdnotify import SystemdNotifier
 from host.state import StateBusListener, UnitState
 from host.storage.recorder import Recorder
 from host.storage.store import Storage
@@ -53,6 +55,7 @@ class ServiceParts:
     panels: Mapping[str, PanelLink] = field(default_factory=dict)
     peers: PeerDirectory | None = None
     mqtt: MqttExporter | None = None
+    frontpanel: FrontPanel | None = None
 
 
 WebStarter = Callable[[ServiceParts], Awaitable[Callable[[], Awaitable[None]]]]
@@ -67,12 +70,18 @@ class Service:
         *,
         panels: Mapping[str, PanelLink] | None = None,
         web: WebStarter | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.config = config
         self.panels = dict(panels or {})
         self.web = web
+        self.notifier = notifier if notifier is not None else SystemdNotifier()
         self.parts: ServiceParts | None = None
         self.ready = asyncio.Event()
+        self.stop_web: Callable[[], Awaitable[None]] | None = None  # the running web server
+        self.web_restarts = 0
+        self._web_lock = asyncio.Lock()
+        self._web_restarting = False
 
     def _meter_frequency(self, state: UnitState) -> Callable[[], int]:
         def freq_centihz() -> int:
@@ -164,25 +173,83 @@ class Service:
         if cfg.mqtt.enabled:
             parts.mqtt = MqttExporter(state, cfg.mqtt)
             tasks.append(asyncio.create_task(parts.mqtt.run(), name="mqtt-export"))
-        stop_web: Callable[[], Awaitable[None]] | None = None
         try:
-            if self.web is not None:
-                stop_web = await self.web(parts)
-            if peers is not None:
-                peers.web_port = int(getattr(stop_web, "port", cfg.web.port))
-                tasks.append(asyncio.create_task(_keep_peers(peers), name="peers"))
-            self.ready.set()
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # a part that failed ends the service (systemd restarts it)
+            await self._serve(parts, tasks)
         finally:
             master.stop()
-            if stop_web is not None:
-                with contextlib.suppress(Exception):
-                    await stop_web()
+            self.notifier.stopping()
+            if parts.frontpanel is not None:
+                parts.frontpanel.close()
+            await self._stop_web()
             await _stop_tasks(tasks)
             await transport.close()
             await storage.close()
+            self.notifier.close()
+
+    async def _serve(self, parts: ServiceParts, tasks: list[asyncio.Task[Any]]) -> None:
+        """Start the web server and the front panel, then wait for a part to fail."""
+        if self.web is not None:
+            self.stop_web = await self.web(parts)
+        if parts.peers is not None:
+            parts.peers.web_port = int(getattr(self.stop_web, "port", parts.config.web.port))
+            tasks.append(asyncio.create_task(_keep_peers(parts.peers), name="peers"))
+        panel = self._front_panel(parts, tasks)
+        tasks.append(asyncio.create_task(panel.run(), name="frontpanel"))
+        self.ready.set()
+        self.notifier.ready("monitoring")
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # a part that failed ends the service (systemd restarts it)
+
+    def _front_panel(self, parts: ServiceParts, tasks: list[asyncio.Task[Any]]) -> FrontPanel:
+        """RUN/DATA TX/RESET (R13) and the health the heartbeat and the watchdog follow:
+        the bus master and the meter alive and making progress, the web server listening."""
+        now = asyncio.get_running_loop().time()
+        health = Health(parts.config.frontpanel.stall_after_s)
+        master, meter = parts.master, parts.meter
+        for task in tasks:
+            if task.get_name() == "bus-master":
+                health.watch_task(task, lambda: master.superframes, now=now)
+            elif task.get_name() == "meter" and meter is not None:
+                health.watch_task(task, lambda: meter.reads_ok + meter.reads_failed, now=now)
+        if self.web is not None:
+            health.watch("web", lambda: self._web_restarting or web_serving(self.stop_web), now=now)
+        panel = FrontPanel(parts.config.frontpanel, health, notifier=self.notifier)
+        panel.on_reset = self.restart_web
+        panel.start()
+        parts.frontpanel = panel
+        self._attach_front_panel()
+        return panel
+
+    def _attach_front_panel(self) -> None:
+        panel = self.parts.frontpanel if self.parts is not None else None
+        app = getattr(self.stop_web, "app", None)
+        if panel is not None and app is not None:
+            from host.web.frontpanel_routes import attach
+
+            attach(app, panel)
+
+    async def _stop_web(self) -> None:
+        stop, self.stop_web = self.stop_web, None
+        if stop is not None:
+            with contextlib.suppress(Exception):
+                await stop()
+
+    async def restart_web(self) -> None:
+        """RESET: the web server stops and starts again; the bus, the meter, the recording
+        and the unit state go on (sessions end: the admin logs in again)."""
+        if self.web is None or self.parts is None:
+            return
+        async with self._web_lock:
+            self._web_restarting = True
+            try:
+                await self._stop_web()
+                self.stop_web = await self.web(self.parts)
+                self._attach_front_panel()
+                self.web_restarts += 1
+                _LOG.warning("web server restarted (RESET)")
+            finally:
+                self._web_restarting = False
 
 
 async def _stop_tasks(tasks: list[asyncio.Task[Any]], timeout_s: float = 10.0) -> None:

@@ -57,6 +57,15 @@ class PanelSource(Protocol):
     def state(self) -> Any: ...
 
 
+class ViewPart(Protocol):
+    """A part of the view from outside the unit state (the virtual front panel): published
+    when its version moves."""
+
+    @property
+    def version(self) -> int: ...
+    def view(self) -> JSON: ...
+
+
 class Frame:
     """One published view, with its patch from the previous one encoded once."""
 
@@ -180,6 +189,8 @@ class LiveHub:
         self._has_clients = asyncio.Event()
         self._poked = False
         self._panel_states: dict[str, object] = {}
+        self.extras: dict[str, ViewPart] = {}  # view member -> part
+        self._extra_versions: dict[str, int] = {}
         self._last_publish = float("-inf")
         self._published_version = -1
         self.on_publish: list[Callable[[Frame], None]] = []
@@ -218,6 +229,10 @@ class LiveHub:
             if self._panel_states.get(letter) is not current:
                 self._panel_states[letter] = current
                 moved = True
+        for key, part in self.extras.items():
+            if self._extra_versions.get(key) != part.version:
+                self._extra_versions[key] = part.version
+                moved = True
         return moved
 
     def build(self) -> JSON:
@@ -225,13 +240,16 @@ class LiveHub:
         panels: dict[str, PanelView | None] = {
             letter: panel_view(panel.state) for letter, panel in self.panels.items()
         }
-        return build_view(
+        view = build_view(
             snapshot,
             number=self.directory.number,
             url="/",
             units=self.directory.units(snapshot, "/"),
             panels=panels,
         )
+        for key, part in self.extras.items():
+            view[key] = part.view()
+        return view
 
     def publish(self) -> Frame | None:
         """Build the view now and send what changed; None when nothing did."""
