@@ -820,3 +820,31 @@ async def test_the_status_route_runs_the_guard(nodes: list[Node]) -> None:
             assert response.status == 401
     finally:
         await runner.cleanup()
+
+
+async def test_adopting_through_the_web_app_needs_the_admin_session() -> None:
+    """Mounted by the web layer (no write guard given): its admin + CSRF check applies."""
+    from host.config import default_config
+    from host.web import WebContext, create_app
+    from tests.host.test_web_api import UNIT, make_state
+
+    d = directory(UNIT)
+    await d.handle_exchange(request_body())
+    context = WebContext(config=default_config(), state=make_state(), storage=None)  # type: ignore[arg-type]
+    runner = web.AppRunner(create_app(context, d))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}{STATUS_PATH}"
+    body = {"unit_id": "smartPDU0000B1"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(base + "/adopt", json=body) as response:
+                assert response.status == 401
+            cross = {"Origin": "http://evil.example"}
+            async with session.post(base + "/adopt", json=body, headers=cross) as response:
+                assert response.status == 403
+            async with session.post(base + "/remove", json=body) as response:
+                assert response.status == 401
+    finally:
+        await runner.cleanup()
+    assert d.units()[0].trust == "discovered"
