@@ -246,6 +246,8 @@ class Exchange:
             envelope = decode_envelope(raw)
             if envelope.kind != "response" or envelope.echo != nonce:
                 raise ExchangeError("echo", "an answer that is not to our request")
+            if envelope.sender != self.unit_id and self.known.classify(envelope.own) is None:
+                raise ExchangeError("impostor", f"{envelope.sender} answers with another key")
         except ExchangeError as exc:
             if exc.reason != "http":
                 self.refuse(exc, endpoint.url)

@@ -226,13 +226,14 @@ class KnownUnits:
                 if index > 0 and not relays_ok:
                     break  # a unit not adopted passes nothing on
                 changed |= await self._take(statement, age, now, index == 0, envelope.sender)
-                if index == 0 and answered_url is not None and statement.summary.id in self.by_id:
-                    known = self.by_id[statement.summary.id]
+                known = self.by_id.get(statement.summary.id)
+                if known is None or known.statement.key != statement.key:
+                    continue  # not taken: none of its addresses either
+                if index == 0 and answered_url is not None:
                     known.answered_url = answered_url
                     known.answered_at = now
-                if statement.summary.id in self.by_id:
-                    for url in statement.summary.urls:
-                        add_url(url)
+                for url in statement.summary.urls:
+                    add_url(url)
             changed |= self.update_reachability(now)
         return changed
 

@@ -409,6 +409,7 @@ def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
          "--port", str(PORT), "--claim", ROGUE_ID, "--victim", unit_id(1), "--serve-s", "12"],
         log=rogue_log,
     )  # fmt: skip
+    time.sleep(2.0)  # it browses first: unit 1's name is unit 1's until rogue 2 takes it
     rogue2_host = lan.add_host(ROGUE2)
     rogue2_log = workdir / "rogue2.out"
     rogue2 = lan.spawn(
@@ -500,6 +501,8 @@ def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
             assert stats["rejected_self"] >= 2, stats
         if index == 3:
             assert stats["rejected_replay"] >= 1 and stats["rejected_impostor"] >= 1, stats
+    for viewer in (3, 4):  # rogue 2 answered polls as unit 1: its link is still unit 1's
+        assert site.rows(viewer)[unit_id(1)]["url"] == url(1), site.rows(viewer)[unit_id(1)]
     for viewer in (1, 3):
         assert site.rows(viewer)[unit_id(1)]["name"] == unit_name(1)
         assert site.rows(viewer)[unit_id(4)]["l1"] == pytest.approx(expected(4)["l1"], abs=0.1)
