@@ -46,7 +46,7 @@ _WAKE_US = const(1000)  # send_at: stop sleeping this long before the start and 
 _RX_IDLE_BITS = const(32)  # PL011 receive timeout: 32 bit times after the last character
 _END_MARGIN_US = const(20)  # TimedTx: the end alarm this long after the last stop bit is due
 _DONE_SPIN_US = const(400)  # TimedTx: longest wait in the end IRQ for the UART to finish
-_MIN_DELAY_US = const(20)  # TimedTx: a start closer than this is taken as missed
+_MIN_DELAY_US = const(20)  # TimedTx: shortest alarm delay (a start due sooner goes now)
 
 
 class Rs485Error(Exception):
@@ -230,8 +230,7 @@ class Rs485:
             if timed is not None:
                 # Hardware-timed: wait only for the start (the frame is then in the UART's
                 # buffer; the caller may build the next one meanwhile).
-                if not await timed.send_at(buf, at_us, self.wire_time_us(n)):
-                    return
+                await timed.send_at(buf, at_us, self.wire_time_us(n))
                 self.tx_bytes += n
                 self.tx_frames += 1
                 self.last_tx_end_us = ticks_add(at_us, self.wire_time_us(n))
@@ -267,8 +266,7 @@ class TimedTx:
     ``start_timer``/``end_timer``: two ``machine.Timer`` (one-shot, µs ticks, hard IRQ);
     ``uart`` with ``write`` and ``txdone``; ``de`` the driver-enable pin. The handlers are
     bound once and allocate nothing (they run as hard interrupts). :meth:`send_at` returns
-    once the frame is in the UART (its start; False, sending nothing, if the start had
-    passed when it was called): the caller may then build and arm the next
+    once the frame is in the UART (its start): the caller may then build and arm the next
     frame while this one is on the wire (its bytes are in the UART's buffer); the next start
     alarm falls after this one's end alarm (slots back to back keep their guard).
     """
@@ -309,17 +307,16 @@ class TimedTx:
     async def send_at(self, buf, at_us, wire_us):
         delay = ticks_diff(at_us, ticks_us())
         if delay < _MIN_DELAY_US:
-            # The slot has begun (the task came late): a late frame would collide with the
-            # next one on the line. Skip it, as BusSlave skips a slot it was late for.
+            # Started at once: an answer due "now" (INFO, ACK, a discovery reply), or a slot
+            # the task came late for (counted; BusSlave skips a slot already begun).
+            delay = _MIN_DELAY_US
             self.late_starts += 1
-            return False
         self._buf = buf
         self._wire_us = wire_us
         self._start_timer.init(
             mode=0, period=delay, tick_hz=1_000_000, callback=self._on_start, hard=True
         )  # mode 0: ONE_SHOT on the rp2 port
         await self._started.wait()
-        return True
 
 
 class RxIdleStamp:
