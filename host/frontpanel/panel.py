@@ -162,7 +162,13 @@ class FrontPanel:
                         if self.notifier.watchdog():
                             self.pings += 1
                         last_ping = now
-                await asyncio.sleep(max(0.01, min(step, next_beat - loop.time())))
+                delay = step  # unhealthy: look again in a while
+                if self.healthy:  # sleep until the next beat or ping is due
+                    due = (
+                        next_beat if ping_every is None else min(next_beat, last_ping + ping_every)
+                    )
+                    delay = min(step, max(0.01, due - loop.time()))
+                await asyncio.sleep(delay)
         finally:
             self._set_run(False)
 
