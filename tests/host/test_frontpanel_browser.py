@@ -62,10 +62,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebSt
 async def page(stack: WebStack) -> AsyncIterator[Any]:
     async with playwright_api.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        # bypass_csp: wait_for_function evaluates strings, which the page's CSP forbids.
-        context = await browser.new_context(
-            viewport={"width": 1400, "height": 900}, bypass_csp=True
-        )
+        # No bypass_csp: the page runs under the policy it ships with (a refused style or
+        # script is a console error); the waits poll page.evaluate, which the CSP allows.
+        context = await browser.new_context(viewport={"width": 1400, "height": 900})
         await context.add_init_script(WATCH_LEDS)
         page = await context.new_page()
         page.set_default_timeout(20_000)
@@ -77,7 +76,7 @@ async def page(stack: WebStack) -> AsyncIterator[Any]:
         )
         page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))  # RESET's confirm()
         await page.goto(stack.url)
-        await page.wait_for_function("document.body.dataset.link === 'live'")
+        await until_js(page, "document.body.dataset.link === 'live'")
         yield page
         await context.close()
         await browser.close()
@@ -86,6 +85,14 @@ async def page(stack: WebStack) -> AsyncIterator[Any]:
 def shot(name: str) -> str:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return str(ARTIFACTS / f"{name}.png")
+
+
+async def until_js(page: Any, expression: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: {expression}")
+        await asyncio.sleep(0.05)
 
 
 async def seen(page: Any) -> dict[str, list[float]]:
@@ -99,7 +106,7 @@ async def test_virtual_panel_shows_run_heartbeat_and_data_tx(page: Any, stack: W
     assert await page.text_content("#fp-run") == "RUN"
     assert await page.text_content("#fp-tx") == "DATA TX"
     beats = panel.beats
-    await page.wait_for_function("window.fpSeen.run.length >= 3 && window.fpSeen.tx.length >= 3")
+    await until_js(page, "window.fpSeen.run.length >= 3 && window.fpSeen.tx.length >= 3")
     assert panel.beats >= beats + 2
     await page.wait_for_selector("#fp-run.on", timeout=5000)  # caught lit, for the picture
     await page.locator("#topbar").screenshot(path=shot("frontpanel-virtual"))
@@ -108,12 +115,12 @@ async def test_virtual_panel_shows_run_heartbeat_and_data_tx(page: Any, stack: W
 
 
 async def test_a_stalled_loop_stops_the_virtual_heartbeat(page: Any, stack: WebStack) -> None:
-    await page.wait_for_function("window.fpSeen.run.length >= 1")
+    await until_js(page, "window.fpSeen.run.length >= 1")
     await asyncio.sleep(1.0)
     stalled_at = time.time()
     time.sleep(2.0)  # a blocking call in the service's loop: no beat, no frame
     resumed_at = time.time()
-    await page.wait_for_function(f"window.fpSeen.run.some((t) => t > {resumed_at})", timeout=10_000)
+    await until_js(page, f"window.fpSeen.run.some((t) => t > {resumed_at})", 10)
     lit = await seen(page)
     for name in ("run", "tx"):
         during = [t for t in lit[name] if stalled_at + 0.3 < t < resumed_at]
@@ -130,21 +137,15 @@ async def test_reset_restarts_the_web_server_while_measuring(page: Any, stack: W
     await page.click("#fp-reset")  # not logged in: asks for the login first
     await page.fill("#login-password", ADMIN_PASSWORD)
     await page.click("#login-submit")
-    await page.wait_for_function(
-        "document.querySelector('#login-button').textContent === 'Log out'"
-    )
+    await until_js(page, "document.querySelector('#login-button').textContent === 'Log out'")
     await page.click("#fp-reset")
-    await page.wait_for_function(
-        "document.querySelector('#fp-status').textContent.includes('restarting')"
-    )
+    await until_js(page, "document.querySelector('#fp-status').textContent.includes('restarting')")
     await stack.until(lambda: service.web_restarts == 1, 10, "the web server restarted")
     assert stack.web is not None and stack.web is not old_web
     restarted_at = time.time()
     # The page reconnects by itself and the panel goes on beating; the bus never stopped.
-    await page.wait_for_function(
-        f"window.fpSeen.run.filter((t) => t > {restarted_at}).length >= 2", timeout=20_000
-    )
-    await page.wait_for_function("document.body.dataset.link === 'live'")
+    await until_js(page, f"window.fpSeen.run.filter((t) => t > {restarted_at}).length >= 2", 20)
+    await until_js(page, "document.body.dataset.link === 'live'")
     assert master.superframes > superframes
     assert stack.parts.master is master
     assert all(g.board.online for g in stack.parts.state.snapshot().groups)

@@ -35,6 +35,7 @@
     run.dataset.healthy = String(fp.healthy);
     const title = fp.healthy ? `RUN: heartbeat every ${fp.heartbeat_s} s` : `RUN off: ${fp.problem}`;
     if (run.title !== title) run.title = title;
+    if (!tx.title) tx.title = "DATA TX: the web server is sending";
     last = { beats: fp.beats, tx: fp.tx };
   }
 
