@@ -3,8 +3,12 @@
 A record says "``by`` adopts (or removes) unit ``id`` with key ``key``", signed with ``by``'s
 key, at Lamport time ``t``. A unit takes in a record only when its signer is itself or an
 adopted unit, keeps the newest record per (id, key) (last writer wins, ``t`` then ``by``),
-and sends its whole set in every envelope. So adopting a unit on one unit adopts it on every
-unit that trusts that one, and a removal spreads the same way.
+and sends its whole set in every envelope. It also keeps and sends the first adoption it took
+of each unit (its *root*): every record is taken because its signer was trusted then, so the
+roots always chain back to the unit that took them, and a unit that trusts that one can
+follow the chain even where newer records of the same adoption were signed by others. So
+adopting a unit on one unit adopts it on every unit that trusts that one, and a removal
+spreads the same way.
 
 Joining: a unit that has adopted nobody yet, handed a record in which a unit adopts it, adopts
 that unit in return (a ``join`` record, honoured only by the unit that wrote it, never sent):
@@ -90,7 +94,8 @@ class TrustSet:
     def __init__(self, unit_id: str, identity: Identity, folder: Path | None = None) -> None:
         self.unit_id = unit_id
         self.identity = identity
-        self.records: dict[tuple[str, str], Record] = {}
+        self.records: dict[tuple[str, str], Record] = {}  # the newest per (id, key)
+        self.roots: dict[tuple[str, str], Record] = {}  # the first adoption taken, kept
         self.lamport = 0
         self._path = None if folder is None else folder / TRUST_FILE
         self._verified: set[str] = set()  # signatures already checked
@@ -118,7 +123,8 @@ class TrustSet:
 
     def wire(self) -> list[dict[str, Any]]:
         """The records that travel (``join`` ones stay here), newest first."""
-        out = sorted((r for r in self.records.values() if r.op != "join"), key=lambda r: -r.t)
+        both = {r.sig: r for r in [*self.records.values(), *self.roots.values()]}
+        out = sorted((r for r in both.values() if r.op != "join"), key=lambda r: -r.t)
         return [r.to_wire() for r in out[:MAX_RECORDS]]
 
     def rows(self) -> list[dict[str, Any]]:
@@ -147,7 +153,7 @@ class TrustSet:
         body = Record(op, unit_id, key, self.lamport, self.unit_id, self.identity.public_hex, "")
         record = Record(**{**body.__dict__, "sig": self.identity.sign(body.signed_bytes())})
         self._verified.add(record.sig)
-        self.records[(unit_id, key)] = record
+        self._store(record)
         _LOG.info("unit %s (key %s…) %s here", unit_id, key[:8], op)
         if save:
             self._save()
@@ -175,15 +181,26 @@ class TrustSet:
             self._save()
         return changed
 
+    def _store(self, record: Record) -> None:
+        member = (record.id, record.key)
+        self.records[member] = record
+        if record.op == "remove":
+            self.roots.pop(member, None)
+        else:
+            self.roots.setdefault(member, record)
+
     def _take(self, record: Record) -> bool:
-        current = self.records.get((record.id, record.key))
+        member = (record.id, record.key)
+        current = self.records.get(member)
         if current is not None and (current.t, current.by) >= (record.t, record.by):
+            if current.op != "remove" and member not in self.roots and self._valid(record):
+                self.roots[member] = record  # an older adoption: the root to pass on
             return False
         if current is not None and current.op == "join" and record.op == "adopt":
             return False  # already adopted, by joining
         if not self._valid(record):
             return False
-        self.records[(record.id, record.key)] = record
+        self._store(record)
         self.lamport = max(self.lamport, record.t)
         return True
 
@@ -219,6 +236,7 @@ class TrustSet:
         except (OSError, ValueError) as exc:
             _LOG.error("%s unreadable (%s): no unit adopted until re-adopted", self._path, exc)
             return
+        loaded: list[Record] = []
         for raw in data.get("records", []) if isinstance(data, dict) else []:  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
             own_join = isinstance(raw, dict) and raw.get("op") == "join"  # pyright: ignore[reportUnknownMemberType]
             try:
@@ -228,13 +246,16 @@ class TrustSet:
             if own_join:
                 record = Record(**{**record.__dict__, "op": "join"})
             if record.op == "join" or self._valid(record):
-                self.records[(record.id, record.key)] = record
-                self.lamport = max(self.lamport, record.t)
+                loaded.append(record)
+        for record in sorted(loaded, key=lambda r: (r.t, r.by)):  # roots first, newest last
+            self._store(record)
+            self.lamport = max(self.lamport, record.t)
 
     def _save(self) -> None:
         if self._path is None:
             return
-        body = {"v": 2, "records": [r.to_wire() for r in self.records.values()]}
+        both = {r.sig: r for r in [*self.records.values(), *self.roots.values()]}
+        body = {"v": 2, "records": [r.to_wire() for r in both.values()]}
         try:
             write_atomic(self._path, json.dumps(body, indent=1).encode(), 0o644)
         except OSError as exc:

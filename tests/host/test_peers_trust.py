@@ -111,3 +111,29 @@ def test_records_out_of_schema_are_refused(change: dict[str, object]) -> None:
     a.adopt(B, "b" * 64)
     with pytest.raises(RecordError):
         parse_record({**a.wire()[0], **change})
+
+
+def test_a_joining_unit_follows_the_chain_of_roots() -> None:
+    """A, B and C adopted each other, each taking the others' records too; the newest record
+    of B's and C's adoptions on A may be signed by C and B. D, adopted by A and trusting only
+    A, still comes to trust B and C: A also sends the first adoption it took of each (its)."""
+    a, b, c, d = unit(A), unit(B), unit(C), unit(D)
+    a.adopt(B, key(b))
+    a.adopt(C, key(c))
+    b.adopt(A, key(a))
+    c.adopt(A, key(a))
+    b.merge(records(a))
+    c.merge(records(a))
+    b.adopt(C, key(c))  # already adopted on B (by A's record): no new record
+    c.remove(B)
+    c.merge(records(a))  # A's adoption of B is older than C's removal: B stays removed on C
+    b.lamport += 10
+    b.records.pop((C, key(c)))
+    b.adopt(C, key(c))  # a newer adoption of C, signed by B
+    c.lamport += 20
+    c.adopt(B, key(b))  # a newer adoption of B, signed by C
+    a.merge(records(b) + records(c))
+    assert a.records[(B, key(b))].by == C and a.records[(C, key(c))].by == B
+    a.adopt(D, key(d))
+    assert d.merge(records(a))
+    assert d.state(B, key(b)) == "adopted" and d.state(C, key(c)) == "adopted"
