@@ -91,7 +91,7 @@ class GpioLines:
             return None
         try:
             request = request_lines(config.chip, consumer=CONSUMER, config=line_settings(config))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # whatever libgpiod raises: the LEDs never stop the service
             _LOG.warning(
                 "front panel: cannot request lines %d, %d, %d of %s: %s (check "
                 "[frontpanel] and that the service's user is in the gpio group); shown in "
