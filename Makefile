@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-DEBIAN_PACKAGES := chromium socat tmux mosquitto iproute2 faketime
+DEBIAN_PACKAGES := chromium socat tmux mosquitto iproute2 faketime prometheus
 # Building MicroPython (make firmware) and running it on the emulated RP2040 (rp2040js).
 # NAME:COMMAND = needed only while COMMAND is missing (nodesource's nodejs bundles npm, and
 # Debian's npm conflicts with it).

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from host.busmaster import BusMaster, CycleSettings
 from host.config import ServiceConfig
 from host.export.mqtt import MqttExporter
+from host.export.targets import SiteTargets
 from host.frontpanel import FrontPanel, Health, web_serving
 from host.meter import Freshness, MeterReader, MeterReadings, load_profile
 from host.peers.directory import PeerDirectory
@@ -193,6 +194,9 @@ class Service:
         if parts.peers is not None:
             parts.peers.web_port = int(getattr(self.stop_web, "port", parts.config.web.port))
             tasks.append(asyncio.create_task(_keep_peers(parts.peers), name="peers"))
+        prometheus = parts.config.prometheus
+        if self.stop_web is not None and prometheus.enabled and prometheus.file_sd is not None:
+            tasks.append(_file_sd_task(parts, int(getattr(self.stop_web, "port", 0))))
         panel = self._front_panel(parts, tasks)
         tasks.append(asyncio.create_task(panel.run(), name="frontpanel"))
         self.ready.set()
@@ -289,6 +293,20 @@ def _meter_freshness(state: UnitState, freshness: Freshness) -> None:
     state.meter_error(
         state.now(), f"meter {freshness.value}", offline=freshness is Freshness.OFFLINE
     )
+
+
+def _file_sd_task(parts: ServiceParts, web_port: int) -> asyncio.Task[None]:
+    """The Prometheus target list (this unit and its peers) kept in export.prometheus.file_sd."""
+    cfg = parts.config
+    assert cfg.prometheus.file_sd is not None
+    targets = SiteTargets(
+        cfg.unit.unit_id,
+        lambda: parts.state.snapshot().name,
+        web_host=cfg.web.host,
+        web_port=lambda: web_port or cfg.web.port,
+        peers=parts.peers,
+    )
+    return asyncio.create_task(targets.keep_file(cfg.prometheus.file_sd), name="prometheus-sd")
 
 
 async def _keep_peers(peers: PeerDirectory) -> None:

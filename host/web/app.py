@@ -25,7 +25,7 @@ from host.peers.directory import PeerDirectory
 from host.state import UnitState
 from host.storage.schema import StorageError
 from host.storage.store import Storage
-from host.web import frontpanel_routes
+from host.web import frontpanel_routes, metrics_routes
 from host.web.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -281,6 +281,7 @@ def create_app(context: WebContext, peers: PeerDirectory | None = None) -> web.A
         add_peer_routes(app, peers, status_guard=require_read)
         context.units.add_source(peers.rows)
         peers.on_change(context.units.changed)
+    metrics_routes.add_routes(app, context, peers, read_guard=require_read)  # Prometheus
     frontpanel_routes.add_routes(app)  # R13: DATA TX on every send, the virtual panel, RESET
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app
