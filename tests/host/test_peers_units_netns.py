@@ -438,14 +438,21 @@ def test_whole_units_find_each_other_over_mdns(lan: Lan, workdir: Path) -> None:
     # adopted while adopting nobody, joins the site: it lists 1-3 adopted too.
     adopted = adopt_on(site, 1, 4)
     assert adopted["status"] == 200 and adopted["row"]["trust"] == "adopted", adopted
+    if adopted["refused"]:
+        print("the admin's connection was refused at first:", adopted["refused"])
     at = watch_for(listed_as(site, [1, 2, 3], 4, "adopted", figures=True), 30.0,
                    "unit 4 adopted with figures on every unit", site)  # fmt: skip
     figures["adopted_to_figures_everywhere_s"] = at - adopted["t"]
     assert figures["adopted_to_figures_everywhere_s"] <= HOT_CONNECT_S, (figures, site.logs())
-    at = watch_for(all_see(site, [1, 2, 3, 4]), 30.0, "unit 4 sees the site", site)
-    figures["adopted_to_all_seen_s"] = at - adopted["t"]
-    assert all(row.get("trust") == "adopted" for uid, row in site.rows(4).items()
-               if uid in {unit_id(i) for i in (1, 2, 3)})  # fmt: skip
+
+    def joined() -> float | None:
+        times = [listed_as(site, [4], i, "adopted", figures=True)() for i in (1, 2, 3)]
+        return None if None in times else max(t for t in times if t is not None)
+
+    at = watch_for(joined, 30.0, "unit 4 lists 1-3 adopted with their figures", site)
+    figures["adopted_to_joined_s"] = at - adopted["t"]
+    assert figures["adopted_to_joined_s"] <= HOT_CONNECT_S, (figures, site.logs())
+    assert all_see(site, [1, 2, 3, 4])() is not None
     assert site.rows(1)[unit_id(4)]["number"] == 4  # adopted after 2 and 3
     assert site.rows(4)[unit_id(4)]["number"] == 1  # each unit first in its own order
 
@@ -623,8 +630,10 @@ async def rogue2(
 def adopt_main(base: str, target: str) -> dict[str, Any]:
     """Login, the discovered row's fingerprint, the adoption: ``{"status", "row", "t"}``."""
     import http.cookiejar
+    import urllib.error
     import urllib.request
 
+    refused: list[str] = []
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
 
@@ -632,8 +641,15 @@ def adopt_main(base: str, target: str) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "X-CSRF-Token": csrf}
         request = urllib.request.Request(base + path, data=data, headers=headers)
-        with opener.open(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
+        for attempt in range(6):  # a refused connection now and then (the web server busy)
+            try:
+                with opener.open(request, timeout=10) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.URLError as exc:
+                if isinstance(exc, urllib.error.HTTPError) or attempt == 5:
+                    raise
+                refused.append(f"{path}: {exc.reason}")
+                time.sleep(0.5)
 
     _, login = call("api/v1/login", {"password": PASSWORD})
     _, rows = call("api/v1/units")
@@ -641,7 +657,7 @@ def adopt_main(base: str, target: str) -> dict[str, Any]:
     status, adopted = call("api/v1/peers/adopt",
                            {"unit_id": target, "fingerprint": row["fingerprint"]},
                            login["csrf_token"])  # fmt: skip
-    return {"status": status, "row": adopted, "t": time.monotonic()}
+    return {"status": status, "row": adopted, "t": time.monotonic(), "refused": refused}
 
 
 def main(argv: list[str] | None = None) -> int:
