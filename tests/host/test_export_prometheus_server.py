@@ -1,0 +1,237 @@
+"""The Prometheus export against the real Prometheus server (Debian ``prometheus``): two virtual
+units as ``smartpdu run --config`` builds them (``tools.virtual.runvirtual.virtual_unit``: the
+real firmware, the meter simulator, the service with its web interface and peer exchange).
+
+Prometheus finds its targets only through unit X's ``export.prometheus.file_sd`` list. It
+scrapes X every second; a channel current and the L1 voltage read back through its query API
+match X's own API. Then unit Y starts and contacts X (``peers.static``): X's list gains Y
+and Prometheus scrapes Y with no change to its own configuration (a hot-connected unit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.host.webstack import free_port
+from tools.virtual.runvirtual import virtual_unit
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(PROMETHEUS is None, reason="no prometheus binary (Debian: prometheus)"),
+]
+
+KEY = "prometheus-site-key-0042"
+X_ID, Y_ID = "smartPDU00D0A1", "smartPDU00D0B2"
+SCRAPE_S = 1  # seconds (a Prometheus duration: an integer)
+
+SCENARIO = """\
+[scenario]
+description = "a smartPDU 36 with steady resistive loads"
+model = 36
+loop = false
+seed = 11
+
+[[load]]
+channels = "A1"
+kind = "resistive"
+amps = {amps}
+"""
+
+CONFIG = """\
+[unit]
+id = "{unit_id}"
+name = "{name}"
+
+[web]
+host = "127.0.0.1"
+port = {port}
+
+[storage]
+var_dir = "{var_dir}"
+
+[peers]
+site_key = "{key}"
+mdns = false
+static = {static}
+
+[export.prometheus]
+{file_sd}
+"""
+
+PROMETHEUS_YML = """\
+global:
+  scrape_interval: {interval}s
+  scrape_timeout: {interval}s
+scrape_configs:
+  - job_name: smartpdu
+    honor_labels: true
+    file_sd_configs:
+      - files: ["{file_sd}"]
+        refresh_interval: 1s
+"""
+
+
+def write_unit(folder: Path, unit_id: str, name: str, port: int, amps: float, **extra: Any) -> Path:
+    folder.mkdir()
+    (folder / "show.toml").write_text(SCENARIO.format(amps=amps))
+    config = folder / "smartpdu.toml"
+    file_sd = f'file_sd = "{extra["file_sd"]}"' if "file_sd" in extra else ""
+    config.write_text(
+        CONFIG.format(
+            unit_id=unit_id, name=name, port=port, var_dir=folder / "var", key=KEY,
+            static=json.dumps(extra.get("static", [])), file_sd=file_sd,
+        )
+    )  # fmt: skip
+    return config
+
+
+@pytest.fixture
+async def workdir() -> AsyncIterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="spdu15p-"))  # short: UNIX socket paths
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.25)
+
+
+@contextlib.contextmanager
+def prometheus_server(folder: Path, file_sd: Path, port: int) -> Any:
+    assert PROMETHEUS is not None
+    folder.mkdir()
+    config = folder / "prometheus.yml"
+    config.write_text(PROMETHEUS_YML.format(interval=SCRAPE_S, file_sd=file_sd))
+    log = (folder / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield proc
+    except BaseException:
+        print("prometheus log:", (folder / "prometheus.log").read_text()[-3000:])
+        print("target list:", file_sd.read_text() if file_sd.exists() else "(none)")
+        raise
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+async def test_prometheus_scrapes_units_found_through_file_sd(workdir: Path) -> None:
+    x_port, y_port, prom_port = free_port(), free_port(), free_port()
+    sd = workdir / "sd"
+    sd.mkdir()
+    file_sd = sd / "smartpdu.json"
+    x_config = write_unit(workdir / "x", X_ID, "Stage left", x_port, 6.5, file_sd=file_sd)
+    y_config = write_unit(
+        workdir / "y", Y_ID, "Front of house", y_port, 3.0, static=[f"127.0.0.1:{x_port}"]
+    )
+    prom = f"http://127.0.0.1:{prom_port}"
+    async with contextlib.AsyncExitStack() as stack:
+        x = await stack.enter_async_context(
+            virtual_unit(x_config.parent / "show.toml", config_file=x_config)
+        )
+        stack.enter_context(prometheus_server(workdir / "prom", file_sd, prom_port))
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+
+        async def get(url: str) -> Any:
+            async with session.get(url) as response:
+                assert response.status == 200, url
+                return await response.json()
+
+        async def query(expr: str) -> list[dict[str, Any]]:
+            try:
+                async with session.get(f"{prom}/api/v1/query", params={"query": expr}) as r:
+                    body = await r.json()
+            except aiohttp.ClientError:
+                return []  # not listening yet
+            assert body["status"] == "success", body
+            return body["data"]["result"]
+
+        async def from_both(expr: str, api: Callable[[], Any]) -> tuple[float, list[float]]:
+            """Prometheus's latest value, and the unit's API just before and after."""
+            before = await api()
+            result = await until(lambda: query(expr), 90, f"{expr} in Prometheus")
+            after = await api()
+            assert len(result) == 1, result
+            at, value = result[0]["value"]
+            assert time.time() - float(at) <= SCRAPE_S + 2.0  # the sample of the last scrape
+            return float(value), [before, after]
+
+        assert json.loads(file_sd.read_text())[0]["labels"] == {
+            "unit": X_ID,
+            "unit_name": "Stage left",
+        }
+        x_api = f"{x.url}api/v1/units/{X_ID}"
+
+        async def a1_current() -> float | None:
+            return (await get(f"{x_api}/channels/A1"))["current_a"]
+
+        await until(a1_current, 90, "A1 live on X")
+        value, api = await from_both(
+            f'smartpdu_output_current_amperes{{unit="{X_ID}",channel="A1"}}', a1_current
+        )
+        assert all(abs(value - v) <= 0.05 for v in api), (value, api)
+        assert abs(value - 6.5) <= 0.3
+
+        async def l1_voltage() -> float | None:
+            readings = (await get(f"{x_api}/meter"))["readings"]
+            found = [r for r in readings if r["name"] == "l1_voltage" and r["freshness"] == "live"]
+            return found[0]["value"] if found else None
+
+        await until(l1_voltage, 90, "the meter's L1 voltage live on X")
+        value, api = await from_both(
+            f'smartpdu_mains_voltage_volts{{unit="{X_ID}",phase="L1"}}', l1_voltage
+        )
+        assert all(v is not None and abs(value - v) <= 1.0 for v in api), (value, api)
+
+        # --- a second unit connects: X's list gains it, Prometheus scrapes it.
+        await stack.enter_async_context(
+            virtual_unit(y_config.parent / "show.toml", config_file=y_config)
+        )
+
+        async def y_listed() -> bool:
+            return Y_ID in {t["labels"]["unit"] for t in json.loads(file_sd.read_text())}
+
+        await until(y_listed, 60, "Y in X's file_sd list")
+        targets = await get(f"{x.url}api/v1/prometheus/targets")
+        assert [t["labels"]["unit"] for t in targets] == [X_ID, Y_ID]
+        assert targets[1]["targets"] == [f"127.0.0.1:{y_port}"]
+        assert targets[1]["labels"]["unit_name"] == "Front of house"
+        up = await until(lambda: query(f'up{{unit="{Y_ID}"}} == 1'), 60, "Y scraped")
+        assert up[0]["metric"]["instance"] == f"127.0.0.1:{y_port}"
+        await until(
+            lambda: query(f'smartpdu_output_current_amperes{{unit="{Y_ID}",channel="A1"}} > 2.5'),
+            90,
+            "Y's A1 current in Prometheus",
+        )
