@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from host.config import default_config
+from host.peers.directory import PeerDirectory
+from host.peers.envelope import LocalStatus
 from host.state import Event, EventKind, Severity, UnitState
 from host.storage.store import Storage
 from host.web import WebContext, create_app
@@ -43,7 +45,10 @@ def test_openapi_document_is_valid() -> None:
 
 def test_every_route_is_documented() -> None:
     state = make_state()
-    app = create_app(WebContext(config=default_config(), state=state, storage=None))  # type: ignore[arg-type]
+    # With a peer directory, as the service runs it: the peers routes are part of the API.
+    peers = PeerDirectory(UNIT, web_port=8080, local=LocalStatus)  # type: ignore[arg-type]
+    context = WebContext(config=default_config(), state=state, storage=None)  # type: ignore[arg-type]
+    app = create_app(context, peers)
     routes = {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()
