@@ -244,6 +244,9 @@ def run(
 ) -> dict[str, Any]:
     figures = asyncio.run(_bus_bench(boards, baud, seconds))
     figures.update(_service_bench(cpu_window_s))
+    from tools.bench import export_bench  # imports this module's helpers
+
+    figures.update(export_bench.run())  # export.metrics_scrape_ms (72 outputs)
     return figures
 
 
