@@ -426,13 +426,15 @@ async def test_supervision_raises_the_triangle(web: Harness) -> None:
 
 
 async def test_no_endpoint_can_switch_anything(web: Harness) -> None:
-    """R7: the only writes are settings, the session and a virtual panel press."""
+    """R7: the only writes are settings, the session, a virtual panel press and the front
+    panel's RESET (which restarts this web server, nothing else)."""
     writes = sorted(
         (route.method, route.resource.canonical)
         for route in web.client.app.router.routes()  # type: ignore[union-attr]
         if route.method not in ("GET", "HEAD") and route.resource is not None
     )
     assert writes == [
+        ("POST", "/api/v1/frontpanel/reset"),
         ("POST", "/api/v1/login"),
         ("POST", "/api/v1/logout"),
         ("POST", "/api/v1/units/{unit_id}/groups/{group}/panel/press"),
