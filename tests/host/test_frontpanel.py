@@ -17,7 +17,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -186,6 +186,13 @@ def notifier_for(listener: NotifyListener, watchdog_s: float) -> SystemdNotifier
     )
 
 
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
 # ----------------------------------------------------------------------------- the lines
 
 
@@ -222,7 +229,7 @@ async def test_heartbeat_flashes_run_and_data_tx_pulses(chip: FakeChip) -> None:
     request = chip.request
     assert request.consumer == "smartpdu" and not panel.virtual
     beating = asyncio.create_task(panel.run())
-    await asyncio.sleep(0.75)
+    await until(lambda: len(request.times_set(panel.config.run_line, Value.INACTIVE)) >= 3)
     for _ in range(5):
         panel.data_sent()
     await asyncio.sleep(0.1)
@@ -240,7 +247,7 @@ async def test_heartbeat_flashes_run_and_data_tx_pulses(chip: FakeChip) -> None:
 
 
 async def test_reset_is_debounced_and_holding_it_is_one_press(chip: FakeChip) -> None:
-    panel = FrontPanel(panel_config(chip, debounce_ms=30), Health(2.0))
+    panel = FrontPanel(panel_config(chip, debounce_ms=200), Health(2.0))
     restarts: list[float] = []
 
     async def restart() -> None:
@@ -250,24 +257,26 @@ async def test_reset_is_debounced_and_holding_it_is_one_press(chip: FakeChip) ->
     panel.start(request_lines=chip.request_lines)
     request = chip.request
     line = panel.config.reset_line
-    for level in (True, False, True, False, True):  # contact bounce within 30 ms
+    for level in (True, False, True, False, True):  # contact bounce, well within 200 ms
         request.drive(line, level)
         await asyncio.sleep(0.002)
-    await asyncio.sleep(0.4)  # held down: still one press
-    assert panel.gpio is not None and panel.gpio.presses == 1
+    gpio = panel.gpio
+    assert gpio is not None
+    await until(lambda: gpio.presses >= 1)
+    await asyncio.sleep(0.5)  # held down: still one press
+    assert gpio.presses == 1
     await panel.wait_reset()
     assert len(restarts) == 1
     request.drive(line, False)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
     request.drive(line, True)  # a glitch shorter than the debounce is no press
-    await asyncio.sleep(0.005)
     request.drive(line, False)
-    await asyncio.sleep(0.1)
-    assert panel.gpio.presses == 1
+    await asyncio.sleep(0.4)
+    assert gpio.presses == 1
     request.drive(line, True)  # released and pressed again: the second press
-    await asyncio.sleep(0.1)
+    await until(lambda: gpio.presses == 2)
     await panel.wait_reset()
-    assert panel.gpio.presses == 2 and len(restarts) == 2
+    assert len(restarts) == 2
     panel.close()
 
 
@@ -315,8 +324,8 @@ async def test_a_stalled_task_stops_heartbeat_and_watchdog(
     panel = FrontPanel(panel_config(chip), health, notifier=notifier_for(listener, 0.2))
     panel.start(request_lines=chip.request_lines)
     beating = asyncio.create_task(panel.run())
-    await asyncio.sleep(0.4)
-    assert panel.healthy and listener.times("WATCHDOG=1")
+    await until(lambda: bool(listener.times("WATCHDOG=1")))
+    assert panel.healthy
     stuck_at = time.monotonic()  # the counter stopped moving at ~0.5 s
     await asyncio.sleep(3.0)
     assert not panel.healthy and "bus-master made no progress" in panel.problem
@@ -328,8 +337,7 @@ async def test_a_stalled_task_stops_heartbeat_and_watchdog(
     assert chip.request.values[panel.config.run_line] is Value.INACTIVE
     task.cancel()  # an ended task is unhealthy too
     await asyncio.gather(task, return_exceptions=True)
-    await asyncio.sleep(0.3)
-    assert "bus-master has stopped" in panel.problem
+    await until(lambda: "bus-master has stopped" in panel.problem)
     beating.cancel()
     await asyncio.gather(beating, return_exceptions=True)
     panel.close()
