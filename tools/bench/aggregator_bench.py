@@ -10,7 +10,10 @@ and the service's CPU and memory on a loaded unit. Prints figures; asserts nothi
   ``rounds`` cycles), a read of a board's TELEMETRY (27 registers); 11-bit characters,
   t3.5 = 1.75 ms after request and reply, and 1 ms slave turnaround.
 - ``e2e.latency_ms_p99``: load step in the simulator (a board's waveform changes) → the unit
-  model shows a reading within 5 % of the new value.
+  model shows a reading within 5 % of the new value, checked as each REPORT of the stepped
+  board is applied; split into step → first REPORT with the value (``e2e.report_*``), the
+  board's REPORT spacing there (``e2e.report_gap_*``: the wait for the slot is at most that)
+  and REPORT → model (``e2e.model_*``).
 - ``host.cpu_pct_one_core``, ``host.rss_mb``: ``smartpdu serve`` (bus master, meter reader,
   state, storage, web server) for 6 boards + meter over ``cpu_window_s`` seconds, measured
   from /proc on that process alone; the virtual PDU runs in its own processes.
@@ -19,6 +22,7 @@ and the service's CPU and memory on a loaded unit. Prints figures; asserts nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,9 +38,11 @@ from typing import Any
 from host.busmaster import BusMaster, CycleSettings
 from host.config import default_config
 from host.state import StateBusListener, UnitState
+from host.state.bus import BoardLinkLike
 from host.transport import SerialTransport
 from protocol import layouts as L
 from protocol.consts import BUS_BAUD
+from protocol.messages import Report
 from tools.virtual.vboard import VirtualBoard
 from tools.virtual.vbus import VirtualBus
 
@@ -82,9 +88,10 @@ async def _bus_bench(boards: int, baud: int, seconds: float) -> dict[str, Any]:
             config = default_config(unit={"model": 72}, bus={"port": port, "baud": baud})
             state = UnitState(config)
             transport = SerialTransport(port, baud)
+            listener = _TimingListener(state)
             master = BusMaster(
                 transport.write,
-                StateBusListener(state),
+                listener,
                 CycleSettings(baud=baud, discover_every_s=2.0),
             )
             transport.on_data = master.feed
@@ -109,7 +116,7 @@ async def _bus_bench(boards: int, baud: int, seconds: float) -> dict[str, Any]:
                 rate = (master.reports - r0) / boards / elapsed
                 scheduled = (master.superframes - s0) * master.settings.rounds / elapsed
                 # Groups C-F are on one board each (A and B repeat when there are 8 boards).
-                latencies = await _latency_steps(vboards[2:6], state, steps=20)
+                timed = await _latency_steps(vboards[2:6], listener, steps=20)
                 bad = master.bad_frames
                 master_guard = master.guard_us
                 rounds = master.settings.rounds
@@ -119,8 +126,6 @@ async def _bus_bench(boards: int, baud: int, seconds: float) -> dict[str, Any]:
                 await transport.close()
                 await asyncio.gather(*(b.stop() for b in vboards))
     baseline = 1.0 / modbus_cycle_s(boards, baud, rounds)
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
     return {
         "bus.boards": boards,
         "bus.baud": baud,
@@ -131,37 +136,100 @@ async def _bus_bench(boards: int, baud: int, seconds: float) -> dict[str, Any]:
         "bus.cycle_rate_ratio_vs_modbus": round(rate / baseline, 3),
         "bus.slot_guard_us_final": master_guard,
         "bus.bad_frames": bad,
-        "e2e.latency_ms_p50": round(statistics.median(latencies), 1),
-        "e2e.latency_ms_p99": round(p99, 1),
-        "e2e.steps": len(latencies),
+        "e2e.latency_ms_p50": round(statistics.median(timed["total"]), 1),
+        "e2e.latency_ms_p99": _p(timed["total"], 0.99),
+        "e2e.steps": len(timed["total"]),
+        # Where it goes: step -> first REPORT with the value (board window, tx lead, slot,
+        # wire), the board's REPORT spacing there, REPORT -> model.
+        "e2e.report_latency_ms_p50": _p(timed["report"], 0.5),
+        "e2e.report_latency_ms_p99": _p(timed["report"], 0.99),
+        "e2e.report_gap_ms_p50": _p(timed["gap"], 0.5),
+        "e2e.report_gap_ms_p99": _p(timed["gap"], 0.99),
+        "e2e.model_latency_ms_p99": _p(timed["model"], 0.99),
     }
 
 
-async def _latency_steps(boards: list[VirtualBoard], state: UnitState, steps: int) -> list[float]:
-    """Step a channel's load and time until the model reads within 5 % of the new value."""
+@dataclasses.dataclass
+class _Step:
+    """One load step being timed (times are loop time, s)."""
+
+    group: str
+    channel: int  # 1..12
+    target_a: float
+    started: float
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    previous_report: float | None = None  # the board's last REPORT still short of the value
+    report_at: float | None = None  # the first REPORT within 5 % (received on the line)
+    model_at: float | None = None  # the model shows it
+
+    def close_to(self, amps: float | None) -> bool:
+        return amps is not None and abs(amps - self.target_a) <= 0.05 * self.target_a
+
+
+class _TimingListener(StateBusListener):
+    """The state's bus listener, also timing the current load step: right after each REPORT
+    of the stepped board is applied it checks that REPORT and the model (no polling loop
+    competing with the boards for the two cores, no 2 ms polling grain)."""
+
+    step: _Step | None = None
+
+    def report(self, link: BoardLinkLike, report: Report, received_at: float) -> None:
+        super().report(link, report, received_at)
+        step = self.step
+        if step is None or step.model_at is not None or link.group != step.group:
+            return
+        if step.report_at is None:
+            if not step.close_to(report.centiamps[step.channel - 1] / 100.0):
+                step.previous_report = received_at
+                return
+            step.report_at = received_at
+        amps = self.state.snapshot().channel(f"{step.group}{step.channel}").current_a
+        if step.close_to(amps):
+            step.model_at = time.monotonic()  # the loop's clock
+            step.done.set()
+
+
+async def _latency_steps(
+    boards: list[VirtualBoard], listener: _TimingListener, steps: int
+) -> dict[str, list[float]]:
+    """Step a channel's load and time until the model reads within 5 % of the new value,
+    split into step -> first REPORT with the value (the board's 200 ms window, its frame
+    built up to the sim UART's 20 ms lead before its slot, the wait for the slot, the wire),
+    the spacing of the board's REPORTs there (the slot's share is at most that) and REPORT
+    -> model."""
     loop = asyncio.get_running_loop()
-    out: list[float] = []
+    out: dict[str, list[float]] = {"total": [], "report": [], "gap": [], "model": []}
     levels = (4.0, 12.0)
     for k in range(steps):
         board = boards[k % len(boards)]
         channel = 1 + (k // len(boards)) % 12
         target = levels[k % 2]
-        cid = f"{board.group}{channel}"
         await board.set_load(channel, "resistive", levels[(k + 1) % 2])
         await asyncio.sleep(1.0)  # settle on the other level first
-        t0 = loop.time()
+        step = _Step(board.group, channel, target, loop.time())
+        listener.step = step
         await board.set_load(channel, "resistive", target)
-        while True:
-            amps = state.snapshot().channel(cid).current_a
-            if amps is not None and abs(amps - target) <= 0.05 * target:
-                out.append((loop.time() - t0) * 1000)
-                break
-            if loop.time() - t0 > 5:
-                out.append(5000.0)
-                break
-            await asyncio.sleep(0.002)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await step.done.wait()
+        listener.step = None
+        if step.model_at is None or step.report_at is None:
+            out["total"].append(5000.0)
+        else:
+            out["total"].append((step.model_at - step.started) * 1000)
+            out["report"].append((step.report_at - step.started) * 1000)
+            out["model"].append((step.model_at - step.report_at) * 1000)
+            if step.previous_report is not None:
+                out["gap"].append((step.report_at - step.previous_report) * 1000)
         await board.set_load(channel, "off", 0)
     return out
+
+
+def _p(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -247,6 +315,10 @@ def run(
     from tools.bench import export_bench  # imports this module's helpers
 
     figures.update(export_bench.run())  # export.metrics_scrape_ms (72 outputs)
+    from tools.bench import mqtt_bench  # imports this module's helpers too
+
+    # export.mqtt_msgs_per_s, host CPU with MQTT and a 5 s scrape (once: smartpdu bench repeats)
+    figures.update(mqtt_bench.run(repeats=1))
     return figures
 
 

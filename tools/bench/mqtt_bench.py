@@ -9,8 +9,9 @@ service process alone (/proc utime + stime, as ``aggregator_bench`` does).
 
 - ``export.mqtt_msgs_per_s`` (median, ``_worst`` = the highest): state messages per second
   at that load (mains once a second, channel currents beyond the 0.1 A deadband, events);
-- ``host.cpu_pct_one_core_mqtt`` (median, ``_worst``): the service's CPU with the export on;
-  the same without the export is ``host.cpu_pct_one_core_no_mqtt`` (run interleaved);
+- ``host.cpu_pct_one_core_mqtt`` (median, ``_worst``): the service's CPU with the exports on
+  as a site runs them (MQTT, and ``/metrics`` scraped every 5 s); the same without either is
+  ``host.cpu_pct_one_core_no_mqtt`` (run interleaved);
 - ``host.loadavg_1m``: the machine's load average at the end (a shared machine inflates CPU).
 """
 
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiomqtt
 
 from tools.bench.aggregator_bench import _proc_cpu_s
@@ -73,6 +75,16 @@ def _stop(proc: subprocess.Popen[Any] | asyncio.subprocess.Process | None) -> No
         os.killpg(proc.pid, signal.SIGTERM)
 
 
+async def _scrape_every(url: str, interval_s: float) -> None:
+    """GET /metrics like a Prometheus server with a 5 s scrape interval."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    await response.read()
+            await asyncio.sleep(interval_s)
+
+
 async def _one(work: Path, mqtt: bool, warmup_s: float, window_s: float) -> dict[str, float]:
     sim = subprocess.Popen(
         [sys.executable, "-m", "tools.virtual.vpdu", "--scenario", "bench72", "--workdir",
@@ -81,10 +93,12 @@ async def _one(work: Path, mqtt: bool, warmup_s: float, window_s: float) -> dict
     )  # fmt: skip
     broker = serve = None
     counter: asyncio.Task[None] | None = None
+    scraper: asyncio.Task[None] | None = None
     try:
         assert sim.stdout is not None
         ports = json.loads(sim.stdout.readline())
         port = _free_port()
+        web_port = _free_port()
         conf = work / "mosquitto.conf"
         conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
         broker = await asyncio.create_subprocess_exec(
@@ -97,12 +111,16 @@ async def _one(work: Path, mqtt: bool, warmup_s: float, window_s: float) -> dict
             f'[unit]\nmodel = 72\n[bus]\nport = "{ports["master"]}"\n'
             f'[meter]\nport = "{ports["meter"]}"\nbaud = {ports.get("meter_baud", 9600)}\n'
             f'[storage]\nvar_dir = "{work}"\ndatabase = "{work / "db.sqlite"}"\n'
-            f'[web]\nhost = "127.0.0.1"\nport = {_free_port()}\n[peers]\nenabled = false\n'
+            f'[web]\nhost = "127.0.0.1"\nport = {web_port}\n[peers]\nenabled = false\n'
             f'[export.mqtt]\nenabled = {"true" if mqtt else "false"}\nhost = "127.0.0.1"\n'
             f"port = {port}\n"
         )
         counts: dict[str, int] = {}
         counter = asyncio.create_task(_count(port, counts))
+        if mqtt:  # the exports as a site runs them: MQTT and a Prometheus scrape every 5 s
+            scraper = asyncio.create_task(
+                _scrape_every(f"http://127.0.0.1:{web_port}/metrics", 5.0)
+            )
         serve = subprocess.Popen(
             [sys.executable, "-m", "host", "--config", str(config)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -121,6 +139,10 @@ async def _one(work: Path, mqtt: bool, warmup_s: float, window_s: float) -> dict
             "cpu_pct": cpu,
         }
     finally:
+        if scraper is not None:
+            scraper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scraper
         if counter is not None:
             counter.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
