@@ -108,6 +108,11 @@ class MeterReader:
                 if result.isError():
                     return None
                 regs = list(result.registers)
+                if len(regs) < count:
+                    # A short answer (a garbled frame whose CRC happened to pass, a meter
+                    # that answers a different map): this read is lost, the reader goes on.
+                    _LOG.debug("meter answered %d of %d registers at %d", len(regs), count, start)
+                    return None
                 for reg in registers:
                     value = decode_float32(regs, reg.address - start)
                     if math.isfinite(value):

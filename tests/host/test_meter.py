@@ -72,3 +72,21 @@ async def test_reads_live_values_then_marks_stale_and_offline() -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+async def test_a_short_answer_loses_that_read_not_the_reader() -> None:
+    # A frame whose CRC passed but which carries fewer registers than asked for (seen once
+    # under load): before, decode_float32 raised IndexError and ended the meter task.
+    class ShortAnswer:
+        registers = [0x4366, 0x0000]  # two registers where a block of many was asked for
+
+        def isError(self) -> bool:  # pymodbus's name
+            return False
+
+    class Client:
+        async def read_input_registers(self, start: int, count: int, device_id: int) -> object:
+            return ShortAnswer()
+
+    reader = MeterReader("/dev/null", baud=9600)
+    reader._client = Client()  # type: ignore[assignment]  # pyright: ignore[reportPrivateUsage]
+    assert await reader.read_once() is None
