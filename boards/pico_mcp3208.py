@@ -17,11 +17,13 @@ GP26 / GP27 TM1637 CLK / DIO
 PIO0 runs the MCP3208 program (state machine 0), PIO1 the WS2812 program (state machine 4).
 """
 
+from protocol.consts import BUS_BAUD
+
 UART_ID = 0
 UART_TX = 0
 UART_RX = 1
 RS485_DE = 2
-BAUD = 115200
+BAUD = BUS_BAUD
 UART_RXBUF = 1024
 UART_TXBUF = 256
 BUTTON_PINS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)

@@ -28,6 +28,7 @@ from firmware.measurements import Measurements
 from firmware.slave import FW_VERSION, BusSlave
 from protocol import consts as C
 from protocol.errors import FieldError
+from protocol.layouts import pack_status
 
 _WDT_TIMEOUT_MS = 5000
 _TASK_STALL_MS = 2000  # a task that has not checked in for this long is hung
@@ -429,18 +430,15 @@ class StatusNodeApp:
 
     def pack(self, buf, off: int) -> int:
         """STATUS payload (called by the slave when it answers a POLL)."""
-        import struct
-
         uptime = self.slave.uptime_s()
         since = 0xFFFF
         if self.trip_count:
             since = min(uptime - self.trip_s, 0xFFFF)
         rx_errors = min(self.slave.counters.rx_errors, 0xFFFF)
-        struct.pack_into(
-            "<BBhIHHH", buf, off, self.inputs, self.cause, self.temperature, uptime,
+        return pack_status(
+            buf, off, self.inputs, self.cause, self.temperature, uptime,
             rx_errors, self.trip_count & 0xFFFF, since,
         )  # fmt: skip
-        return 14
 
     def _sample_inputs(self, now) -> None:
         status = self.board.status

@@ -41,6 +41,8 @@ from time import sleep_us, ticks_add, ticks_diff, ticks_us
 
 from micropython import const
 
+from protocol.consts import BITS_PER_CHAR, BUS_BAUD
+
 _SPIN_US = const(300)  # time left on the wire when send() stops sleeping and starts spinning
 _WAKE_US = const(1000)  # send_at: stop sleeping this long before the start and spin
 _RX_IDLE_BITS = const(32)  # PL011 receive timeout: 32 bit times after the last character
@@ -68,8 +70,8 @@ class Rs485:
         uart,
         de,
         *,
-        baud=115200,
-        bits_per_char=10,
+        baud=BUS_BAUD,
+        bits_per_char=BITS_PER_CHAR,
         rx_size=256,
         ring_size=0,
         line_errors=None,

@@ -21,9 +21,11 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.consts import BUS_BAUD
 from tools.virtual import timescale
 
 LOADS = {1: 5.0, 3: 7.5, 12: 12.0}  # output -> amperes
@@ -56,6 +58,62 @@ class Seen:
         pass
 
 
+@dataclass
+class ConsoleFigures:
+    """What the board's own console said during the trial (``heap``, ``errors``)."""
+
+    heap: list[int] = field(default_factory=list)
+    blocks: list[tuple[int, int]] = field(default_factory=list)  # (blocks, overruns) a second
+    per_block: int = 64
+    most_behind: int | None = None
+    board_bus: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, lines: list[str]) -> ConsoleFigures:
+        out = cls()
+        out.board_bus = [line.strip() for line in lines if re.search(r"\b(bus|tx): ", line)][-2:]
+        for line in lines:
+            if m := re.search(r"heap: used (\d+)", line):
+                out.heap.append(int(m.group(1)))
+            if m := re.search(r"adc: blocks (\d+)\s+overruns (\d+)", line):
+                out.blocks.append((int(m.group(1)), int(m.group(2))))
+            if m := re.search(r"samples/block (\d+)\s+most behind (\d+)", line):
+                out.per_block, out.most_behind = int(m.group(1)), int(m.group(2))
+        return out
+
+    def adc(self) -> tuple[float | None, int | None]:
+        """Samples per second per channel and blocks lost, from the first to the last count."""
+        if len(self.blocks) < 2:
+            return None, None
+        (b0, o0), (b1, o1) = self.blocks[0], self.blocks[-1]
+        span = (len(self.blocks) - 1) * 1.0  # one `errors` per simulated second
+        return (b1 - b0) * self.per_block / span, o1 - o0
+
+
+async def _exercise(
+    board: Any, recorder: Seen, seconds: float
+) -> tuple[float, dict[str, Any], dict[str, Any], ConsoleFigures]:
+    """Wait for the first REPORT, then press buttons and ask the console once a second."""
+    emu = board.emu
+    found = time.monotonic()
+    while not recorder.reports and time.monotonic() - found < 60:
+        await asyncio.sleep(0.2)
+    found_s = time.monotonic() - found
+    start = time.monotonic()
+    stats0 = await emu.stats()
+    seen = len(emu.console)
+    presses = 0
+    while time.monotonic() - start < seconds:
+        await asyncio.sleep(1.0)
+        presses += 1
+        await board.press(1 + presses % 12, hold_ms=100)  # the panel at work
+        await board.console("heap")
+        await board.console("errors")
+    await asyncio.sleep(0.5)
+    stats1 = await emu.stats()
+    return found_s, stats0, stats1, ConsoleFigures.parse(list(emu.console[seen:]))
+
+
 async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
     from host.busmaster import BusMaster, CycleSettings
     from host.transport import SerialTransport
@@ -63,74 +121,40 @@ async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
     from tools.virtual.vbus import VirtualBus
 
     workdir.mkdir(parents=True, exist_ok=True)
-    async with VirtualBus(115200, socket_path=str(workdir / "bus.sock")) as bus:
+    async with VirtualBus(BUS_BAUD, socket_path=str(workdir / "bus.sock")) as bus:
         port = bus.add_pty_endpoint("master")
         board = Rp2VirtualBoard("board-A", bus_socket=bus.socket_path, workdir=workdir, group="A")
         booted = time.monotonic()
         await board.start(timeout=600)
         boot_s = time.monotonic() - booted
-        emu = board.emu
-        assert emu is not None
+        assert board.emu is not None
         for ch, amps in LOADS.items():
             await board.set_load(ch, "resistive", amps)
         recorder = Seen()
-        transport = SerialTransport(port, 115200)
+        transport = SerialTransport(port, BUS_BAUD)
         master = BusMaster(transport.write, recorder, CycleSettings())
         transport.on_data = master.feed
         await transport.open()
         task = asyncio.create_task(master.run())
-        heap: list[int] = []
-        per_block, most_behind = 64, None
-        blocks: list[tuple[float, int, int]] = []
         try:
-            found = time.monotonic()
-            while not recorder.reports and time.monotonic() - found < 60:
-                await asyncio.sleep(0.2)
-            found_s = time.monotonic() - found
-            start = time.monotonic()
-            stats0 = await emu.stats()
-            seen = len(emu.console)
-            presses = 0
-            while time.monotonic() - start < seconds:
-                await asyncio.sleep(1.0)
-                presses += 1
-                await board.press(1 + presses % 12, hold_ms=100)  # the panel at work
-                await board.console("heap")
-                await board.console("errors")
-            await asyncio.sleep(0.5)
-            stats1 = await emu.stats()
-            board_bus = [
-                line.strip() for line in emu.console[seen:] if re.search(r"\b(bus|tx): ", line)
-            ][-2:]
-            for line in emu.console[seen:]:
-                if m := re.search(r"heap: used (\d+)", line):
-                    heap.append(int(m.group(1)))
-                if m := re.search(r"adc: blocks (\d+)\s+overruns (\d+)", line):
-                    blocks.append((time.monotonic(), int(m.group(1)), int(m.group(2))))
-                if m := re.search(r"samples/block (\d+)\s+most behind (\d+)", line):
-                    per_block, most_behind = int(m.group(1)), int(m.group(2))
+            found_s, stats0, stats1, console = await _exercise(board, recorder, seconds)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await transport.close()
             await board.stop()
     link = next(iter(master.boards.values()), None)
+    figures = _link_figures(recorder, link, stats1["sim_s"] - stats0["sim_s"])
+    figures.update(_chip_figures(console, stats0, stats1))
+    figures.update(boot_s=round(boot_s, 1), discovered_s=round(found_s, 1))
+    figures["uid"] = board.info.get("uid")
+    return figures
+
+
+def _link_figures(recorder: Seen, link: Any, sim_s: float) -> dict[str, Any]:
     rows = recorder.reports
     last = rows[-1][1].centiamps if rows else []
-    sim_s = stats1["sim_s"] - stats0["sim_s"]
-    loop1, loop0 = stats1["loop"], stats0["loop"]
-    idle = (loop1["idleNs"] - loop0["idleNs"]) / 1e9
-    adc_rate = None
-    overruns = None
-    if len(blocks) >= 2:
-        (_, b0, o0), (_, b1, o1) = blocks[0], blocks[-1]
-        span = (len(blocks) - 1) * 1.0  # one `errors` per simulated second
-        adc_rate = (b1 - b0) * per_block / span
-        overruns = o1 - o0
     return {
-        "boot_s": round(boot_s, 1),
-        "discovered_s": round(found_s, 1),
-        "uid": board.info.get("uid"),
         "bus_uid": link.uid.hex() if link else None,
         "info": bool(recorder.infos),
         "address": link.address if link else None,
@@ -140,14 +164,24 @@ async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
         "frames_ok": link.quality.frames_ok if link else 0,
         "crc_errors": link.quality.crc_errors if link else 0,
         "timeouts": link.quality.timeouts if link else 0,
+    }
+
+
+def _chip_figures(
+    console: ConsoleFigures, stats0: dict[str, Any], stats1: dict[str, Any]
+) -> dict[str, Any]:
+    sim_s = stats1["sim_s"] - stats0["sim_s"]
+    idle = (stats1["loop"]["idleNs"] - stats0["loop"]["idleNs"]) / 1e9
+    adc_rate, overruns = console.adc()
+    return {
         "sim_s": round(sim_s, 2),
-        "peak_heap_kb": round(max(heap) / 1024, 1) if heap else None,
+        "peak_heap_kb": round(max(console.heap) / 1024, 1) if console.heap else None,
         "adc_rate_hz": round(adc_rate, 1) if adc_rate else None,
         "adc_overruns": overruns,
-        "adc_most_behind": most_behind,
+        "adc_most_behind": console.most_behind,
         "cpu_pct": round(100 * (1 - idle / sim_s), 1) if sim_s else None,
         "max_lag_ms": round(stats1["maxLagMs"], 1),
-        "board_bus": board_bus,
+        "board_bus": console.board_bus,
         "bridge": {k: stats1.get(k, 0) for k in ("busTx", "busRx", "txWithoutDe", "txCut")},
         "resets": stats1["resets"],
     }

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from protocol.consts import BUS_BAUD
 from tools.rp2emu import PRODUCTION_IMAGE, EmulatedBoard, EmulatorError, Event
 from tools.virtual.vboard import PanelState, VirtualBoardError
 
@@ -49,7 +50,7 @@ class Rp2VirtualBoard:
         workdir: Path,
         group: str = "A",
         uid: str | None = None,
-        baud: int = 115200,
+        baud: int = BUS_BAUD,
         image: Path = PRODUCTION_IMAGE,
         pace: float = 1.0,
     ) -> None:
