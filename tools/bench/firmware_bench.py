@@ -61,6 +61,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol.consts import BUS_BAUD
 from tools.bench.accuracy_bench import BenchError, accuracy_and_speed, micropython_command
 from tools.bench.romfs_run import MOUNT_ROMFS
 
@@ -246,7 +247,7 @@ async def _run_workload(
     with tempfile.TemporaryDirectory() as tmp:
         work = _Workload(run, tmp, presses)
         command = work.command(monitor, romfs, seconds, period_ms)
-        bus = VirtualBus(115200, socket_path=work.bus_path)
+        bus = VirtualBus(BUS_BAUD, socket_path=work.bus_path)
         await bus.start()
         path = ".frozen" if romfs else f"{lib or REPO_ROOT}:.frozen"
         work.process = await asyncio.create_subprocess_exec(
