@@ -254,6 +254,9 @@ class LiveHub:
     def publish(self) -> Frame | None:
         """Build the view now and send what changed; None when nothing did."""
         started = time.perf_counter()
+        # The interval counts from the start of a build: neither the build nor a late
+        # wake-up stretches the next one (the frames keep to min_interval_s, not beyond).
+        building_at = self.clock()
         view = self.build()
         previous = self.frame
         patch = None if previous is None else merge_diff(previous.view, view)
@@ -263,7 +266,7 @@ class LiveHub:
         seq = 1 if previous is None else previous.seq + 1
         frame = Frame(seq, view, patch, self.clock())
         self.frame = frame
-        self._last_publish = frame.published_at
+        self._last_publish = building_at
         stats = self.stats
         stats.frames += 1
         stats.build_s += time.perf_counter() - started
@@ -276,6 +279,12 @@ class LiveHub:
         for callback in self.on_publish:
             callback(frame)
         return frame
+
+    def publish_due(self) -> float:
+        """When a change may go out: at once (now or earlier) when the last frame is older
+        than ``min_interval_s``, else exactly that interval after the last frame started.
+        Every change that arrives until then goes in that one frame."""
+        return self._last_publish + self.min_interval_s
 
     async def run(self) -> None:
         """Forever: wait for a change (while anyone listens), coalesce, publish. A failure
@@ -292,7 +301,7 @@ class LiveHub:
                     changed = True
                 if not changed and self.frame is not None:
                     continue
-                wait = self._last_publish + self.min_interval_s - self.clock()
+                wait = self.publish_due() - self.clock()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 self._poked = False

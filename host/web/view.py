@@ -355,7 +355,7 @@ def merge_diff(old: Any, new: Any) -> Any:
     (views keep their keys, so that is rare). ``apply_patch`` here and in app.js agree."""
     if not isinstance(old, dict) or not isinstance(new, dict):
         return new
-    if any(key not in new for key in old):  # pyright: ignore[reportUnknownVariableType]
+    if not old.keys() <= new.keys():
         return {REPLACE: new}
     patch: JSON = {}
     for key, value in new.items():  # pyright: ignore[reportUnknownVariableType]
