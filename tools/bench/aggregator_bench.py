@@ -65,6 +65,17 @@ def modbus_cycle_s(boards: int, baud: int, rounds: int) -> float:
     return total + modbus_transaction_s(telemetry_regs, baud) / rounds
 
 
+async def _all_online(master: BusMaster, task: asyncio.Task[Any], boards: int) -> None:
+    deadline = time.monotonic() + 60
+    while sum(1 for b in master.boards.values() if b.online) < boards:
+        if time.monotonic() > deadline:
+            states = {a: b.online for a, b in master.boards.items()}
+            if task.done():
+                task.result()  # the master itself failed: show why
+            raise RuntimeError(f"boards did not all come online: {states}")
+        await asyncio.sleep(0.1)
+
+
 async def _bus_bench(boards: int, baud: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="smartpdu-bench-") as tmp:
         work = Path(tmp)
@@ -99,14 +110,7 @@ async def _bus_bench(boards: int, baud: int, seconds: float) -> dict[str, Any]:
             task = asyncio.create_task(master.run())
             loop = asyncio.get_running_loop()
             try:
-                deadline = loop.time() + 60
-                while sum(1 for b in master.boards.values() if b.online) < boards:
-                    if loop.time() > deadline:
-                        states = {a: b.online for a, b in master.boards.items()}
-                        if task.done():
-                            task.result()  # the master itself failed: show why
-                        raise RuntimeError(f"boards did not all come online: {states}")
-                    await asyncio.sleep(0.1)
+                await _all_online(master, task, boards)
                 # Measure cycles only: no discovery rounds in the window.
                 master.settings = dataclasses.replace(master.settings, discover_every_s=3600)
                 await asyncio.sleep(1.0)
