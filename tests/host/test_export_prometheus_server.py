@@ -188,6 +188,11 @@ async def test_prometheus_scrapes_units_found_through_file_sd(workdir: Path) -> 
             assert time.time() - float(at) <= SCRAPE_S + 2.0  # the sample of the last scrape
             return float(value), [before, after]
 
+        async def target_list_written() -> bool:
+            return file_sd.exists()
+
+        # The service writes the list once its web server is up (slow on a loaded machine).
+        await until(target_list_written, 90, "X's file_sd target list")
         assert json.loads(file_sd.read_text())[0]["labels"] == {
             "unit": X_ID,
             "unit_name": "Stage left",
