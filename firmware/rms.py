@@ -35,8 +35,9 @@ broadcasts (``set_mains``), fractions of a sample carried over; a cycle that rea
 Per cycle and channel the kernel keeps sum(x), sum((x - 2048)^2), max and min; a ring holds
 the last ``MAX_WINDOW`` cycles. After every cycle the window of the last 10 cycles (12 when
 the mains frequency is 55 Hz or more) is evaluated, so a load change shows within a cycle
-or two, fully after one window (200 ms). Every 10/12 cycles a completed window also enters
-the 3 s aggregate (150/180 cycles, the quadratic mean of 15 windows, as IEC 61000-4-30
+or two, fully after one window (200 ms); the reported value shows it a cycle after it (the
+cycles since a step alone, ``firmware.rms_report``). Every 10/12 cycles a completed window
+also enters the 3 s aggregate (150/180 cycles, the quadratic mean of 15 windows, as IEC 61000-4-30
 aggregates its 10/12-cycle values): that is the steady reading for display and reports
 (for a small steady current averaged longer: ``firmware.rms_report``, "Steady reading").
 
@@ -147,7 +148,10 @@ _R_BAND = const(6)  # completed windows in the band (< 1: none yet)
 _R_LONG = const(8)  # the steady reading (3 s aggregate, extended while steady)
 _R_NB = const(9)  # completed blocks in it (0: the 3 s aggregate)
 _R_POST = const(10)  # completed windows since the last step (saturates)
-_NRS = const(11)
+_R_SINCE = const(11)  # cycles closed since the last step was seen (saturates at MAX_WINDOW)
+_R_SHORT = const(12)  # RMS of those cycles alone, while fewer than the window's
+_NRS = const(13)
+_RING_LEN = const(576)  # ring words after the per-channel slots: samples per cycle, by slot
 _EMPTY = const(0x3FFFFFFF)
 # Calibration words per channel
 _K_GAIN = const(0)
@@ -231,7 +235,7 @@ class RmsEngine:
         self._fixed_cycles = cycles
         self._scan = _zeros(_NSCAN)
         self._acc = _zeros(STRIDE * _NACC)
-        self._ring = _zeros(MAX_WINDOW * NCT * _NACC)
+        self._ring = _zeros(_RING_LEN + MAX_WINDOW)
         self._len = _zeros(MAX_WINDOW)  # samples per cycle, by ring slot
         self._len_q8 = _zeros(MAX_WINDOW)  # cycle length in 1/256 samples
         self._ctl = _zeros(_NCTL)
@@ -282,6 +286,7 @@ class RmsEngine:
             self._rst[ch * _NRS + _R_STEP] = 1
             self._rst[ch * _NRS + _R_BAND] = _BAND0 - 2
             self._rst[ch * _NRS + _R_CLO] = _EMPTY
+            self._rst[ch * _NRS + _R_SINCE] = MAX_WINDOW
             self._iq[2 * ch] = _BIAS
             self._iq[2 * ch + 1] = _BIAS
         self._fund[_F_SS] = _BIAS
@@ -454,7 +459,7 @@ class RmsEngine:
         learn_noise(self._pring, ctl, cal, out, self._nst)  # pyright: ignore[reportArgumentType]
         if push:
             steady(self._agg, self._blk, ctl, cal, out, rst, self._work)  # pyright: ignore[reportArgumentType]
-        choose_report(ctl, cal, out, rst, self._ext)  # pyright: ignore[reportArgumentType]
+        choose_report(ctl, cal, out, rst, self._ext, self._work)  # pyright: ignore[reportArgumentType]
         self._fund[_F_INC] = (1 << 24) // len_q8  # next cycle's phase step: as long as this
         self.cycles = (self.cycles + 1) & 0x3FFFFFFF
         if push and self._noise_left:

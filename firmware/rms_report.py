@@ -8,7 +8,12 @@ Reported value
 --------------
 ``report_ua`` is the reading to display and report: the 3 s aggregate while the load is
 steady, the 200 ms window after a load step until the aggregate has caught up (within 1/32
-of the window, or 13 completed windows after the step), 0 when the window reads 0. A step is
+of the window, or 13 completed windows after the step), 0 when the window reads 0. For the
+first cycles after a step, while the window still mixes in the old level, the RMS of the
+cycles closed since the step was seen alone (``_R_SHORT``, from ``rms_window``) is reported
+instead when it differs from the window by more than its own random error (4 sigma over its
+samples) and 1/32: a step shows a cycle after it (20 ms), not after 9-10 cycles; noise and a
+flickering load keep the window's steadier value. A step is
 the window leaving the band of window values seen since the previous step by more than
 1/32 of the aggregate: per cycle the extremes of the sliding window values are kept per
 aggregation slot, and the band spans the last (up to 15) completed slots from the second
@@ -52,7 +57,9 @@ AGG_WINDOWS = const(15)  # windows in the 3 s aggregate
 _LB = const(14)  # limb width of two-limb numbers: value = hi << 14 | lo
 _LM = const(0x3FFF)
 _BAND0 = const(4)  # _R_BAND is stored + 4
+_C_NCYC = const(1)  # cycles in the window
 _C_N = const(2)  # samples in the window
+_C_NC = const(3)  # samples in the cycle just closed
 _C_PUSH = const(4)  # 1: a window completed, add it to the aggregate
 _C_AHEAD = const(5)  # aggregate slot to fill
 _C_BDONE = const(11)  # 1: the window completed an aggregation block
@@ -70,7 +77,9 @@ _R_W = const(7)  # the window value of the cycle just closed
 _R_LONG = const(8)  # the steady reading (3 s aggregate, extended while steady)
 _R_NB = const(9)  # completed blocks in it (0: the 3 s aggregate)
 _R_POST = const(10)  # completed windows since the steady reading restarted
-_NRS = const(11)
+_R_SINCE = const(11)  # cycles closed since the last step was seen (saturates at MAX_WINDOW)
+_R_SHORT = const(12)  # RMS of those cycles alone, while fewer than the window's
+_NRS = const(13)
 _EMPTY = const(0x3FFFFFFF)
 # Calibration words per channel
 _K_GAIN = const(0)
@@ -162,11 +171,13 @@ def steady(agg: ptr32, blk: ptr32, ctl: ptr32, cal: ptr32, out: ptr32, rst: ptr3
 
 
 @micropython.viper
-def choose_report(ctl: ptr32, cal: ptr32, out: ptr32, rst: ptr32, ext: ptr32):
+def choose_report(ctl: ptr32, cal: ptr32, out: ptr32, rst: ptr32, ext: ptr32, work: ptr32):
     # After a cycle: the steady reading unless the window has left the band of the window
     # values since the last step (or, before there is one, the 3 s aggregate) by 1/32
     push = int(ctl[_C_PUSH])
     ahead = int(ctl[_C_AHEAD])
+    ncyc = int(ctl[_C_NCYC])
+    nc = int(ctl[_C_NC])
     c = 0
     while c < NCT:
         r = c * _NRS
@@ -220,12 +231,25 @@ def choose_report(ctl: ptr32, cal: ptr32, out: ptr32, rst: ptr32, ext: ptr32):
             step = 1
             if a == 0 or bc >= 1:  # the band restarts with the second window after this
                 rst[r + _R_BAND] = _BAND0 - 2
+            rst[r + _R_SINCE] = 0
         elif step and (d <= m or bc >= AGG_WINDOWS - 2):
             step = 0
         rst[r + _R_STEP] = step
         v = wv if step else int(rst[r + _R_LONG])
         if wv == 0:
             v = 0
+        # Just after a step the window still mixes in the old level: the cycles since the
+        # step alone, when they differ from it by more than their own random error (4 sigma)
+        # and 1/32, so noise and a flickering load keep the window's steadier value
+        since = int(rst[r + _R_SINCE])
+        if step and since >= 1 and since < ncyc:
+            s = int(rst[r + _R_SHORT])
+            t = (int(cal[c * _NCAL + _K_NOISE]) << 14) // (since * nc)
+            tol = int(isqrt(t >> _LB, t & _LM, work)) + 1
+            if tol < (wv >> 5):
+                tol = wv >> 5
+            if (s - wv if s > wv else wv - s) > tol:
+                v = s
         gain = int(cal[c * _NCAL + _K_GAIN])
         out[_O_REPORT + c] = (v >> 9) * gain + (((v & 511) * gain + 256) >> 9)
         c += 1

@@ -21,6 +21,7 @@ cycle sum(x)                    80 * 4095 < 2^19        one word
 cycle sum(d^2)                  80 * 2^22 < 2^28.4      one word
 window sum(x), abs(sum(d))      < 2^22, < 2^21          one word
 window sum(d^2)                 960 * 2^22 < 2^32       two limbs of 14 bits (hi < 2^18)
+cycles since a step (< window)  the window's bounds      the same (fewer cycles)
 n * sum(d^2), sum(d)^2, V       < 2^42                  two limbs (hi < 2^28)
 isqrt(V), its remainder * 4     < 2^21, < 2^24          one word, digit by digit
 window RMS in counts * 2^9      < 2^20 (root * 2^9 < 2^30)
@@ -56,6 +57,7 @@ _MID = const(2048)
 _LB = const(14)  # limb width of two-limb numbers: value = hi << 14 | lo
 _LM = const(0x3FFF)
 _MAX_NOISE = const(1 << 12)  # Q8 counts^2 (16 counts^2): noise + floor < 2^13
+_GATE_K2 = const(4718592)  # (6 sigma)^2 * 2 * 256^2: the gate's margin, Q8, times n
 _OFF_SPAN = const(2048)  # offset clamp, Q4 counts (+-128 counts around mid-rail)
 # Scan state (array 'i')
 _S_ARMED = const(0)
@@ -90,7 +92,10 @@ _R_W = const(7)  # the window value of the cycle just closed
 _R_LONG = const(8)  # the steady reading (3 s aggregate, extended while steady)
 _R_NB = const(9)  # completed blocks in it (0: the 3 s aggregate)
 _R_POST = const(10)  # completed windows since the last step (saturates)
-_NRS = const(11)
+_R_SINCE = const(11)  # cycles closed since the last step was seen (saturates at MAX_WINDOW)
+_R_SHORT = const(12)  # RMS of those cycles alone, while fewer than the window's
+_NRS = const(13)
+_RING_LEN = const(576)  # ring words after the per-channel slots: samples per cycle, by slot
 # Calibration words per channel
 _K_GAIN = const(0)
 _K_NOISE = const(1)
@@ -243,6 +248,7 @@ def close_window(
         ring[r + _A_S2] = cs2
         ring[r + _A_MAX] = acc[a + _A_MAX]
         ring[r + _A_MIN] = acc[a + _A_MIN]
+        ring[_RING_LEN + head] = nc
         acc[a + _A_S1] = 0
         acc[a + _A_S2] = 0
         acc[a + _A_MAX] = 0
@@ -337,6 +343,38 @@ def close_window(
         # Cycle RMS, offset removed the same way (a trip shows in the very next cycle)
         cq9 = int(_rms_q9(nc, cs1, cs2 >> _LB, cs2 & _LM, noise, cfloor, work))
         out[_O_CYCLE + c] = (cq9 >> 9) * gain + (((cq9 & 511) * gain + 256) >> 9)
+
+        # After a load step: the RMS of the cycles since the step was seen alone, so the new
+        # level shows a cycle after the step, not once the whole window has passed it
+        r = c * _NRS
+        since = rst[r + _R_SINCE]
+        if since < MAX_WINDOW:
+            since += 1
+            rst[r + _R_SINCE] = since
+        if since < ncyc:
+            s1 = 0
+            hi = 0
+            lo = 0
+            sn = 0
+            slot = head
+            i = 0
+            while i < since:
+                k = (slot * NCT + c) * _NACC
+                s1 += ring[k + _A_S1]
+                s2 = ring[k + _A_S2]
+                hi += s2 >> _LB
+                lo += s2 & _LM
+                sn += ring[_RING_LEN + slot]
+                slot = slot - 1 if slot else MAX_WINDOW - 1
+                i += 1
+            # the gate's margin for sn samples: 6 sigma of the variance estimate
+            t = _GATE_K2 // sn
+            sfloor = (noise * int(isqrt(t >> _LB, t & _LM, work))) >> 8
+            if sfloor < floor:
+                sfloor = floor
+            if sfloor >= _MAX_NOISE:
+                sfloor = _MAX_NOISE - 1
+            rst[r + _R_SHORT] = int(_rms_q9(sn, s1, hi, lo, noise, sfloor, work))
 
         # 3 s aggregate: quadratic mean of the last AGG_WINDOWS window values
         if push:

@@ -181,7 +181,7 @@ for ch in range(11):
     sim.set_load(ch, RESISTIVE, 160)
 run(sim, engine, 3205 * 35)
 steady = ma(engine.avg_ua)[:11]
-blocks = [engine._rst[ch * 11 + 9] for ch in range(11)]
+blocks = [engine._rst[ch * 13 + 9] for ch in range(11)]  # _NRS, _R_NB
 sim.set_load(0, RESISTIVE, 200)
 report = []
 run(sim, engine, 3205 * 4, lambda: report.append(engine.report_ua[0] // 1000))
