@@ -32,9 +32,11 @@ ADC_SCLK = 18
 ADC_DIN = 19
 ADC_CS_A = 20  # ADC B's CS is ADC_CS_A + 1
 ADC_SM = 0
-# A ring of 4 DMA buffers of 32 instants (10 ms each; the RAM of a 64-instant ping-pong):
-# the sample task may fall 3 blocks (30 ms) behind a busy moment before one is lost.
-SAMPLES_PER_BLOCK = 32
+# A ring of 4 DMA buffers of 64 instants (20 ms each, 6.5 KB): the sample task may fall 3
+# blocks (60 ms) behind a busy moment before one is lost. 30 ms (4 x 32) was not enough: a
+# garbage collection holds the core ~14 ms, a bus frame's handling up to ~15 ms, and the
+# sample task's own block up to ~7 ms, back to back (measured on the emulated chip).
+SAMPLES_PER_BLOCK = 64
 ADC_RING = 4
 SAMPLE_PERIOD_NS = 312_000  # = firmware.rms.SAMPLE_US: 3205.1 samples/s per channel
 LED_PIN = 22

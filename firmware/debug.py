@@ -9,6 +9,7 @@ The commands are listed in ``HELP`` below (``help`` prints it).
 """
 
 import asyncio
+import time
 
 from protocol import consts as C
 
@@ -65,10 +66,12 @@ def heap() -> tuple:
     """Bytes of heap in use and free after a full garbage collection."""
     import gc
 
+    t0 = time.ticks_us()
     gc.collect()
+    took = time.ticks_diff(time.ticks_us(), t0)
     used = gc.mem_alloc()  # pyright: ignore[reportAttributeAccessIssue]
     free = gc.mem_free()  # pyright: ignore[reportAttributeAccessIssue]
-    print("heap: used %d free %d" % (used, free))
+    print("heap: used %d free %d  collect %d us" % (used, free, took))
     return used, free
 
 
@@ -279,33 +282,72 @@ def set_group(letter: str) -> None:
     print("group %s (saved)" % letter.upper())
 
 
-def errors() -> None:
+def error_lines() -> list:
+    """The ``errors`` report, one string per line (the per-read maxima start again)."""
     app = _require_app()
     c = app.slave.counters
     rs485 = app.board.rs485
-    print(
+    lines = [
         "bus: frames %d  rx errors %d  naks %d  tx %d  overruns %d  late slots %d"
         % (c.rx_frames, c.rx_errors, c.naks, c.tx_frames, rs485.overruns, c.late_slots)
-    )
+    ]
     timed = getattr(rs485, "_timed_tx", None)
     if timed is not None:
-        print("tx: late starts %d  slow ends %d" % (timed.late_starts, timed.slow_ends))
+        lines.append("tx: late starts %d  slow ends %d" % (timed.late_starts, timed.slow_ends))
     h = app.health
+    run_us = h.run_us
     for i in range(len(h.names)):
-        print("task %-8s crashes %d" % (h.names[i], h.crashes[i]))
+        # the longest stretch the task held the core without yielding since the last read
+        lines.append(
+            "task %-8s crashes %d  longest run %d us" % (h.names[i], h.crashes[i], run_us[i])
+        )
+        run_us[i] = 0
     if h.last_error:
-        print("last error: " + h.last_error)
+        lines.append("last error: " + h.last_error)
     adc = getattr(app.board, "adc", None)
     if adc is not None:
-        print(
-            "adc: blocks %d  overruns %d  samples/block %d  most behind %d"
-            % (adc.blocks, adc.overruns, adc.samples_per_block, getattr(adc, "most_behind", 0))
+        behind = getattr(adc, "behind", None)
+        lines.append(
+            "adc: blocks %d  overruns %d  samples/block %d  most behind %d%s"
+            % (
+                adc.blocks,
+                adc.overruns,
+                adc.samples_per_block,
+                getattr(adc, "most_behind", 0),
+                "" if behind is None else "  since last %d" % behind,
+            )
         )
-    print("watchdog: feeds %d" % app.board.wdt.feeds)
+        if behind is not None:
+            adc.behind = 0
+    lines.append("watchdog: feeds %d" % app.board.wdt.feeds)
+    return lines
+
+
+def errors() -> None:
+    for line in error_lines():
+        print(line)
+
+
+def _ran(t0) -> None:
+    # The console held the core since ticks_us t0 (the task's longest run, see errors).
+    app = _app
+    if app is not None and "console" in app.TASKS:
+        app.health.ran(app.TASKS.index("console"), t0)
+
+
+async def _print_lines(lines) -> None:
+    # One line at a time, yielding between them: the USB CDC's transmit FIFO holds 256
+    # bytes and print() waits, holding the core, while the host empties a fuller one.
+    for line in lines:
+        t0 = time.ticks_us()
+        print(line)
+        _ran(t0)
+        await asyncio.sleep_ms(1)
 
 
 async def run_command(line: str) -> None:
     """Parse and run one console line; errors are printed, never raised."""
+    t0 = time.ticks_us()
     words = line.split()
     if not words:
         return
@@ -339,7 +381,10 @@ async def run_command(line: str) -> None:
             app.identify(int(args[0]) if args else 10)
             print("identify")
         elif cmd == "errors":
-            errors()
+            lines = error_lines()
+            _ran(t0)
+            await _print_lines(lines)
+            t0 = time.ticks_us()
         elif cmd == "info":
             info()
         elif cmd == "heap":
@@ -355,3 +400,4 @@ async def run_command(line: str) -> None:
     except Exception as exc:  # the console must survive any command
         print("error: %r" % exc)
     print("smartpdu> ", end="")
+    _ran(t0)  # (a command that awaits, like currents, counts its whole time)

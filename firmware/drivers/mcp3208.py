@@ -318,6 +318,7 @@ class Mcp3208Stream:
         self.blocks = 0
         self.overruns = 0  # blocks the consumer never took
         self.most_behind = 0  # most blocks ever waiting at a poll (ring depth - 1 is safe)
+        self.behind = 0  # the same since the reader last set it to 0 (the console's errors)
         self.missed_irqs = 0  # completions seen late (flash erase, long IRQ lock)
         self.running = False
 
@@ -457,8 +458,10 @@ class Mcp3208Stream:
         if seq == taken:
             return None
         lag = (seq - taken) & _SEQ_MASK
-        if lag > self.most_behind:
-            self.most_behind = lag
+        if lag > self.behind:
+            self.behind = lag
+            if lag > self.most_behind:
+                self.most_behind = lag
         depth = self._depth
         if lag >= depth:
             # The oldest ones are overwritten: go on with those the ring still holds.
