@@ -259,16 +259,19 @@ async def test_pdu48_boards_and_meter_agree_with_the_scenario(tmp_path: Path) ->
                     assert close_to(measured, expected), f"{group}{ch}: {measured} vs {expected}"
                     if expected:
                         worst = max(worst, abs(measured - expected) / expected)
-            # The audio rack: the REPORT average over 2 s is the programme's mean RMS.
+            # The audio rack: the REPORT average over 4 s is the programme's mean RMS. The
+            # sim draws a new loudness (uniform 0.35..1) per 64-instant block (20 ms): over N
+            # draws the RMS has a relative sigma of ~0.26/sqrt(N), 1.8 % over 4 s (3 sigma
+            # inside the 6 % below); 2 s (2.6 %) failed on a seed whose programme ran quiet.
             audio_address = by_group[AUDIO[0]]
             t0 = asyncio.get_running_loop().time()
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(4.0)
             audio = [
                 r.centiamps[AUDIO[1] - 1] / 100
                 for at, r in recorder.reports.get(audio_address, [])
                 if at >= t0
             ]
-            assert len(audio) > 20
+            assert len(audio) > 40
             audio_mean = sum(audio) / len(audio)
             assert close_to(audio_mean, pdu.expected_channel_amps(*AUDIO), rel=0.06)
 
