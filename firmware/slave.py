@@ -12,6 +12,7 @@ frames are parsed in the FrameReader's buffer and built in the FrameWriter's. Ra
 answers (``protocol.admin``, ``protocol.discovery``) are imported, not the report cycle's.
 """
 
+import struct
 import time
 
 from firmware.config import BoardConfig, ConfigStore
@@ -109,7 +110,15 @@ class BusSlave:
         self._tx_slotted = False  # the scheduled frame belongs to the superframe
         self._pending = None  # bytes of a rare answer (INFO, CONFIG, ...)
         self._pending_at_us = 0
-        self._views: list = [None] * (C.MAX_WIRE + 1)  # memoryview per length, made once
+        # memoryview per frame length, made once (a dict: a few lengths occur, and a list
+        # per possible length would hold 1 KB on the chip)
+        self._views: dict = {}
+        # INFO: the config digest (canonical JSON + CRC, milliseconds on the chip) is kept
+        # with the config values it was computed from, and the answer is packed straight
+        # into the writer (and copied out: the bus task has handed over the frame it held),
+        # so an INFO goes out within the turnaround.
+        self._info_config = None
+        self._info_digest = 0
 
     # -- receive -------------------------------------------------------------------------
     def receive(self, data, n: int, end_us) -> None:
@@ -293,20 +302,35 @@ class BusSlave:
         flags = C.F_CONFIG_DEFAULTS if self.store.fallback else 0
         if self.measurements is not None:
             flags |= self.measurements.flags
-        return encode(
-            Info(
-                FW_VERSION,
-                C.VERSION,
-                self.board_type,
-                self.uid,
-                self.config.group,
-                C.CHANNELS if self.measurements is not None else 0,
-                self.config.digest(),
-                flags,
-                src=self._src(),
-                seq=seq,
-            )
+        cfg = self.config
+        channels = C.CHANNELS if self.measurements is not None else 0
+        values = (
+            cfg.address,
+            cfg.group,
+            cfg.mains_hz,
+            cfg.rating_ca,
+            cfg.noise_floor_ma,
+            tuple(cfg.cal_gain_ppm),
+            tuple(cfg.curve),
         )
+        if values != self._info_config:
+            digest = cfg.digest()
+            # checked against the layout once per config (the answer below is not)
+            Info(FW_VERSION, C.VERSION, self.board_type, self.uid, cfg.group, channels,
+                 digest, flags & 0xFF, src=self._src(), seq=seq).validate()  # fmt: skip
+            self._info_config = values
+            self._info_digest = digest
+        writer = self.writer
+        writer.src = self._src()
+        fw = FW_VERSION
+        group = cfg.group
+        struct.pack_into(
+            Info.FORMAT, writer.raw, C.HEADER_LEN, fw[0], fw[1], fw[2], C.VERSION,
+            self.board_type, self.uid, ord(group) if group else 0, channels,
+            self._info_digest, flags & 0xFF,
+        )  # fmt: skip
+        n = writer.seal(C.ADDR_MASTER, C.T_INFO, seq, Info.SIZE)
+        return bytes(writer.wire[:n])
 
     def _src(self) -> int:
         return self.config.address
@@ -394,7 +418,7 @@ class BusSlave:
                     m.ttt_ds,
                 )
         length = writer.seal(C.ADDR_MASTER, mtype, self._tx_seq, n)
-        view = self._views[length]
+        view = self._views.get(length)
         if view is None:
             view = self._views[length] = memoryview(writer.wire)[:length]
         self.counters.tx_frames += 1

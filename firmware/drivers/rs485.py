@@ -21,15 +21,22 @@ Timed slots (TDMA after a SYNC): :meth:`Rs485.rx_end_us` tells when the last rec
 ended on the line and :meth:`Rs485.send_at` starts a frame at a given ``ticks_us``. On the
 RP2040 the first comes from the UART's receive-timeout interrupt (:class:`RxIdleStamp`: the
 PL011 raises it 32 bit times after the last character, so the byte ended a known, baud-fixed
-time before the stamp). The second, with :class:`TimedTx` (two one-shot hardware alarms,
-hard IRQs): the start alarm raises DE and writes the frame into the UART, the end alarm
-(armed for the frame's wire time) waits out the last stop bit and drops DE; the task only
-waits for the start, so it can build the next frame while this one is on the wire, and no
-core time is spent spinning (start jitter: the alarm's interrupt latency and a higher
-priority interrupt, tens of µs; never early). Without it (a board without timers),
-``send_at`` sleeps until ~1 ms before the start, then spins on ``ticks_us``. On the sim
-board the virtual bus stamps and times the bytes itself (``SimUart.write_at``). The figures
-on a chip are to be measured with a logic analyser; the slot guard absorbs them.
+time before the stamp). It is raised only while the FIFO holds data, and the rp2 port's
+``UART.any()``/``readinto`` empty the FIFO themselves: a poll within those 32 bit times of a
+frame's end left the stamp of an earlier frame (on the emulated chip a third of the SYNCs,
+whose slots all fell in the past). So with an :class:`RxIdleStamp` the bytes are read
+through it, only up to the last idle point, and each chunk comes with its own end time.
+The second, with :class:`TimedTx` (one-shot hardware alarms, hard IRQs): up to four frames
+wait armed, each in its own buffer; a start alarm raises DE and writes its frame into the
+UART, the end alarm (armed for the frame's wire time) waits out the last stop bit and drops
+DE; ``send_at`` returns once the frame is armed, so the task hands over the next slots ahead
+(``tx_lead_us``, four REPORT slots) and a task held off the core that long (a mains cycle's
+close in the sample task, the panel) costs no slot; no core time is spent spinning (start
+jitter: the alarm's interrupt latency and a higher priority interrupt, tens of µs; never
+early). Without it (a board without timers), ``send_at`` sleeps until ~1 ms before the start,
+then spins on ``ticks_us``. On the sim board the virtual bus stamps and times the bytes
+itself (``SimUart.write_at``). The figures on a chip are to be measured with a logic
+analyser; the slot guard absorbs them.
 
 Overruns are counted in :attr:`Rs485.overruns`: the UART ring found full (bytes were being
 dropped by the port) plus, when the board passes ``line_errors`` (e.g.
@@ -41,7 +48,7 @@ from time import sleep_us, ticks_add, ticks_diff, ticks_us
 
 from micropython import const
 
-from protocol.consts import BITS_PER_CHAR, BUS_BAUD
+from protocol.consts import BITS_PER_CHAR, BUS_BAUD, MAX_WIRE
 
 _SPIN_US = const(300)  # time left on the wire when send() stops sleeping and starts spinning
 _WAKE_US = const(1000)  # send_at: stop sleeping this long before the start and spin
@@ -49,6 +56,12 @@ _RX_IDLE_BITS = const(32)  # PL011 receive timeout: 32 bit times after the last 
 _END_MARGIN_US = const(20)  # TimedTx: the end alarm this long after the last stop bit is due
 _DONE_SPIN_US = const(400)  # TimedTx: longest wait in the end IRQ for the UART to finish
 _MIN_DELAY_US = const(20)  # TimedTx: shortest alarm delay (a start due sooner goes now)
+_TX_DEPTH = const(4)  # TimedTx: frames armed at once (a REPORT slot is ~3 ms at 115200)
+_TX_LEAD_US = const(12000)  # Rs485.tx_lead_us with TimedTx: _TX_DEPTH REPORT slots
+# TimedTx: the longest cycle frame on the wire, TELEMETRY with all 12 channels overloaded
+# (53 + 12 x 3 payload + 5 header + 4 CRC, COBS code byte and delimiter: 100)
+_CYCLE_WIRE = const(104)
+_MARKS = const(16)  # RxIdleStamp: idle points kept for the task (a power of two)
 
 
 class Rs485Error(Exception):
@@ -82,15 +95,22 @@ class Rs485:
     ):
         self.uart = uart
         self._rx_stamp = rx_stamp
+        # An RX-idle stamp that reads the UART itself (RxIdleStamp): bytes come through it.
+        reader = rx_stamp if rx_stamp is not None and hasattr(rx_stamp, "read") else None
+        self._stamp_reader = reader
+        if reader is not None and ring_size and not reader.ring_size:
+            reader.ring_size = ring_size
+        self._ring_full_seen = 0
         self._timed_tx = timed_tx
         # A UART that starts a frame at a given time itself (the sim) takes frames early.
         self._timed_uart = hasattr(uart, "write_at")
         # Frames are handed over this early: the sim takes them well ahead; with hardware-
-        # timed starts, two slots' time (the next frame is built while one is on the wire).
+        # timed starts, as many REPORT slots as TimedTx holds armed, so a task held off the
+        # core for up to ~this long loses no slot.
         if self._timed_uart:
             self.tx_lead_us = 20000
         elif timed_tx is not None:
-            self.tx_lead_us = 6000
+            self.tx_lead_us = _TX_LEAD_US
         else:
             self.tx_lead_us = _WAKE_US + 2000
         self._de = de
@@ -124,9 +144,17 @@ class Rs485:
         return self.uart.any()
 
     def _check_overrun(self):
-        ring = self._ring_size
-        if ring and self.uart.any() >= ring:
-            self.overruns += 1
+        reader = self._stamp_reader
+        if reader is not None:
+            # (UART.any() would empty the FIFO and suppress the idle interrupt)
+            full = reader.ring_full
+            if full != self._ring_full_seen:
+                self.overruns += full - self._ring_full_seen
+                self._ring_full_seen = full
+        else:
+            ring = self._ring_size
+            if ring and self.uart.any() >= ring:
+                self.overruns += 1
         errors = self._line_errors
         if errors is not None:
             self.overruns += errors.overruns()
@@ -134,7 +162,8 @@ class Rs485:
     def readinto(self, buf):
         """Copy waiting bytes into ``buf``; return the count (0 if none). Never blocks."""
         self._check_overrun()
-        n = self.uart.readinto(buf)
+        reader = self._stamp_reader
+        n = self.uart.readinto(buf) if reader is None else reader.read(buf)
         if not n:
             return 0
         self.rx_bytes += n
@@ -263,36 +292,60 @@ class Rs485:
 
 
 class TimedTx:
-    """A frame started at a ``ticks_us`` time by a hardware alarm, DE dropped by another.
+    """Frames started at their ``ticks_us`` times by hardware alarms, DE dropped by another.
 
     ``start_timer``/``end_timer``: two ``machine.Timer`` (one-shot, µs ticks, hard IRQ);
-    ``uart`` with ``write`` and ``txdone``; ``de`` the driver-enable pin. The handlers are
-    bound once and allocate nothing (they run as hard interrupts). :meth:`send_at` returns
-    once the frame is in the UART (its start): the caller may then build and arm the next
-    frame while this one is on the wire (its bytes are in the UART's buffer); the next start
-    alarm falls after this one's end alarm (slots back to back keep their guard).
+    ``uart`` with ``write`` and ``txdone``; ``de`` the driver-enable pin. Up to ``depth``
+    frames wait armed at once, each in its own buffer with its own start alarm (the first
+    is ``start_timer``, the others more of its class): :meth:`send_at` copies the frame,
+    arms its alarm and returns at once while a buffer is free, else waits for the next
+    start. So the task can hand over the next slots' frames ahead, and a task held off the
+    core for a while (a mains cycle's close in the sample task) costs no slot as long as
+    the frames armed reach past it. A start raises DE, writes its frame into the UART and
+    arms the end alarm for the frame's wire time; the end waits out the last stop bit and
+    drops DE (a start that comes before the previous end re-arms it: DE stays up through
+    both). The handlers are bound once and allocate nothing (they run as hard interrupts);
+    a view per buffer and frame length is made once, outside them.
     """
 
-    def __init__(self, start_timer, end_timer, uart, de):
+    def __init__(self, start_timer, end_timer, uart, de, depth=_TX_DEPTH, size=MAX_WIRE):
         import asyncio
 
-        self._start_timer = start_timer
+        timers = [start_timer]
+        for _ in range(depth - 1):
+            timers.append(type(start_timer)())
+        self._timers = timers
         self._end_timer = end_timer
         self._uart = uart
         self._de = de
-        self._buf = None
-        self._wire_us = 0
+        self.depth = depth
+        # one buffer for any frame, the others for the cycle's frames (REPORT, TELEMETRY,
+        # STATUS): 3 x 148 bytes less of the 64 KB heap (a longer frame waits for the first)
+        self._bufs = [bytearray(size if i == 0 else _CYCLE_WIRE) for i in range(depth)]
+        self._views = [{} for _ in range(depth)]  # per buffer: frame length -> memoryview
+        self._out: list = [None] * depth  # the view each armed start writes
+        self._wire_us = [0] * depth
+        self._busy = bytearray(depth)  # 1 from arming to start (set by the task, cleared by IRQ)
         self._started = asyncio.ThreadSafeFlag()
         self.late_starts = 0  # alarms armed for a start already past
         self.slow_ends = 0  # the UART still busy after _DONE_SPIN_US at the end alarm
-        self._on_start = self._start  # bound once: creating them in the IRQ would allocate
+        self.full_waits = 0  # send_at found every buffer armed and waited for a start
+        # bound once: creating them in the IRQ would allocate
+        self._on_start = [self._starter(i) for i in range(depth)]
         self._on_end = self._end
 
-    def _start(self, timer):
+    def _starter(self, i):
+        def start(timer):
+            self._start(i)
+
+        return start
+
+    def _start(self, i):
         self._de.value(1)
-        self._uart.write(self._buf)
+        self._uart.write(self._out[i])
+        self._busy[i] = 0
         self._end_timer.init(
-            mode=0, period=self._wire_us + _END_MARGIN_US, tick_hz=1_000_000,
+            mode=0, period=self._wire_us[i] + _END_MARGIN_US, tick_hz=1_000_000,
             callback=self._on_end, hard=True,
         )  # fmt: skip
         self._started.set()
@@ -306,43 +359,148 @@ class TimedTx:
                 break
         self._de.value(0)
 
-    async def send_at(self, buf, at_us, wire_us):
+    def pending(self):
+        """Frames armed and not yet started."""
+        busy = self._busy
+        n = 0
+        for i in range(self.depth):
+            n += busy[i]
+        return n
+
+    def arm(self, buf, at_us, wire_us):
+        """Copy ``buf`` into a free buffer and arm its start for ``ticks_us`` ``at_us`` (at
+        once if that has passed); False when every buffer is armed. Allocates nothing once
+        a view for the frame's length exists in that buffer."""
+        busy = self._busy
+        n = len(buf)
+        # the small buffers first, so the full-size one stays free for a rare long answer
+        i = self.depth - 1 if n <= _CYCLE_WIRE else 0
+        while i >= 0 and busy[i]:
+            i -= 1
+        if i < 0:
+            return False
+        own = self._bufs[i]
+        own[0:n] = buf  # (a slice store: no allocation on MicroPython >= 1.23)
+        views = self._views[i]
+        view = views.get(n)
+        if view is None:
+            view = views[n] = memoryview(own)[:n]
+        self._out[i] = view
+        self._wire_us[i] = wire_us
         delay = ticks_diff(at_us, ticks_us())
         if delay < _MIN_DELAY_US:
             # Started at once: an answer due "now" (INFO, ACK, a discovery reply), or a slot
             # the task came late for (counted; BusSlave skips a slot already begun).
             delay = _MIN_DELAY_US
             self.late_starts += 1
-        self._buf = buf
-        self._wire_us = wire_us
-        self._start_timer.init(
-            mode=0, period=delay, tick_hz=1_000_000, callback=self._on_start, hard=True
+        busy[i] = 1
+        self._timers[i].init(
+            mode=0, period=delay, tick_hz=1_000_000, callback=self._on_start[i], hard=True
         )  # mode 0: ONE_SHOT on the rp2 port
-        await self._started.wait()
+        return True
+
+    async def send_at(self, buf, at_us, wire_us):
+        """:meth:`arm`, waiting for a start first while every buffer is armed."""
+        while not self.arm(buf, at_us, wire_us):
+            self.full_waits += 1
+            await self._started.wait()
 
 
 class RxIdleStamp:
-    """When the last received byte ended, from the UART's RX-idle (receive timeout) IRQ.
+    """Received bytes with the line time their burst ended, from the RX-idle (receive
+    timeout) IRQ.
 
     ``uart.irq(UART.IRQ_RXIDLE)`` fires when the line has been idle for 32 bit times after a
-    character; the hard handler only stores ``ticks_us()`` in a preallocated slot (no
-    allocation in an interrupt), :meth:`end_us` subtracts the idle time. Used by
+    character, so the burst's last byte ended a known, baud-fixed time before the interrupt.
+    The PL011 raises it only while its FIFO holds data: a task that empties the FIFO itself
+    (``UART.any()`` and a ``readinto`` that finds the ring empty do, on the rp2 port) within
+    those 32 bit times of a frame's end suppresses it, and the stamp then still belongs to an
+    earlier frame (a SYNC timed from it puts every slot in the past). So the bytes are read
+    here, never beyond the last idle point: the hard handler stores ``ticks_us()`` and the
+    count of bytes received so far (the task's count plus what waits in the UART's ring) in
+    a small ring of records; :meth:`read` copies the bytes of the oldest record not yet read,
+    no more than the ring holds (so it never touches the FIFO), and :meth:`end_us` says when
+    the last of them ended on the line. The handler allocates nothing: small ints in
+    preallocated lists, counts kept modulo 2**16. Used by :meth:`Rs485.poll` and
     :meth:`Rs485.rx_end_us` to time TDMA slots from the end of a SYNC.
     """
 
-    def __init__(self, uart, baud, trigger):
-        # A one-slot list: storing a small int in it allocates nothing (an array would
-        # truncate 64-bit ticks on the unix port).
-        self._stamp = [ticks_us()]
+    def __init__(self, uart, baud, trigger, ring_size=0):
+        import machine
+
+        self._uart = uart
+        self._disable_irq = machine.disable_irq
+        self._enable_irq = machine.enable_irq
         self._idle_us = (_RX_IDLE_BITS * 1_000_000 + baud // 2) // baud
+        self._char_ns = (BITS_PER_CHAR * 1_000_000_000 + baud // 2) // baud
+        self.ring_size = ring_size  # the UART's rxbuf: a ring found this full lost bytes
+        # Lists, not arrays: storing a small int in one allocates nothing, and an array
+        # would truncate 64-bit ticks on the unix port.
+        self._t = [ticks_us()] * _MARKS  # ticks_us of each idle interrupt
+        self._total = [0] * _MARKS  # bytes received up to it (mod 2**16)
+        self._head = [0]  # records written (mod 256, by the handler)
+        self._tail = 0  # records read (mod 256, by the task)
+        self._read = [0]  # bytes the task has taken from the UART (mod 2**16)
+        self._end = ticks_us()
+        self._read_any = False
+        self.ring_full = 0  # idle interrupts that found the UART's ring full (bytes lost)
+        self.marks_lost = 0  # records overwritten before the task read them
         self._handler = self._on_idle  # bound once: creating it in the IRQ would allocate
         uart.irq(handler=self._handler, trigger=trigger, hard=True)
 
     def _on_idle(self, uart):
-        self._stamp[0] = ticks_us()
+        now = ticks_us()
+        waiting = uart.any()  # (the FIFO was just emptied into the ring by the port's IRQ)
+        if self.ring_size and waiting >= self.ring_size:
+            self.ring_full += 1
+        j = self._head[0]
+        k = j & (_MARKS - 1)
+        self._t[k] = now
+        self._total[k] = (self._read[0] + waiting) & 0xFFFF
+        self._head[0] = (j + 1) & 0xFF
+
+    def read(self, buf):
+        """Copy bytes of the oldest idle-ended burst not yet read into ``buf`` (at most its
+        length); return the count, 0 if none. Never blocks, never empties the UART FIFO."""
+        while True:
+            tail = self._tail
+            head = self._head[0]
+            if tail == head:
+                return 0
+            behind = (head - tail) & 0xFF
+            if behind > _MARKS:
+                # The task fell more than _MARKS bursts behind: the oldest records are gone;
+                # their bytes are read with the oldest record left (their ends come out late).
+                self.marks_lost += behind - _MARKS
+                tail = self._tail = (head - _MARKS) & 0xFF
+            k = tail & (_MARKS - 1)
+            want = (self._total[k] - self._read[0]) & 0xFFFF
+            if want:
+                break
+            self._tail = (tail + 1) & 0xFF  # nothing new up to this idle point
+        take = len(buf)
+        if want < take:
+            take = want
+        # With interrupts off, so the handler never counts bytes that have left the ring
+        # but are not yet in self._read (a few µs: the bytes are in the ring already).
+        state = self._disable_irq()
+        n = self._uart.readinto(buf, take) or 0
+        self._read[0] = (self._read[0] + n) & 0xFFFF
+        self._enable_irq(state)
+        left = want - n
+        if not left:
+            self._tail = (tail + 1) & 0xFF
+        self._end = ticks_add(self._t[k], -(self._idle_us + (left * self._char_ns) // 1000))
+        self._read_any = True
+        return n
 
     def end_us(self):
-        return ticks_add(self._stamp[0], -self._idle_us)
+        """When the last byte :meth:`read` returned ended on the line (before any read: the
+        last idle interrupt's burst)."""
+        if self._read_any:
+            return self._end
+        j = (self._head[0] - 1) & (_MARKS - 1)
+        return ticks_add(self._t[j], -self._idle_us)
 
 
 class Rp2UartErrors:

@@ -7,6 +7,7 @@ cycle emulator, a behavioural MCP3208); they shadow the unix port's ``machine`` 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -395,25 +396,138 @@ print(json.dumps({"starts": starts, "trigger": uart.irq_trigger, "hard": uart.ir
     assert result["after"] <= 278 <= result["before"]
 
 
-def test_rs485_timed_tx_starts_by_alarm_never_early() -> None:
-    # The RP2040 path (TimedTx): a start alarm raises DE and writes the frame, an end alarm
-    # drops DE after the last stop bit (both run as hard IRQs on the chip).
-    # send_at returns at the start; a frame whose start has passed goes at once (counted).
+def test_rs485_rx_idle_stamp_reads_up_to_the_idle_point_only() -> None:
+    # On the rp2 port UART.any() and a readinto that finds the ring empty take bytes out of
+    # the FIFO themselves; done within 32 bit times of a frame's end, the PL011's receive
+    # timeout never fires and the stamp stays an earlier frame's. RxIdleStamp reads through
+    # the idle records instead: bytes up to the last idle point, none beyond, each chunk
+    # with the line time its last byte ended; the handler and the reads allocate nothing.
     result = run_json(
         RS485_FAKES
         + """
+import machine, micropython
+from firmware.drivers.rs485 import RxIdleStamp
+class RingUart(machine.UART):
+    # the port's receive ring: what its RX interrupt moved out of the FIFO
+    def __init__(self):
+        super().__init__(0)
+        self.data = bytearray(64)
+        self.n = 0
+        self.anys = 0
+    def arrive(self, data):
+        for i in range(len(data)):
+            self.data[self.n] = data[i]
+            self.n += 1
+    def any(self):
+        self.anys += 1
+        return self.n
+    def readinto(self, buf, nbytes=None):
+        k = self.n if nbytes is None else min(nbytes, self.n)
+        k = min(k, len(buf))
+        if not k:
+            return None
+        for i in range(k):
+            buf[i] = self.data[i]
+        for i in range(self.n - k):
+            self.data[i] = self.data[i + k]
+        self.n -= k
+        return k
+baud = 115200
+uart = RingUart()
+stamp = RxIdleStamp(uart, baud, machine.UART.IRQ_RXIDLE)
+port = Rs485(uart, DePin(), baud=baud, ring_size=64, rx_size=8, rx_stamp=stamp)
+buf = port.rx_buf
+r = [0] * 12  # results (new globals would grow the module's dict: an allocation)
+def locked():
+    r[0] = port.poll()                        # nothing idle-ended yet
+    uart.arrive(b"SYNC-12\\x00")             # a frame, then the line idles:
+    t0 = ticks_us()
+    uart.irq_handler(uart)                   # the idle IRQ
+    uart.arrive(b"next")                     # the next frame has begun, no idle yet
+    n1 = port.poll()
+    r[1] = n1
+    r[2] = ticks_diff(t0, port.rx_end_us())
+    r[3] = buf[0]
+    r[4] = buf[n1 - 1]
+    r[5] = port.poll()                        # "next" is not idle-ended: not read
+    uart.arrive(b"-frame-two\\x00")         # 15 bytes with "next": more than rx_buf
+    t1 = ticks_us()
+    uart.irq_handler(uart)
+    r[6] = port.poll()
+    r[7] = ticks_diff(t1, port.rx_end_us())
+    r[8] = port.poll()
+    r[9] = ticks_diff(t1, port.rx_end_us())
+    r[10] = port.poll()
+    r[11] = machine.irq_disabled
+micropython.heap_lock()
+try:
+    locked()
+finally:
+    micropython.heap_unlock()
+empty, n1, end1, b0, b1, n2, n3, end3, n4, end4, n5, disabled = r
+first = [b0, b1]
+anys_by_task = uart.anys - 2                  # the two handler calls
+# more idle points than records before the task reads: none of the bytes is lost
+for i in range(20):
+    uart.arrive(b"%c" % (65 + i))
+    uart.irq_handler(uart)
+got = bytearray()
+while True:
+    n = port.poll()
+    if not n:
+        break
+    got.extend(buf[:n])
+print(json.dumps({"empty": empty, "n1": n1, "first": first, "n2": n2, "n3": n3,
+                  "n4": n4, "n5": n5, "disabled": disabled, "anys_by_task": anys_by_task,
+                  "end1_before_t0": end1, "end3_before_t1": end3, "end4_before_t1": end4,
+                  "late": got.decode(), "lost": stamp.marks_lost, "bytes": port.rx_bytes}))
+"""
+    )
+    assert result["empty"] == 0
+    assert result["n1"] == 8 and result["first"] == [ord("S"), 0]  # the frame, delimiter incl.
+    assert result["n2"] == 0  # the unfinished frame waits for its idle point
+    # 15 bytes, 8 at a time: the first chunk ends 7 characters before the idle point
+    assert result["n3"] == 8 and result["n4"] == 7 and result["n5"] == 0
+    idle_us = 278  # 32 bit times at 115200
+    assert result["end1_before_t0"] >= idle_us - 1  # stamped just after t0
+    assert result["end4_before_t1"] >= idle_us - 1
+    assert result["end3_before_t1"] - result["end4_before_t1"] == (7 * 10_000_000) // 115200
+    assert result["disabled"] == 0  # every disable_irq matched
+    assert result["anys_by_task"] == 0  # the task never emptied the FIFO
+    assert result["late"] == "ABCDEFGHIJKLMNOPQRST" and result["lost"] == 4
+    assert result["bytes"] == 43
+
+
+def test_rs485_timed_tx_starts_by_alarm_never_early() -> None:
+    # The RP2040 path (TimedTx): a start alarm raises DE and writes the frame, an end alarm
+    # drops DE after the last stop bit (both run as hard IRQs on the chip). send_at returns
+    # once the frame is armed (it is copied: the caller's buffer may be rebuilt at once);
+    # up to `depth` frames wait armed, one more waits for a start. A frame whose start has
+    # passed goes at once (counted). Arming and the handlers allocate nothing.
+    result = run_json(
+        RS485_FAKES
+        + """
+import micropython
 from firmware.drivers.rs485 import TimedTx
 class FakeTimer:
-    armed = []
+    # one alarm per timer, preallocated (arming must not allocate): due, callback, armed
+    def __init__(self):
+        self.alarm = [0, None, False]
+        FakeTimer.all.append(self)
     def init(self, mode=0, period=0, tick_hz=1000, callback=None, hard=False):
         assert mode == 0 and tick_hz == 1_000_000 and hard
-        FakeTimer.armed.append([ticks_add(ticks_us(), period), callback, self])
+        a = self.alarm  # re-arming cancels the earlier alarm
+        a[0] = ticks_add(ticks_us(), period)
+        a[1] = callback
+        a[2] = True
+FakeTimer.all = []
 def fire_due():
     now = ticks_us()
-    for entry in list(FakeTimer.armed):
-        if ticks_diff(now, entry[0]) >= 0:
-            FakeTimer.armed.remove(entry)
-            entry[1](entry[2])  # (the fakes record events: they allocate, the handlers not)
+    due = [t for t in FakeTimer.all if t.alarm[2] and ticks_diff(now, t.alarm[0]) >= 0]
+    due.sort(key=lambda t: ticks_diff(t.alarm[0], now))
+    for t in due:
+        t.alarm[2] = False
+        t.alarm[1](t)  # (the fakes record events: they allocate, the handlers not)
 async def alarms():
     while True:
         fire_due()
@@ -421,17 +535,23 @@ async def alarms():
 baud = 115200
 uart = TimedUart(baud)
 de = DePin()
-port = Rs485(uart, de, baud=baud, timed_tx=TimedTx(FakeTimer(), FakeTimer(), uart, de))
-frame = memoryview(bytearray(b"r" * 33))
+timed = TimedTx(FakeTimer(), FakeTimer(), uart, de)
+port = Rs485(uart, de, baud=baud, timed_tx=timed)
+frame = bytearray(b"r" * 33)
+async def until(kinds, n):
+    # wait for n events of these kinds (a generous bound: this host is shared and noisy)
+    t0 = ticks_us()
+    while len([e for e in events if e[0] in kinds]) < n and ticks_diff(ticks_us(), t0) < 2_000_000:
+        await asyncio.sleep_ms(1)
 async def main():
     task = asyncio.create_task(alarms())
     out = []
     for lead in (1500, 4000):
         events.clear()
         at = ticks_add(ticks_us(), lead)
-        await port.send_at(frame, at)
+        await port.send_at(memoryview(frame), at)
         returned = ticks_us()
-        await asyncio.sleep_ms(5)
+        await until(("de",), 2)
         seq = list(events)
         kinds = [e[0] for e in seq]
         if kinds != ["de", "write", "de"]:
@@ -442,27 +562,82 @@ async def main():
                     "up_after_at": ticks_diff(t_up, at),
                     "write_after_up": ticks_diff(t_write, t_up),
                     "down_after_end": ticks_diff(t_down, t_end),
-                    "returned_after_write": ticks_diff(returned, t_write)})
+                    "returned_before_write": ticks_diff(t_write, returned)})
     events.clear()
     await port.send_at(frame, ticks_add(ticks_us(), -100))  # due already: at once
-    await asyncio.sleep_ms(5)
+    await until(("de",), 2)
     late = [e[0] for e in events]
+    # back to back slots, all handed over before the first starts (the frame buffer is
+    # rebuilt between: each start writes its own copy)
+    events.clear()
+    wire = port.wire_time_us(33)
+    base = ticks_add(ticks_us(), 3000)
+    t0 = ticks_us()
+    for k in range(5):
+        frame[0] = 48 + k
+        await port.send_at(frame, ticks_add(base, k * (wire + 100)))
+        if k == timed.depth - 1:
+            queued = timed.pending()
+    handed = ticks_diff(ticks_us(), t0)
+    await until(("write",), 5)
+    await until(("de",), 2)
+    writes = [e for e in events if e[0] == "write"]
+    starts = [ticks_diff(e[2], ticks_add(base, k * (wire + 100))) for k, e in enumerate(writes)]
+    # arming allocates nothing once a view for the length exists
     task.cancel()
-    return out, late
-out, late = asyncio.run(main())
-print(json.dumps({"sent": out, "late": late, "frames": port.tx_frames,
-                  "late_starts": port._timed_tx.late_starts, "wire": port.wire_time_us(33)}))
+    return out, late, queued, starts, handed, uart.firsts
+uart.firsts = []
+write = uart.write
+def first_byte(buf):
+    uart.firsts.append(buf[0])
+    return write(buf)
+uart.write = first_byte
+out, late, queued, starts, handed, firsts = asyncio.run(main())
+at = ticks_add(ticks_us(), 50000)
+micropython.heap_lock()
+try:
+    armed = timed.arm(frame, at, 3000)
+finally:
+    micropython.heap_unlock()
+# cycle frames take the small buffers first: the full-size one stays free for a long answer
+long = bytearray(200)
+sizes = [timed.arm(frame, at, 3000) for _ in range(2)]
+sizes += [timed.arm(long, at, 20000), timed.arm(long, at, 20000), timed.arm(frame, at, 3000)]
+print(json.dumps({"sent": out, "late": late, "frames": port.tx_frames, "queued": queued,
+                  "starts": starts, "firsts": firsts[-5:], "full_waits": timed.full_waits,
+                  "late_starts": timed.late_starts, "armed": armed, "sizes": sizes}))
 """
     )
+    assert result["armed"] is True
+    # 3 cycle frames armed in the small buffers, the long one in the big one; then none free
+    assert result["sizes"] == [True, True, True, False, False]
     for sent in result["sent"]:
         assert sent["kinds"] == ["de", "write", "de"], sent
         assert sent["up"] == 1 and sent["down"] == 0 and sent["n"] == 33
         assert sent["up_after_at"] >= 0  # never early
         assert sent["write_after_up"] >= 0
         assert sent["down_after_end"] >= 0  # DE held to the last stop bit
-        assert sent["returned_after_write"] >= 0  # send_at returns once started
+        assert sent["returned_before_write"] > 0  # send_at returned before the start
     assert result["late"] == ["de", "write", "de"] and result["late_starts"] == 1
-    assert result["frames"] == 3
+    assert result["queued"] == 4  # four armed at once
+    assert result["full_waits"] >= 1  # the fifth waited for the first start
+    assert len(result["starts"]) == 5 and all(s >= 0 for s in result["starts"])  # in order
+    assert result["firsts"] == [48, 49, 50, 51, 52]  # each its own copy
+    assert result["frames"] == 8
+
+
+def test_rs485_timed_tx_cycle_buffers_hold_the_longest_cycle_frame() -> None:
+    # TimedTx's small buffers take REPORT, STATUS and TELEMETRY; the longest of them is a
+    # TELEMETRY with every channel overloaded (COBS adds one code byte per 254, and the
+    # delimiter)
+    from protocol.consts import CHANNELS, CRC_LEN, HEADER_LEN
+    from protocol.layouts import TELEMETRY_FIXED_LEN, TELEMETRY_OVERLOAD_LEN
+
+    source = (REPO_ROOT / "firmware" / "drivers" / "rs485.py").read_text()
+    match = re.search(r"^_CYCLE_WIRE = const\((\d+)\)", source, re.M)
+    assert match is not None
+    raw = HEADER_LEN + TELEMETRY_FIXED_LEN + CHANNELS * TELEMETRY_OVERLOAD_LEN + CRC_LEN
+    assert int(match.group(1)) >= raw + (raw + 253) // 254 + 1
 
 
 def test_rs485_receive_overruns_and_echo() -> None:

@@ -236,6 +236,35 @@ print(exchange(bad[:-4] + b"\x00"), slave.counters.rx_errors)
     assert out[6] == "None 1"
 
 
+def test_info_answer_is_the_encoded_info_and_follows_the_config(tmp_path: Path) -> None:
+    # The INFO is packed from a kept digest: byte for byte what encode(Info(...)) gives,
+    # after a change through the bus, one made beside the slave (the debug console sets the
+    # config directly) and a flags change, each with the request's seq.
+    out = run(
+        r"""
+def expected(seq):
+    flags = slave.measurements.flags | (C.F_CONFIG_DEFAULTS if store.fallback else 0)
+    return encode(Info(FW_VERSION, C.VERSION, C.BOARD_SIM, uid, cfg.group, C.CHANNELS,
+                       cfg.digest(), flags, src=cfg.address, seq=seq))
+def answer(seq):
+    wire = encode(GetInfo(dst=cfg.address, seq=seq))
+    now = time.ticks_us()
+    slave.receive(wire, len(wire), now)
+    return bytes(slave.due(time.ticks_add(now, 100000)))
+from firmware.slave import FW_VERSION
+print(answer(1) == expected(1), answer(2) == expected(2))
+exchange(ConfigSet(C.K_RATING, 0, 1000, dst=3, seq=3))
+print(answer(4) == expected(4))
+cfg.set(C.K_CAL_GAIN, 5, 998000)          # beside the slave, as the console's `cal` does
+cfg.set(C.K_GROUP, 0, "D")
+slave.measurements.flags = C.F_CLIPPING
+print(answer(5) == expected(5), decode(answer(6)).group)
+""",
+        tmp_path,
+    )
+    assert out[:3] == ["True True", "True", "True D"]
+
+
 def test_discovery_and_assign(tmp_path: Path) -> None:
     out = run(
         r"""

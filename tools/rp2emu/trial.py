@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -67,6 +68,8 @@ class ConsoleFigures:
     per_block: int = 64
     most_behind: int | None = None
     board_bus: list[str] = field(default_factory=list)
+    # per task: the longest stretch it held the core, one figure per `errors` read
+    longest_runs_us: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, lines: list[str]) -> ConsoleFigures:
@@ -79,6 +82,8 @@ class ConsoleFigures:
                 out.blocks.append((int(m.group(1)), int(m.group(2))))
             if m := re.search(r"samples/block (\d+)\s+most behind (\d+)", line):
                 out.per_block, out.most_behind = int(m.group(1)), int(m.group(2))
+            if m := re.search(r"task (\S+)\s+crashes \d+\s+longest run (\d+) us", line):
+                out.longest_runs_us.setdefault(m.group(1), []).append(int(m.group(2)))
         return out
 
     def adc(self) -> tuple[float | None, int | None]:
@@ -88,6 +93,14 @@ class ConsoleFigures:
         (b0, o0), (b1, o1) = self.blocks[0], self.blocks[-1]
         span = (len(self.blocks) - 1) * 1.0  # one `errors` per simulated second
         return (b1 - b0) * self.per_block / span, o1 - o0
+
+    def longest_run_ms(self) -> dict[str, float]:
+        """Per task, the longest it held the core (the first read covers the boot: left out)."""
+        return {
+            name: round(max(runs[1:]) / 1000, 1)
+            for name, runs in self.longest_runs_us.items()
+            if len(runs) > 1
+        }
 
 
 async def _exercise(
@@ -111,6 +124,8 @@ async def _exercise(
         await board.console("errors")
     await asyncio.sleep(0.5)
     stats1 = await emu.stats()
+    if trace := os.environ.get("RP2EMU_TRIAL_TRACE"):
+        Path(trace + ".console").write_text("\n".join(emu.console))
     return found_s, stats0, stats1, ConsoleFigures.parse(list(emu.console[seen:]))
 
 
@@ -123,6 +138,7 @@ async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     async with VirtualBus(BUS_BAUD, socket_path=str(workdir / "bus.sock")) as bus:
         port = bus.add_pty_endpoint("master")
+        trace = _trace_line(bus) if os.environ.get("RP2EMU_TRIAL_TRACE") else None
         board = Rp2VirtualBoard("board-A", bus_socket=bus.socket_path, workdir=workdir, group="A")
         booted = time.monotonic()
         await board.start(timeout=600)
@@ -143,12 +159,49 @@ async def trial(seconds: float, workdir: Path) -> dict[str, Any]:
             await asyncio.gather(task, return_exceptions=True)
             await transport.close()
             await board.stop()
+    if trace is not None:
+        _save_trace(trace, Path(os.environ["RP2EMU_TRIAL_TRACE"]))
     link = next(iter(master.boards.values()), None)
     figures = _link_figures(recorder, link, stats1["sim_s"] - stats0["sim_s"])
+    figures["master"] = {
+        "superframes": master.superframes,
+        "bad_frames": master.bad_frames,
+        "guard_us": master.guard_us,
+    }
     figures.update(_chip_figures(console, stats0, stats1))
     figures.update(boot_s=round(boot_s, 1), discovered_s=round(found_s, 1))
     figures["uid"] = board.info.get("uid")
     return figures
+
+
+def _trace_line(bus: Any) -> list[tuple[float, Any]]:
+    """Diagnostics (environment RP2EMU_TRIAL_TRACE=FILE): every transmission on the line,
+    kept with the bus time it was read at, saved after the trial by ``_save_trace``."""
+    kept: list[tuple[float, Any]] = []
+    schedule = bus._schedule  # the line's one entry point for transmissions
+
+    def logged(segment: Any) -> None:
+        kept.append((bus.loop.time(), segment))
+        schedule(segment)
+
+    bus._schedule = logged
+    return kept
+
+
+def _save_trace(kept: list[tuple[float, Any]], path: Path) -> None:
+    """One JSON line per transmission: source, start and end on the line, read at, bytes
+    (as they reached the line, collisions included) and how many were garbled."""
+    with path.open("w") as out:
+        for read_at, seg in kept:
+            row = {
+                "src": seg.source.name if seg.source is not None else None,
+                "start": seg.start,
+                "end": seg.end,
+                "read_at": read_at,
+                "data": bytes(seg.data).hex(),
+                "garbled": sum(seg.garbled) if seg.garbled is not None else 0,
+            }
+            out.write(json.dumps(row) + "\n")
 
 
 def _link_figures(recorder: Seen, link: Any, sim_s: float) -> dict[str, Any]:
@@ -182,7 +235,13 @@ def _chip_figures(
         "cpu_pct": round(100 * (1 - idle / sim_s), 1) if sim_s else None,
         "max_lag_ms": round(stats1["maxLagMs"], 1),
         "board_bus": console.board_bus,
-        "bridge": {k: stats1.get(k, 0) for k in ("busTx", "busRx", "txWithoutDe", "txCut")},
+        "longest_run_ms": console.longest_run_ms(),
+        "bridge": {
+            **{
+                k: stats1.get(k, 0) for k in ("busTx", "busRx", "txWithoutDe", "txCut", "lagResets")
+            },
+            **{k: stats1.get("uart", {}).get(k, 0) for k in ("rxLate", "rxLateMaxUs", "overruns")},
+        },
         "resets": stats1["resets"],
     }
 

@@ -80,7 +80,9 @@ export class Pl011 extends RPUART {
     this.onTxDone = null;
     this.txChar = null;
     this.rxGate = null;
-    this.stats = { txChars: 0, rxChars: 0, overruns: 0, rxDropped: 0 };
+    // rxLate: characters that reached the UART after their line time (the emulator behind
+    // the line by more than the bridge's line delay), rxLateMaxUs the most by how much.
+    this.stats = { txChars: 0, rxChars: 0, overruns: 0, rxDropped: 0, rxLate: 0, rxLateMaxUs: 0 };
   }
 
   get fifoDepth() {
@@ -165,6 +167,10 @@ export class Pl011 extends RPUART {
     // handed over at once would overrun the 32-byte FIFO that the firmware drains in time.
     const at = Math.max(atNs, now, this.lastRxNs + this.charNanos);
     this.lastRxNs = at;
+    if (atNs > 0 && at - atNs > 1000) {
+      this.stats.rxLate++;
+      this.stats.rxLateMaxUs = Math.max(this.stats.rxLateMaxUs, Math.round((at - atNs) / 1000));
+    }
     if (at <= now && !this.pending.length) {
       this.acceptChar(value);
       return;
