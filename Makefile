@@ -61,8 +61,10 @@ run: setup
 	$(VENV)/bin/smartpdu run
 
 # The whole test suite. pytest's exit code 5 (nothing collected) is reported, not hidden.
+# SMARTPDU_REQUIRE_ALL=1: a test whose tool `make setup` provides fails, not skips, when the
+# tool is missing (tests/requirements.py).
 test: setup
-	@set +e; $(PY) -m pytest -q tests; rc=$$?; \
+	@set +e; SMARTPDU_REQUIRE_ALL=1 $(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 bench: setup

@@ -7,7 +7,10 @@ small ints, ticks wrapping at 2**30). They are the firmware and protocol tests t
 emulated chip and no 64-bit-only tool (``tests/firmware/test_heap.py`` maps a ROMFS image
 with ctypes into the 64-bit port; the 32-bit heap figure is ``smartpdu bench``'s). Together
 the ``[mpy32]`` half takes about a minute on 2 cores. ``SMARTPDU_MPY_PORTS=64`` (or ``32``)
-keeps one port; without a 32-bit build the ``[mpy32]`` tests are skipped.
+keeps one port; without a 32-bit build the ``[mpy32]`` tests are skipped (they fail under
+``make test``: see ``tests/requirements.py``).
+
+Marks of :func:`tests.requirements.requires` are checked here as each test is set up.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests import mpy  # noqa: E402
+from tests import mpy, requirements  # noqa: E402
 
 BOTH_PORTS = (
     "tests/test_mpy_runner.py",
@@ -57,6 +60,19 @@ MPY32_ONLY_FAILURES = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{requirements.MARK}(reason): needs what `make setup` provides; reason None when it "
+        "is there (tests.requirements.requires)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    requirements.check_marks(item)
+
+
 def _ports() -> list[str]:
     wanted = os.environ.get("SMARTPDU_MPY_PORTS", ",".join(mpy.PORTS))
     return [p for p in (w.strip() for w in wanted.split(",")) if p in mpy.PORTS]
@@ -85,8 +101,10 @@ def micropython_port(request: pytest.FixtureRequest) -> Iterator[str]:
     if port == "64":
         yield port
         return
-    if not os.access(mpy.micropython_32_path(), os.X_OK):
-        pytest.skip(f"{mpy.micropython_32_path()} missing: run `make firmware`")
+    requirements.require(
+        os.access(mpy.micropython_32_path(), os.X_OK),
+        f"{mpy.micropython_32_path()} missing: run `make firmware`",
+    )
     # The virtual board (tools.virtual.vboard) starts its own MicroPython: the same port.
     request.getfixturevalue("monkeypatch").setattr(
         "tools.virtual.vboard.micropython_command", mpy.micropython_command

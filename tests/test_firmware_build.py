@@ -13,7 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.requirements import requires
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "tools" / "rp2" / "manifest.py"
@@ -99,7 +99,7 @@ def uf2_payload(path: Path) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.skipif(not (OUT / "smartpdu-rp2.uf2").exists(), reason="run `make firmware`")
+@requires((OUT / "smartpdu-rp2.uf2").exists(), "smartpdu-rp2.uf2 is not built: run `make firmware`")
 def test_production_image_freezes_the_firmware_and_not_the_sim() -> None:
     flash = uf2_payload(OUT / "smartpdu-rp2.uf2")
     stock = uf2_payload(OUT / "firmware-stock.uf2")
@@ -112,7 +112,7 @@ def test_production_image_freezes_the_firmware_and_not_the_sim() -> None:
     assert len(stock) < len(flash) < 2 * 1024 * 1024  # the Pico's 2 MB flash
 
 
-@pytest.mark.skipif(not (OUT / "micropython-32").exists(), reason="run `make firmware`")
+@requires((OUT / "micropython-32").exists(), "micropython-32 is not built: run `make firmware`")
 def test_micropython_32_is_a_32bit_port_that_maps_a_romfs_image() -> None:
     binary = OUT / "micropython-32"
     assert binary.read_bytes()[4] == 1  # ELFCLASS32

@@ -45,6 +45,7 @@ from host.web.app import (
 )
 from host.web.auth import CSRF_HEADER, MAX_PASSWORD_CHARS, SESSION_COOKIE
 from host.web.live import websocket_handler
+from host.web.params import query_epoch, unit_context
 from host.web.view import build_view, display_name, panel_view
 
 JSON = dict[str, Any]
@@ -122,31 +123,6 @@ def _query_int(request: web.Request, key: str, default: int | None, lo: int, hi:
     if not lo <= value <= hi:
         raise http_error(web.HTTPBadRequest, f"'{key}' must be between {lo} and {hi}")
     return value
-
-
-def _query_float(request: web.Request, key: str) -> float | None:
-    text = request.query.get(key)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise http_error(web.HTTPBadRequest, f"'{key}' must be a number") from None
-    if not math.isfinite(value) or not 0 <= value <= 1e11:
-        raise http_error(web.HTTPBadRequest, f"'{key}' must be seconds since the epoch")
-    return value
-
-
-def _unit(request: web.Request) -> WebContext:
-    """The context, after checking the path's unit is this one (peers serve their own)."""
-    ctx = context_of(request)
-    if request.match_info.get("unit_id") != ctx.state.unit_id:
-        raise http_error(
-            web.HTTPNotFound,
-            "no such unit here (a peer's data is served by the peer itself: see its url "
-            "in GET /api/v1/units)",
-        )
-    return ctx
 
 
 def _channel_id(request: web.Request, ctx: WebContext) -> str:
@@ -273,7 +249,7 @@ async def units(request: web.Request) -> web.Response:
 
 async def unit_status(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     snapshot = ctx.state.snapshot()
     data = snapshot.to_dict()
     data["number"] = ctx.number
@@ -283,7 +259,7 @@ async def unit_status(request: web.Request) -> web.Response:
 
 async def unit_view(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     snapshot = ctx.state.snapshot()
     panels = {letter: panel_view(p.state) for letter, p in ctx.panels.items()}
     view = build_view(
@@ -297,7 +273,7 @@ async def unit_view(request: web.Request) -> web.Response:
 
 
 async def set_unit_name(request: web.Request) -> web.Response:
-    ctx = _unit(request)
+    ctx = unit_context(request)
     await require_write(request)
     body = await _body(request)
     _only_keys(body, ("name",))
@@ -319,18 +295,18 @@ def _channel_json(ctx: WebContext, cid: str) -> JSON:
 
 async def channels(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     return _json([to_jsonable(ch) for ch in ctx.state.snapshot().iter_channels()])
 
 
 async def channel(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     return _json(_channel_json(ctx, _channel_id(request, ctx)))
 
 
 async def set_channel_label(request: web.Request) -> web.Response:
-    ctx = _unit(request)
+    ctx = unit_context(request)
     cid = _channel_id(request, ctx)
     await require_write(request)
     body = await _body(request)
@@ -345,7 +321,7 @@ async def set_channel_label(request: web.Request) -> web.Response:
 
 
 async def set_supervision(request: web.Request) -> web.Response:
-    ctx = _unit(request)
+    ctx = unit_context(request)
     cid = _channel_id(request, ctx)
     await require_write(request)
     body = await _body(request)
@@ -383,16 +359,16 @@ async def set_supervision(request: web.Request) -> web.Response:
 
 async def meter(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     return _json(to_jsonable(ctx.state.snapshot().meter))
 
 
 async def events(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     limit = _query_int(request, "limit", 100, 1, 1000)
     before = _query_int(request, "before_id", None, 1, 2**62)
-    since = _query_float(request, "since")
+    since = query_epoch(request, "since")
     kinds: list[str] = []
     for text in request.query.getall("kind", []):
         for kind in text.split(","):
@@ -406,7 +382,7 @@ async def events(request: web.Request) -> web.Response:
 
 async def black_box(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     try:
         event_id = int(request.match_info["event_id"])
     except ValueError:
@@ -463,7 +439,7 @@ async def _series_exists(ctx: WebContext, series: str) -> bool:
 
 async def history(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     series = request.query.get("series", "")
     if not SERIES_PATTERN.fullmatch(series):
         raise http_error(
@@ -475,8 +451,8 @@ async def history(request: web.Request) -> web.Response:
             f"this unit records no series {series!r}: GET …/history/series lists them",
         )
     span_name = request.query.get("range")
-    start = _query_float(request, "start")
-    end = _query_float(request, "end")
+    start = query_epoch(request, "start")
+    end = query_epoch(request, "end")
     now = time.time()
     if span_name is not None:
         if span_name not in HISTORY_RANGES:
@@ -513,7 +489,7 @@ async def history(request: web.Request) -> web.Response:
 
 async def history_series(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     return _json({"series": await ctx.storage.series_names()})
 
 
@@ -532,7 +508,7 @@ def _panel(request: web.Request, ctx: WebContext) -> PressablePanel:
 
 async def panel(request: web.Request) -> web.Response:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     view = panel_view(_panel(request, ctx).state)
     if view is None:
         raise http_error(web.HTTPServiceUnavailable, "the panel has not reported yet")
@@ -540,7 +516,7 @@ async def panel(request: web.Request) -> web.Response:
 
 
 async def panel_press(request: web.Request) -> web.Response:
-    ctx = _unit(request)
+    ctx = unit_context(request)
     target = _panel(request, ctx)
     await require_write(request)
     body = await _body(request)

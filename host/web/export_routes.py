@@ -29,7 +29,8 @@ from host.domain import MODEL_GROUPS, parse_channel_id
 from host.state import METER_QUANTITIES, Freshness, UnitSnapshot
 from host.state.snapshot import ChannelState
 from host.storage.history import HistoryPoint
-from host.web.app import API_PREFIX, WebContext, context_of, http_error, require_read
+from host.web.app import API_PREFIX, WebContext, http_error, require_read
+from host.web.params import query_epoch, unit_context
 
 Resolution = Literal["seconds", "minutes"]
 CSV_CHUNK_ROWS = 600  # time rows per database window (600 s or 600 min of every series)
@@ -101,32 +102,10 @@ class CsvStream:
 # ----------------------------------------------------------------------------- parameters
 
 
-def _unit(request: web.Request) -> WebContext:
-    ctx = context_of(request)
-    if request.match_info.get("unit_id") != ctx.state.unit_id:
-        raise http_error(
-            web.HTTPNotFound, "no such unit here (a peer's data is served by the peer itself)"
-        )
-    return ctx
-
-
-def _time(request: web.Request, key: str) -> float | None:
-    text = request.query.get(key)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise http_error(web.HTTPBadRequest, f"'{key}' must be seconds since the epoch") from None
-    if not math.isfinite(value) or not 0 <= value <= 1e11:
-        raise http_error(web.HTTPBadRequest, f"'{key}' must be seconds since the epoch")
-    return value
-
-
 def span_of(request: web.Request, default_s: float = 3600.0) -> tuple[float, float]:
     """``start``/``end`` (epoch s): end defaults to now, start to ``default_s`` before it."""
-    end = _time(request, "end")
-    start = _time(request, "start")
+    end = query_epoch(request, "end")
+    start = query_epoch(request, "start")
     end = time.time() if end is None else end
     start = end - default_s if start is None else start
     if not start < end or end - start > MAX_SPAN_S:
@@ -197,7 +176,7 @@ def history_rows(
 
 async def history_csv(request: web.Request) -> web.StreamResponse:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     start, end = span_of(request)
     what, series = selection(request, ctx)
     resolution = _resolution(request, ctx, start)
@@ -229,7 +208,7 @@ EVENT_HEADER = ["time_utc", "epoch_s", "id", "severity", "kind", "group", "chann
 async def events_csv(request: web.Request) -> web.StreamResponse:
     """The event log in [start, end], newest first like the log pane, page by page."""
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     start, end = span_of(request, 86400.0)
     kinds: list[str] = []
     for text in request.query.getall("kind", []):
@@ -315,7 +294,7 @@ def report_rows(report: EnergyReport) -> list[list[Any]]:
 
 async def energy_report(request: web.Request) -> web.StreamResponse:
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     start, end = span_of(request, 86400.0)
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
@@ -365,7 +344,7 @@ def balance_outputs(snapshot: UnitSnapshot) -> list[Output]:
 async def balance(request: web.Request) -> web.Response:
     """Read-only advice: nothing is switched (R7)."""
     await require_read(request)
-    ctx = _unit(request)
+    ctx = unit_context(request)
     snapshot = ctx.state.snapshot()
     data = advise(balance_outputs(snapshot)).to_dict()
     data["unit"] = snapshot.unit_id

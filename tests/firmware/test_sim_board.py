@@ -362,9 +362,7 @@ print(json.dumps({"a": a, "b": b, "c": c, "sent": board.uart.tx_bytes,
     assert result["sent"] == 14 and result["any"] == 0 and result["read"] == 0
 
 
-def test_sim_adc_drives_loadsim_when_present() -> None:
-    if not (REPO_ROOT / "firmware" / "loadsim.py").exists():
-        pytest.skip("firmware/loadsim.py not there yet")
+def test_sim_adc_drives_loadsim() -> None:
     out = run_micropython(
         """
 import json, time

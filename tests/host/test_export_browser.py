@@ -18,8 +18,9 @@ import pytest
 import pytest_asyncio
 
 from tests.host.webstack import WebStack
+from tests.requirements import require_module, requires
 
-playwright_api = pytest.importorskip("playwright.async_api")
+playwright_api = require_module("playwright.async_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -30,7 +31,7 @@ SPAN_S = 150.0  # the meter is polled about once a second: its readings lag by u
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed"),
+    requires(CHROMIUM.exists(), "Debian chromium is not installed"),
 ]
 
 

@@ -139,7 +139,13 @@ async def test_group_mains_and_minutes(client: tuple[TestClient, WebContext]) ->
     for bad in ("select=Z", "select=A13", "select=A1&start=9&end=5", "resolution=weekly"):
         assert (await web.get(f"{U}/export/history.csv?{bad}")).status == 400, bad
     assert (await web.get(f"{U}/export/history.csv?select=D1")).status == 404
-    assert (await web.get("/api/v1/units/smartPDU0OTHER/export/history.csv")).status == 404
+    other = await web.get("/api/v1/units/smartPDU0OTHER/export/history.csv")
+    assert other.status == 404
+    # The API's message, which says where a peer's data is (was without the pointer).
+    assert "see its url in GET /api/v1/units" in (await other.json())["error"]["message"]
+    stamp = await web.get(f"{U}/export/history.csv?select=B&start=soon")
+    assert stamp.status == 400
+    assert (await stamp.json())["error"]["message"] == "'start' must be seconds since the epoch"
 
 
 async def test_events_csv_pages_and_defuses_messages(

@@ -34,11 +34,12 @@ from host.config import MqttConfig
 from host.export.mqtt import MqttExporter
 from tests.host.test_service_kill9 import Processes, _smartpdu, start_sim, write_config
 from tests.host.webstack import WebStack, free_port
+from tests.requirements import requires
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 PASSWD = Path("/usr/bin/mosquitto_passwd")
 UNIT = "smartPDU00WEB1"  # WebStack's unit
-pytestmark = pytest.mark.skipif(not MOSQUITTO.exists(), reason="mosquitto is not installed")
+pytestmark = requires(MOSQUITTO.exists(), "mosquitto is not installed")
 
 
 class Mosquitto:

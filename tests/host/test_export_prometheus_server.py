@@ -10,67 +10,35 @@ and Prometheus scrapes Y with no change to its own configuration (a hot-connecte
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.host.unitprocs import short_tempdir, write_unit
+from tests.host.unitprocs import until as poll_until
 from tests.host.webstack import free_port
+from tests.requirements import requires
 from tools.virtual.runvirtual import virtual_unit
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(PROMETHEUS is None, reason="no prometheus binary (Debian: prometheus)"),
+    requires(PROMETHEUS is not None, "no prometheus binary (Debian: prometheus)"),
 ]
 
 KEY = "prometheus-site-key-0042"
 X_ID, Y_ID = "smartPDU00D0A1", "smartPDU00D0B2"
+SEED = 11
 SCRAPE_S = 1  # seconds (a Prometheus duration: an integer)
-
-SCENARIO = """\
-[scenario]
-description = "a smartPDU 36 with steady resistive loads"
-model = 36
-loop = false
-seed = 11
-
-[[load]]
-channels = "A1"
-kind = "resistive"
-amps = {amps}
-"""
-
-CONFIG = """\
-[unit]
-id = "{unit_id}"
-name = "{name}"
-
-[web]
-host = "127.0.0.1"
-port = {port}
-
-[storage]
-var_dir = "{var_dir}"
-
-[peers]
-site_key = "{key}"
-mdns = false
-static = {static}
-
-[export.prometheus]
-{file_sd}
-"""
 
 PROMETHEUS_YML = """\
 global:
@@ -85,38 +53,14 @@ scrape_configs:
 """
 
 
-def write_unit(folder: Path, unit_id: str, name: str, port: int, amps: float, **extra: Any) -> Path:
-    folder.mkdir()
-    (folder / "show.toml").write_text(SCENARIO.format(amps=amps))
-    config = folder / "smartpdu.toml"
-    file_sd = f'file_sd = "{extra["file_sd"]}"' if "file_sd" in extra else ""
-    config.write_text(
-        CONFIG.format(
-            unit_id=unit_id, name=name, port=port, var_dir=folder / "var", key=KEY,
-            static=json.dumps(extra.get("static", [])), file_sd=file_sd,
-        )
-    )  # fmt: skip
-    return config
-
-
 @pytest.fixture
-async def workdir() -> AsyncIterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="spdu15p-"))  # short: UNIX socket paths
-    try:
+def workdir() -> Iterator[Path]:
+    with short_tempdir("spdu15p-") as folder:
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.25)
+    return await poll_until(check, timeout, what, interval=0.25)
 
 
 @contextlib.contextmanager
@@ -152,10 +96,14 @@ async def test_prometheus_scrapes_units_found_through_file_sd(workdir: Path) -> 
     sd = workdir / "sd"
     sd.mkdir()
     file_sd = sd / "smartpdu.json"
-    x_config = write_unit(workdir / "x", X_ID, "Stage left", x_port, 6.5, file_sd=file_sd)
-    y_config = write_unit(
-        workdir / "y", Y_ID, "Front of house", y_port, 3.0, static=[f"127.0.0.1:{x_port}"]
-    )
+    _, x_config = write_unit(
+        workdir / "x", X_ID, "Stage left", x_port, {"A1": 6.5}, key=KEY, seed=SEED,
+        config_tail=f'\n[export.prometheus]\nfile_sd = "{file_sd}"\n',
+    )  # fmt: skip
+    _, y_config = write_unit(
+        workdir / "y", Y_ID, "Front of house", y_port, {"A1": 3.0}, key=KEY, seed=SEED,
+        static=[f"127.0.0.1:{x_port}"],
+    )  # fmt: skip
     prom = f"http://127.0.0.1:{prom_port}"
     async with contextlib.AsyncExitStack() as stack:
         x = await stack.enter_async_context(

@@ -18,8 +18,9 @@ import pytest
 import pytest_asyncio
 
 from tests.host.webstack import ADMIN_PASSWORD, WebStack
+from tests.requirements import require_module, requires
 
-playwright_api = pytest.importorskip("playwright.async_api")
+playwright_api = require_module("playwright.async_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
@@ -28,7 +29,7 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgro
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed"),
+    requires(CHROMIUM.exists(), "Debian chromium is not installed"),
 ]
 
 # Every time an LED of the virtual panel lights, with the page's clock (the same machine's).

@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ import aiohttp
 import pytest
 
 from host.web.view import apply_patch
+from tests.host.unitprocs import short_tempdir, until, write_unit
 from tests.host.webstack import free_port
 from tools.virtual.runvirtual import VirtualUnit, virtual_unit
 
@@ -37,86 +36,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 KEY = "front-of-house-site-key-0042"
 OFFLINE_AFTER_S = 2.0
 X_ID, Y_ID = "smartPDU00C0A1", "smartPDU00C0B2"
-
-SCENARIO = """\
-[scenario]
-description = "a smartPDU 36 with steady resistive loads"
-model = 36
-loop = false
-seed = 7
-
-[[load]]
-channels = "A1"
-kind = "resistive"
-amps = {l1}
-
-[[load]]
-channels = "A2"
-kind = "resistive"
-amps = {l2}
-
-[[load]]
-channels = "B3"
-kind = "resistive"
-amps = {l3}
-"""
-
-CONFIG = """\
-[unit]
-id = "{unit_id}"
-name = "{name}"
-
-[web]
-host = "127.0.0.1"
-port = {port}
-
-[storage]
-var_dir = "{var_dir}"
-
-[peers]
-site_key = "{key}"
-mdns = false
-static = {static}
-offline_after_s = {offline}
-"""
+SEED = 7
 
 
-def write_unit(
-    folder: Path, unit_id: str, name: str, port: int, loads: tuple[float, float, float],
-    static: list[str],
-) -> tuple[Path, Path]:  # fmt: skip
-    folder.mkdir()
-    scenario = folder / "show.toml"
-    scenario.write_text(SCENARIO.format(l1=loads[0], l2=loads[1], l3=loads[2]))
-    config = folder / "smartpdu.toml"
-    config.write_text(
-        CONFIG.format(
-            unit_id=unit_id, name=name, port=port, var_dir=folder / "var", key=KEY,
-            static=json.dumps(static), offline=OFFLINE_AFTER_S,
-        )
-    )  # fmt: skip
-    return scenario, config
+def loads_of(l1: float, l2: float, l3: float) -> dict[str, float]:
+    """Steady loads on L1, L2 and L3 of a smartPDU 36 (A1, A2 and B3)."""
+    return {"A1": l1, "A2": l2, "B3": l3}
 
 
 @pytest.fixture
-async def workdir() -> AsyncIterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="spdu7s-"))  # short: UNIX socket paths
-    try:
+def workdir() -> Iterator[Path]:
+    with short_tempdir("spdu7s-") as folder:
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll the coroutine function ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.1)
 
 
 def phases_of(unit: VirtualUnit) -> dict[str, float]:
@@ -137,10 +68,15 @@ def matches(row: dict[str, Any] | None, want: dict[str, float], tolerance: float
 
 async def test_pane_a_of_one_unit_shows_another_and_links_to_it(workdir: Path) -> None:
     x_port, y_port = free_port(), free_port()
-    y_files = write_unit(workdir / "y", Y_ID, "Front of house", y_port, (4.0, 6.5, 2.0), [])
+    offline = f"offline_after_s = {OFFLINE_AFTER_S}\n"
+    y_files = write_unit(
+        workdir / "y", Y_ID, "Front of house", y_port, loads_of(4.0, 6.5, 2.0),
+        key=KEY, seed=SEED, config_tail=offline,
+    )  # fmt: skip
     x_files = write_unit(
-        workdir / "x", X_ID, "Stage left", x_port, (1.0, 1.5, 3.0), [f"127.0.0.1:{y_port}"]
-    )
+        workdir / "x", X_ID, "Stage left", x_port, loads_of(1.0, 1.5, 3.0),
+        key=KEY, seed=SEED, static=[f"127.0.0.1:{y_port}"], config_tail=offline,
+    )  # fmt: skip
     y_url = f"http://127.0.0.1:{y_port}/"
     figures: dict[str, float] = {}
     async with contextlib.AsyncExitStack() as stack:

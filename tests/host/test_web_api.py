@@ -501,6 +501,13 @@ async def test_history_of_a_channel(web: Harness) -> None:
     assert "A1" in names and "sum.L1" in names
     for bad in ("series=Z9", "series=A1&range=week", "series=A1&start=5&end=1"):
         assert (await web.client.get(f"{U}/history?{bad}")).status == 400, bad
+    # A time that is no number gets the same message as one out of range (was "a number").
+    for bad in ("start=soon", "start=-1", "end=inf"):
+        response = await web.client.get(f"{U}/history?series=A1&{bad}")
+        assert response.status == 400, bad
+        key = bad.split("=")[0]
+        message = (await response.json())["error"]["message"]
+        assert message == f"'{key}' must be seconds since the epoch", bad
     # Well formed but not this unit's: a 36 has no group D, the meter no 'bogus'.
     for unknown in ("D1", "meter.bogus"):
         response = await web.client.get(f"{U}/history?series={unknown}&range=hour")

@@ -21,8 +21,9 @@ import pytest_asyncio
 
 from host.domain import rotation_phase
 from tests.host.webstack import ADMIN_PASSWORD, WebStack
+from tests.requirements import require_module, requires
 
-playwright_api = pytest.importorskip("playwright.async_api")
+playwright_api = require_module("playwright.async_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
@@ -32,7 +33,7 @@ XSS = "<img src=x onerror=alert(1)>"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed"),
+    requires(CHROMIUM.exists(), "Debian chromium is not installed"),
 ]
 
 

@@ -26,18 +26,19 @@ from host.web.app import OPENAPI_FILE
 from host.web.auth import PasswordFile, write_password_file
 from tests.host.test_web_api import PASSWORD, UNIT, FakePanel, PanelState, make_state
 from tests.host.webstack import free_port
+from tests.requirements import require_module
 
 MAX_EXAMPLES = 25  # per operation and mode: the run stays well under a minute
 FUZZ_BUDGET_S = 150.0
 
 
 def load_spec() -> dict[str, Any]:
-    yaml = pytest.importorskip("yaml")
+    yaml = require_module("yaml")
     return yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
 
 
 def test_openapi_document_is_valid() -> None:
-    validator = pytest.importorskip("openapi_spec_validator")
+    validator = require_module("openapi_spec_validator")
     spec = load_spec()
     validator.validate(spec)
     assert spec["openapi"].startswith("3.")
@@ -129,7 +130,7 @@ def _login(server: Server) -> tuple[dict[str, str], dict[str, str]]:
 
 @pytest.mark.slow
 def test_fuzz_finds_no_server_error(server: Server) -> None:
-    schemathesis = pytest.importorskip("schemathesis")
+    schemathesis = require_module("schemathesis")
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode

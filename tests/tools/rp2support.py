@@ -1,9 +1,9 @@
-"""Shared by the emulated-RP2040 tests: skip with the fix when the emulator is not set up."""
+"""Shared by the emulated-RP2040 tests: skip with the fix when the emulator is not set up
+(fail under ``make test``: ``tests/requirements.py``)."""
 
 from __future__ import annotations
 
-import pytest
-
+from tests.requirements import missing, require
 from tools.rp2emu import PRODUCTION_IMAGE, EmulatorError, check_installed
 
 
@@ -12,6 +12,5 @@ def need_emulator() -> None:
     try:
         check_installed()
     except EmulatorError as exc:
-        pytest.skip(str(exc))
-    if not PRODUCTION_IMAGE.exists():
-        pytest.skip(f"{PRODUCTION_IMAGE.name} is not built: run `make firmware`")
+        missing(str(exc))
+    require(PRODUCTION_IMAGE.exists(), f"{PRODUCTION_IMAGE.name} is not built: run `make firmware`")

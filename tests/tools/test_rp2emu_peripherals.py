@@ -6,7 +6,8 @@ the MCP3208 driver uses, FJOIN_RX, pacing. ``tools/rp2emu/selftest.mjs`` boots t
 MicroPython image (``build/rp2/out/firmware-frozen.uf2``, ``make firmware``) on rp2040js and
 runs the real ``Mcp3208Stream``, ``Ws2812`` and ``Display`` drivers against the MCP3208 pair,
 WS2812 chain and TM1637 models. Both need node and the ``rp2040js``/``uf2`` npm packages
-resolvable from tools/rp2emu (``npm install`` there); the tests skip without them.
+resolvable from tools/rp2emu (``npm install`` there); the tests skip without them (fail under
+``make test``, whose setup installs them: ``tests/requirements.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.requirements import requires
 
 ROOT = Path(__file__).resolve().parents[2]
 EMU = ROOT / "tools" / "rp2emu"
@@ -39,8 +42,7 @@ def _node_ready() -> str | None:
     return None
 
 
-_why = _node_ready()
-pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+pytestmark = requires(_node_ready())
 
 
 def _run(script: str, *args: str, timeout: int) -> dict:
@@ -68,7 +70,7 @@ def test_pio_clock_and_dma_registers():
     assert summary["ok"] and summary["checks"] >= 12
 
 
-@pytest.mark.skipif(not IMAGE.exists(), reason="no frozen rp2 image (make firmware)")
+@requires(IMAGE.exists(), "no frozen rp2 image (make firmware)")
 def test_real_drivers_on_emulated_chip(tmp_path):
     out = tmp_path / "selftest.json"
     summary = _run("selftest.mjs", f"--json={out}", "--timeout=500", timeout=600)

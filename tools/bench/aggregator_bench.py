@@ -25,11 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,10 +39,10 @@ from host.transport import SerialTransport
 from protocol import layouts as L
 from protocol.consts import BUS_BAUD
 from protocol.messages import Report
+from tools.bench.service_proc import bench72_service, proc_cpu_s, proc_rss_mb
 from tools.virtual.vboard import VirtualBoard
 from tools.virtual.vbus import VirtualBus
 
-ROOT = Path(__file__).resolve().parents[2]
 T35_S = 0.00175
 TURNAROUND_S = 0.001
 
@@ -236,70 +232,15 @@ def _p(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
 
 
-def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-def _proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _service_bench(window_s: float) -> dict[str, Any]:
     """``smartpdu serve`` against a 6-board virtual PDU (smartPDU 72) + meter."""
-    with tempfile.TemporaryDirectory(prefix="smartpdu-bench-") as tmp:
-        work = Path(tmp)
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "tools.virtual.vpdu", "--scenario", "bench72", "--workdir",
-             str(work / "vpdu"), "-q"],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
-        serve = None
-        try:
-            assert sim.stdout is not None
-            ports = json.loads(sim.stdout.readline())
-            config = work / "config.toml"
-            config.write_text(
-                f'[unit]\nmodel = 72\n[bus]\nport = "{ports["master"]}"\n'
-                f'[meter]\nport = "{ports["meter"]}"\nbaud = {ports.get("meter_baud", 9600)}\n'
-                f'[storage]\nvar_dir = "{work}"\ndatabase = "{work / "db.sqlite"}"\n'
-                f'[web]\nhost = "127.0.0.1"\nport = {_free_port()}\n'
-            )
-            serve = subprocess.Popen(
-                [sys.executable, "-m", "host", "--config", str(config)],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-            time.sleep(15)  # discovery, first cycles, meter
-            cpu0, t0 = _proc_cpu_s(serve.pid), time.monotonic()
-            rss_peak = 0.0
-            while time.monotonic() - t0 < window_s:
-                time.sleep(1)
-                rss_peak = max(rss_peak, _proc_rss_mb(serve.pid))
-            cpu = (_proc_cpu_s(serve.pid) - cpu0) / (time.monotonic() - t0) * 100
-            if serve.poll() is not None:
-                raise RuntimeError(f"smartpdu serve exited with {serve.returncode}")
-        finally:
-            for proc in (serve, sim):
-                if proc is not None and proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(20)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
+    with bench72_service() as serve:
+        cpu0, t0 = proc_cpu_s(serve.pid), time.monotonic()
+        rss_peak = 0.0
+        while time.monotonic() - t0 < window_s:
+            time.sleep(1)
+            rss_peak = max(rss_peak, proc_rss_mb(serve.pid))
+        cpu = (proc_cpu_s(serve.pid) - cpu0) / (time.monotonic() - t0) * 100
     return {
         "host.cpu_pct_one_core": round(cpu, 1),
         "host.rss_mb": round(rss_peak, 1),

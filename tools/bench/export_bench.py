@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
-from tools.bench.aggregator_bench import ROOT, _free_port, _proc_cpu_s  # pyright: ignore[reportPrivateUsage]
+from tools.bench.service_proc import bench72_service, proc_cpu_s
 
 
 def _scrape(url: str) -> int:
@@ -32,59 +27,24 @@ def _scrape(url: str) -> int:
 
 def _block_ms(pid: int, url: str, scrapes: int) -> tuple[float, int]:
     """CPU ms per scrape of one block, less the idle rate measured just before it."""
-    idle0, t0 = _proc_cpu_s(pid), time.monotonic()
+    idle0, t0 = proc_cpu_s(pid), time.monotonic()
     time.sleep(2.0)
-    idle_rate = (_proc_cpu_s(pid) - idle0) / (time.monotonic() - t0)
+    idle_rate = (proc_cpu_s(pid) - idle0) / (time.monotonic() - t0)
     size = 0
-    cpu0, t1 = _proc_cpu_s(pid), time.monotonic()
+    cpu0, t1 = proc_cpu_s(pid), time.monotonic()
     for _ in range(scrapes):
         size = _scrape(url)
-    cpu = _proc_cpu_s(pid) - cpu0 - idle_rate * (time.monotonic() - t1)
+    cpu = proc_cpu_s(pid) - cpu0 - idle_rate * (time.monotonic() - t1)
     return max(cpu, 0.0) * 1000 / scrapes, size
 
 
 def run(blocks: int = 5, scrapes: int = 50, warmup_s: float = 15.0) -> dict[str, Any]:
     load_start = [round(v, 2) for v in os.getloadavg()]
-    with tempfile.TemporaryDirectory(prefix="smartpdu-bench-") as tmp:
-        work = Path(tmp)
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "tools.virtual.vpdu", "--scenario", "bench72", "--workdir",
-             str(work / "vpdu"), "-q"],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
-        serve = None
-        try:
-            assert sim.stdout is not None
-            ports = json.loads(sim.stdout.readline())
-            port = _free_port()
-            config = work / "config.toml"
-            config.write_text(
-                f'[unit]\nmodel = 72\n[bus]\nport = "{ports["master"]}"\n'
-                f'[meter]\nport = "{ports["meter"]}"\nbaud = {ports.get("meter_baud", 9600)}\n'
-                f'[storage]\nvar_dir = "{work}"\ndatabase = "{work / "db.sqlite"}"\n'
-                f'[web]\nhost = "127.0.0.1"\nport = {port}\n'
-            )
-            serve = subprocess.Popen(
-                [sys.executable, "-m", "host", "--config", str(config)],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-            time.sleep(warmup_s)  # discovery, first cycles, meter
-            url = f"http://127.0.0.1:{port}/metrics"
-            text = urllib.request.urlopen(url, timeout=10).read().decode()
-            outputs = text.count("\nsmartpdu_output_current_amperes{")
-            runs = [_block_ms(serve.pid, url, scrapes) for _ in range(blocks)]
-            if serve.poll() is not None:
-                raise RuntimeError(f"smartpdu serve exited with {serve.returncode}")
-        finally:
-            for proc in (serve, sim):
-                if proc is not None and proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(20)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
+    with bench72_service(warmup_s) as serve:
+        url = f"http://127.0.0.1:{serve.port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        outputs = text.count("\nsmartpdu_output_current_amperes{")
+        runs = [_block_ms(serve.pid, url, scrapes) for _ in range(blocks)]
     per_scrape = [ms for ms, _ in runs]
     return {
         "export.metrics_scrape_ms": round(statistics.median(per_scrape), 2),

@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 import aiomqtt
 
-from tools.bench.aggregator_bench import _proc_cpu_s
+from tools.bench.service_proc import proc_cpu_s as _proc_cpu_s
 
 ROOT = Path(__file__).resolve().parents[2]
 MOSQUITTO = "/usr/sbin/mosquitto"

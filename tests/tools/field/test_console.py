@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import requires
 from tools.field.flash import Builder, flash_board
 from tools.field.usbboard import VirtualUsbBoard
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+pytestmark = requires(shutil.which("tmux") is not None, "tmux is not installed")
 
 SMARTPDU = str(Path(sys.executable).parent / "smartpdu")
 

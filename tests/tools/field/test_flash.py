@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config import BoardConfig
+from tests.requirements import require
 from tools.field import flash, flash_uf2
 from tools.field.flash import Builder, FlashError, MpyFormat, flash_board, mpy_header_compatible
 from tools.field.usbboard import VirtualUsbBoard
@@ -425,8 +426,7 @@ def test_no_bootsel_board_and_picotool_without_usb_say_what_to_do(tmp_path: Path
 
 
 def test_the_built_picotool_is_recognised_as_without_usb() -> None:
-    if not flash_uf2.PICOTOOL_BUILT.exists():
-        pytest.skip("picotool is not built (make firmware builds it)")
+    require(flash_uf2.PICOTOOL_BUILT.exists(), "picotool is not built (make firmware builds it)")
     tool = flash_uf2.find_picotool(str(flash_uf2.PICOTOOL_BUILT))
     assert not tool.usb and "without USB support" in tool.why
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import serial
 
+from tests.requirements import requires
 from tests.tools.field.test_flash import FakeDrive
 from tools.field import flash, flash_uf2
 from tools.field.flash import FlashResult, flash_board
@@ -61,7 +62,7 @@ def _skip_reason() -> str | None:
 
 
 pytestmark = [
-    pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason())),
+    requires(_skip_reason()),
     pytest.mark.timeout(900),
 ]
 
