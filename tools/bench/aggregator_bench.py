@@ -193,8 +193,9 @@ async def _latency_steps(
     boards: list[VirtualBoard], listener: _TimingListener, steps: int
 ) -> dict[str, list[float]]:
     """Step a channel's load and time until the model reads within 5 % of the new value,
-    split into step -> first REPORT with the value (the board's 200 ms window, its frame
-    built up to the sim UART's 20 ms lead before its slot, the wait for the slot, the wire),
+    split into step -> first REPORT with the value (the board's engine: a whole cycle after
+    the step, reported from the cycles since it alone; its frame built up to the sim UART's
+    20 ms lead before its slot, the wait for the slot, the wire),
     the spacing of the board's REPORTs there (the slot's share is at most that) and REPORT
     -> model."""
     loop = asyncio.get_running_loop()
