@@ -889,7 +889,8 @@ print(json.dumps({"first": first, "again": again, "blocks": blocks, "overruns": 
 
 def test_mcp3208_stream_dma_ring_of_four_keeps_blocks_in_order() -> None:
     # The group board's ring of 4 buffers: a consumer 3 blocks behind loses nothing; one 5
-    # behind loses the 2 oldest (counted) and gets the 3 the ring still holds, in order.
+    # behind loses the 2 oldest (counted) and gets the 3 the ring still holds, in order; the
+    # lag each poll found is kept for the console (since its last read) and as the worst.
     result = run_json(
         PIO_SETUP
         + """
@@ -923,17 +924,27 @@ def drain():
 rp2.run(CYCLES_PER_SAMPLE * 12 + 40)     # 3 blocks
 behind3 = drain()
 over3 = adc.overruns
+lag3 = adc.behind
+adc.behind = 0                           # as the console's `errors` does after showing it
+rp2.run(CYCLES_PER_SAMPLE * 4)           # 1 block
+drain()
+lag1 = adc.behind
+adc.behind = 0
 rp2.run(CYCLES_PER_SAMPLE * 20)          # 5 blocks
 behind5 = drain()
 adc.stop()
 print(json.dumps({"behind3": behind3, "over3": over3, "behind5": behind5,
-                  "overruns": adc.overruns, "delivered": adc.blocks}))
+                  "overruns": adc.overruns, "delivered": adc.blocks, "lag3": lag3,
+                  "lag1": lag1, "lag5": adc.behind, "most": adc.most_behind}))
 """
     )
     # blk[0] is CT1 of the block's first instant: 4 * block number
     assert result["behind3"] == [0, 4, 8] and result["over3"] == 0
-    assert result["behind5"] == [20, 24, 28]  # blocks 3 and 4 were overwritten
-    assert result["overruns"] == 2 and result["delivered"] == 6
+    assert result["behind5"] == [24, 28, 32]  # blocks 4 and 5 were overwritten
+    assert result["overruns"] == 2 and result["delivered"] == 7
+    # the lag at a poll: since the console last read it (behind), and ever (most_behind)
+    assert (result["lag3"], result["lag1"], result["lag5"]) == (3, 1, 5)
+    assert result["most"] == 5
 
 
 def test_mcp3208_bitbang_debug_read() -> None:
