@@ -55,11 +55,17 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if len(numbers) != len(values) or not numbers:
             out[name] = values[-1]  # text, lists, flags: the last run's
             continue
+        direction = worse_is_higher(name)
+        if name.endswith("_worst") and direction is not None:
+            # a bench that repeats inside reports its own worst: the worst of those, not a
+            # median of worsts beside a "_worst_worst"
+            out[name] = max(numbers) if direction else min(numbers)
+            continue
         median = statistics.median(numbers)
         out[name] = round(median, 3) if isinstance(median, float) else median
+        own_worst = any(f"{name}_worst" in run for run in runs)
         if len(numbers) > 1:
-            direction = worse_is_higher(name)
-            if direction is not None:
+            if direction is not None and not own_worst:
                 out[f"{name}_worst"] = max(numbers) if direction else min(numbers)
             if name in HEADLINES:
                 out[f"{name}_runs"] = numbers
