@@ -45,7 +45,7 @@ from host.web.app import (
 )
 from host.web.auth import CSRF_HEADER, MAX_PASSWORD_CHARS, SESSION_COOKIE
 from host.web.live import websocket_handler
-from host.web.params import query_epoch, unit_context
+from host.web.params import query_epoch, query_int, unit_context
 from host.web.view import build_view, display_name, panel_view
 
 JSON = dict[str, Any]
@@ -110,19 +110,6 @@ def _number_field(body: JSON, key: str, default: float | None = None) -> float:
     if not math.isfinite(value):
         raise http_error(web.HTTPBadRequest, f"'{key}' must be a finite number")
     return float(value)
-
-
-def _query_int(request: web.Request, key: str, default: int | None, lo: int, hi: int) -> int | None:
-    text = request.query.get(key)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise http_error(web.HTTPBadRequest, f"'{key}' must be an integer") from None
-    if not lo <= value <= hi:
-        raise http_error(web.HTTPBadRequest, f"'{key}' must be between {lo} and {hi}")
-    return value
 
 
 def _channel_id(request: web.Request, ctx: WebContext) -> str:
@@ -366,8 +353,8 @@ async def meter(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.Response:
     await require_read(request)
     ctx = unit_context(request)
-    limit = _query_int(request, "limit", 100, 1, 1000)
-    before = _query_int(request, "before_id", None, 1, 2**62)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    before = query_int(request, "before_id", None, 1, 2**62)
     since = query_epoch(request, "since")
     kinds: list[str] = []
     for text in request.query.getall("kind", []):
@@ -473,7 +460,7 @@ async def history(request: web.Request) -> web.Response:
         keep = ctx.storage.history_config.keep_samples_s
         resolution_text = "seconds" if start >= now - keep - 60 else "minutes"
     resolution = cast(Literal["seconds", "minutes"], resolution_text)
-    max_points = _query_int(request, "max_points", 600, 10, 5000)
+    max_points = query_int(request, "max_points", 600, 10, 5000)
     assert max_points is not None
     points = await ctx.storage.history(series, start, end, resolution)
     return _json(

@@ -35,3 +35,18 @@ def query_epoch(request: web.Request, key: str) -> float | None:
     if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH_S:
         raise http_error(web.HTTPBadRequest, f"'{key}' must be seconds since the epoch")
     return value
+
+
+def query_int(request: web.Request, key: str, default: int | None, lo: int, hi: int) -> int | None:
+    """The query parameter ``key`` as an integer in ``lo..hi``, ``default`` when absent; else
+    a 400."""
+    text = request.query.get(key)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise http_error(web.HTTPBadRequest, f"'{key}' must be an integer") from None
+    if not lo <= value <= hi:
+        raise http_error(web.HTTPBadRequest, f"'{key}' must be between {lo} and {hi}")
+    return value
