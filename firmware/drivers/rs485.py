@@ -94,12 +94,10 @@ class Rs485:
         timed_tx=None,
     ):
         self.uart = uart
+        # With an RxIdleStamp the bytes come through it (it reads the UART itself).
         self._rx_stamp = rx_stamp
-        # An RX-idle stamp that reads the UART itself (RxIdleStamp): bytes come through it.
-        reader = rx_stamp if rx_stamp is not None and hasattr(rx_stamp, "read") else None
-        self._stamp_reader = reader
-        if reader is not None and ring_size and not reader.ring_size:
-            reader.ring_size = ring_size
+        if rx_stamp is not None and ring_size and not rx_stamp.ring_size:
+            rx_stamp.ring_size = ring_size
         self._ring_full_seen = 0
         self._timed_tx = timed_tx
         # A UART that starts a frame at a given time itself (the sim) takes frames early.
@@ -144,10 +142,10 @@ class Rs485:
         return self.uart.any()
 
     def _check_overrun(self):
-        reader = self._stamp_reader
-        if reader is not None:
+        stamp = self._rx_stamp
+        if stamp is not None:
             # (UART.any() would empty the FIFO and suppress the idle interrupt)
-            full = reader.ring_full
+            full = stamp.ring_full
             if full != self._ring_full_seen:
                 self.overruns += full - self._ring_full_seen
                 self._ring_full_seen = full
@@ -162,8 +160,8 @@ class Rs485:
     def readinto(self, buf):
         """Copy waiting bytes into ``buf``; return the count (0 if none). Never blocks."""
         self._check_overrun()
-        reader = self._stamp_reader
-        n = self.uart.readinto(buf) if reader is None else reader.read(buf)
+        stamp = self._rx_stamp
+        n = self.uart.readinto(buf) if stamp is None else stamp.read(buf)
         if not n:
             return 0
         self.rx_bytes += n
