@@ -34,7 +34,6 @@ HELLO_PREFIX = b"@vbus "
 _HELLO_MAX = 80
 _RECORD_HEAD = 10  # timed sockets: u16 length + u64 time in µs
 LATE_READ_S = 0.05  # a timed start read later than this is sent at once instead
-_HELLO_WAIT_S = 0.2  # a socket silent this long after connecting is a raw listener
 _HELD_PARTS = 256  # line data held for a socket whose hello is not read yet (newest kept)
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 
@@ -68,6 +67,7 @@ class EndpointStats:
     plugged: bool
     echo: bool
     listen_only: bool
+    timed: bool
     tx_bytes: int  # written by the endpoint and put on the line
     rx_bytes: int  # handed to the endpoint
     discarded_bytes: int  # written while unplugged or listen-only: never reached the line
@@ -134,6 +134,7 @@ class Endpoint:
             plugged=self.bus.is_plugged(self.name),
             echo=self.echo,
             listen_only=self.listen_only,
+            timed=self.timed,
             tx_bytes=self.tx_bytes,
             rx_bytes=self.rx_bytes,
             discarded_bytes=self.discarded_bytes,
@@ -214,7 +215,6 @@ class SocketEndpoint(Endpoint, asyncio.Protocol):
         # Until we know whether the connection starts with a hello, hold its bytes back.
         self._hello: bytearray | None = bytearray()
         self._records = bytearray()  # timed: bytes of an incomplete record
-        self._hello_timer: asyncio.TimerHandle | None = None
         self._held: list[tuple[bytes, float]] = []  # line data before the hello was read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -256,12 +256,6 @@ class SocketEndpoint(Endpoint, asyncio.Protocol):
         if len(held) > end + 1 and not self.closed:
             self.data_received(held[end + 1 :])
 
-    def _no_hello(self) -> None:
-        self._hello_timer = None
-        if self._hello is not None and not self._hello:
-            self._hello = None  # silent since it connected: a raw listener
-            self._flush_held()
-
     def _flush_held(self) -> None:
         if self._held and not self.closed:
             self.deliver([])
@@ -287,8 +281,6 @@ class SocketEndpoint(Endpoint, asyncio.Protocol):
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
         self.closed = True
         self.bus._unregister(self)
 
@@ -297,13 +289,11 @@ class SocketEndpoint(Endpoint, asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if self._hello is not None:
-            # Not yet known whether this endpoint wants raw bytes or timed records (its
-            # hello may be on the way): hold the data until it is. A client that says
-            # nothing at all is taken as raw after _HELLO_WAIT_S.
+            # Not yet known whether this endpoint wants raw bytes or timed records: hold the
+            # data until its first byte says. Never guessed from a silence: a board descheduled
+            # between connect() and its hello would get raw bytes it takes for record heads.
             self._held.extend(parts)
             del self._held[:-_HELD_PARTS]
-            if self._hello_timer is None:
-                self._hello_timer = self.bus.loop.call_later(_HELLO_WAIT_S, self._no_hello)
             return
         if self._held:
             parts, self._held = [*self._held, *parts], []

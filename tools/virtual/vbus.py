@@ -18,7 +18,8 @@ Endpoints
   every other byte is raw line data, or, with ``timed``, records (below).  Without a hello
   the endpoint is called ``sockN``.  Line data for a new connection is held until its first
   byte (hello or data) says which form it wants (a timed board must never get raw bytes
-  before its records); one silent for 0.2 s is a raw listener.
+  before its records), however late that byte comes: a listener that never writes says so
+  with ``@vbus <name> listen``.
   The bus writes nothing but line data (or records) to a socket.  A newer connection with the
   same name replaces the older one (a board that restarted); bytes a board wrote before
   closing still go out.

@@ -45,6 +45,7 @@ class SimUart(io.IOBase):
     endpoint (records ``u16 length, u64 time_us, data`` both ways, see ``tools/virtual/vbus.py``):
     :attr:`rx_end_us` is the ``ticks_us`` at which the last byte :meth:`readinto` returned
     ended on the line, and :meth:`write_at` starts a frame at a chosen ``ticks_us``.
+    An unnamed UART is a raw endpoint that receives only once it has written a byte.
 
     The records carry CLOCK_MONOTONIC µs, ``ticks_us`` is the same clock modulo the ticks
     period (which wraps every 17.9 min on a 32-bit port): a received time becomes ticks by

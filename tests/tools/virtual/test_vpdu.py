@@ -96,13 +96,35 @@ AUDIO = ("D", 5)
 # ---------------------------------------------------------------------- helpers
 
 
-async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+async def until(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    explain: Callable[[], str] | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
         if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout} s: {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            pytest.fail(f"timed out after {timeout} s: {what}{detail}")
         await asyncio.sleep(0.05)
+
+
+def bus_picture(pdu: VirtualPdu, master: BusMaster, recorder: Recorder) -> str:
+    """What the master and the line saw: enough to tell a lost board from a garbled bus."""
+    stats = pdu.bus.stats()
+    lines = [
+        f"master boards: {[(a, b.uid.hex(), b.online, b.group) for a, b in master.boards.items()]}",
+        f"infos: {sorted((a, i.group) for a, i in recorder.infos.items())}; "
+        f"statuses: {len(recorder.statuses)}; superframes: {master.superframes}",
+        f"line: {stats.line_bytes} B, {stats.collisions} collisions, "
+        f"{stats.collided_bytes} collided B",
+        *(f"endpoint {ep}" for ep in stats.endpoints),
+    ]
+    for name, board in [*pdu.boards.items(), ("mains", pdu.mains)]:
+        lines.append(f"{name} log: {' | '.join(board.log[-6:])}")
+    return "\n".join(lines)
 
 
 @contextlib.asynccontextmanager
@@ -120,6 +142,7 @@ async def bus_master(pdu: VirtualPdu) -> AsyncIterator[tuple[BusMaster, Recorder
             lambda: len(recorder.groups()) == len(pdu.groups) and recorder.statuses,
             45,
             "every group board and the mains node discovered",
+            lambda: bus_picture(pdu, master, recorder),
         )
         yield master, recorder
     finally:
