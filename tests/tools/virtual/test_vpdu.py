@@ -491,14 +491,16 @@ async def test_estop_and_power_loss_through_the_stack(tmp_path: Path) -> None:
             15,
             "every board back on the bus after the power loss",
         )
-        t3 = loop.time()
+        # A steady reading: the boards' first windows after boot are short (one seen 2.9 %
+        # low 0.5 s after coming back, on a machine loaded 2.5 times over).
+        t3 = loop.time() + 1.5
         await until(
-            lambda: all(recorder.latest_currents(a, t3 + 0.5) for a in by_group.values()),
-            10,
+            lambda: all(recorder.latest_currents(a, t3) for a in by_group.values()),
+            11,
             "TELEMETRY after the power loss",
         )
         for group, address in by_group.items():
-            currents = recorder.latest_currents(address, t3 + 0.5)
+            currents = recorder.latest_currents(address, t3)
             assert currents is not None
             assert close_to(currents[0], pdu.expected_channel_amps(group, 1)), group
         # Same addresses as before: each board kept its own in its flash.
