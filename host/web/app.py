@@ -35,6 +35,7 @@ from host.web.auth import (
     csrf_ok,
 )
 from host.web.live import LiveHub, PanelSource
+from host.web.pacing import REFRESH_S
 from host.web.peers_routes import add_routes as add_peer_routes
 from host.web.throttle import LoginThrottle
 from host.web.units import UnitDirectory
@@ -83,6 +84,7 @@ class WebContext:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     directory: UnitDirectory | None = None
     live_min_interval_s: float = 0.05
+    live_refresh_s: float = REFRESH_S
 
     def __post_init__(self) -> None:
         if self.directory is None:
@@ -268,6 +270,7 @@ def create_app(context: WebContext, peers: PeerDirectory | None = None) -> web.A
         context.units,
         context.panels,
         min_interval_s=context.live_min_interval_s,
+        refresh_s=context.live_refresh_s,
     )
     app.cleanup_ctx.append(_live_hub)
     app.on_shutdown.append(_close_live)

@@ -1,12 +1,14 @@
 """Live updates over one WebSocket per browser, pushed as reports arrive.
 
 One hub builds the view (``host.web.view``) when the unit state changed, at most every
-``min_interval_s`` (coalescing: 60-100 reports a second become ≤ 20 frames a second, and the
+``min_interval_s`` (coalescing: 60-100 reports a second become ≤ 20 builds a second, and the
 first change after a quiet spell goes out at once), diffs it against the previous view and
-encodes that patch once for every client. Each client has its own sender task holding the
-last view it was sent: a client that keeps up gets the shared patch; a slow one, blocked on
-its own socket, gets one combined patch from the view it has to the newest when it drains;
-nothing it does can hold up the hub, the state or the bus. A client that cannot take a
+encodes that patch once for every client. Jitter (a number's noise or slow drift,
+``host.web.pacing``) waits for the display refresh, twice a second; anything more (a step, a
+state, an alarm) goes out with the build that saw it. Each client has its own sender task
+holding the last view it was sent: a client that keeps up gets the shared patch; a slow one,
+blocked on its own socket, gets one combined patch from the view it has to the newest when it
+drains; nothing it does can hold up the hub, the state or the bus. A client that cannot take a
 frame within ``SEND_TIMEOUT_S`` is disconnected (its page reconnects and starts afresh).
 
 Wire format (server → client, text frames of JSON)::
@@ -36,6 +38,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 
 from host.state import UnitState
+from host.web.pacing import REFRESH_S, FramePacer
 from host.web.units import UnitDirectory
 from host.web.view import JSON, PanelView, build_view, merge_diff, panel_view
 
@@ -89,7 +92,10 @@ class Frame:
 
 @dataclass
 class LiveStats:
+    builds: int = 0
     frames: int = 0
+    refresh_frames: int = 0  # frames of jitter alone, sent at the display refresh
+    held_builds: int = 0  # builds of jitter alone that waited for the refresh
     patch_bytes: int = 0
     full_bytes: int = 0
     build_s: float = 0.0
@@ -99,11 +105,15 @@ class LiveStats:
 
     def to_json(self) -> JSON:
         frames = max(1, self.frames)
+        builds = max(1, self.builds)
         return {
             "frames": self.frames,
+            "refresh_frames": self.refresh_frames,
+            "held_builds": self.held_builds,
             "mean_patch_bytes": round(self.patch_bytes / frames),
             "full_view_bytes": self.full_bytes,
-            "mean_build_ms": round(1000 * self.build_s / frames, 3),
+            "builds": self.builds,
+            "mean_build_ms": round(1000 * self.build_s / builds, 3),
             "lagging_sends": self.lagging_sends,
             "dropped_clients": self.dropped_clients,
             "sent": self.sent,
@@ -176,13 +186,16 @@ class LiveHub:
         panels: Mapping[str, PanelSource] | None = None,
         *,
         min_interval_s: float = MIN_INTERVAL_S,
+        refresh_s: float = REFRESH_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.state = state
         self.directory = directory
         self.panels = dict(panels or {})
         self.min_interval_s = min_interval_s
+        self.refresh_s = refresh_s
         self.clock = clock
+        self.pacer = FramePacer()
         self.frame: Frame | None = None
         self.stats = LiveStats()
         self.clients: set[LiveClient] = set()
@@ -191,7 +204,10 @@ class LiveHub:
         self._panel_states: dict[str, object] = {}
         self.extras: dict[str, ViewPart] = {}  # view member -> part
         self._extra_versions: dict[str, int] = {}
+        self._last_build = float("-inf")
         self._last_publish = float("-inf")
+        self._last_refresh = float("-inf")  # the last frame that held every change
+        self._held = False  # a build of jitter alone is waiting for the refresh
         self._published_version = -1
         self.on_publish: list[Callable[[Frame], None]] = []
         # (client, seq) once a frame is written to a client's socket (the benchmark's clock)
@@ -251,24 +267,52 @@ class LiveHub:
             view[key] = part.view()
         return view
 
-    def publish(self) -> Frame | None:
-        """Build the view now and send what changed; None when nothing did."""
+    def publish(self, *, paced: bool = False) -> Frame | None:
+        """Build the view now and send what changed; None when nothing did (or, ``paced``,
+        when it is jitter alone and the last frame is younger than ``refresh_s``)."""
         started = time.perf_counter()
         # The interval counts from the start of a build: neither the build nor a late
-        # wake-up stretches the next one (the frames keep to min_interval_s, not beyond).
+        # wake-up stretches the next one (the builds keep to min_interval_s, not beyond).
         building_at = self.clock()
+        self._last_build = building_at
         view = self.build()
+        self.stats.builds += 1
         previous = self.frame
         patch = None if previous is None else merge_diff(previous.view, view)
+        stats = self.stats
         if patch is not None and not (patch.keys() - {"taken_at"}):
-            self.stats.build_s += time.perf_counter() - started
+            self._held = False
+            self.pacer.observe(view)
+            stats.build_s += time.perf_counter() - started
             return None
+        urgent, jitter = (True, set[str]()) if patch is None else self.pacer.split(patch)
+        self.pacer.observe(view)
+        complete = True
+        if paced and building_at - self._last_refresh < self.refresh_s:
+            if not urgent:
+                self._held = True
+                stats.held_builds += 1
+                stats.build_s += time.perf_counter() - started
+                return None
+            if jitter and previous is not None:
+                # The step goes out now; the other channels' jitter waits for the refresh
+                # (the frame keeps what they last showed), so a step redraws one number.
+                shown = previous.view["channels"]
+                channels = dict(view["channels"])
+                for cid in jitter:
+                    channels[cid] = shown[cid]
+                view = {**view, "channels": channels}
+                patch = merge_diff(previous.view, view)
+                complete = False
+        self._held = not complete
         seq = 1 if previous is None else previous.seq + 1
         frame = Frame(seq, view, patch, self.clock())
         self.frame = frame
         self._last_publish = building_at
-        stats = self.stats
+        if complete:
+            self._last_refresh = building_at
         stats.frames += 1
+        stats.refresh_frames += not urgent
         stats.build_s += time.perf_counter() - started
         if frame.patch_text is not None:
             stats.patch_bytes += len(frame.patch_text)
@@ -281,10 +325,14 @@ class LiveHub:
         return frame
 
     def publish_due(self) -> float:
-        """When a change may go out: at once (now or earlier) when the last frame is older
-        than ``min_interval_s``, else exactly that interval after the last frame started.
-        Every change that arrives until then goes in that one frame."""
-        return self._last_publish + self.min_interval_s
+        """When a change may be built: at once (now or earlier) when the last build is older
+        than ``min_interval_s``, else exactly that interval after the last build started.
+        Every change that arrives until then goes in that one build."""
+        return self._last_build + self.min_interval_s
+
+    def refresh_due(self) -> float:
+        """When held jitter goes out even if nothing else changes."""
+        return self._last_refresh + self.refresh_s
 
     async def run(self) -> None:
         """Forever: wait for a change (while anyone listens), coalesce, publish. A failure
@@ -293,8 +341,11 @@ class LiveHub:
         while True:
             try:
                 await self._has_clients.wait()
-                version = await self.state.wait_changed(version, POLL_S)
-                changed = version != self._published_version
+                timeout = POLL_S
+                if self._held:
+                    timeout = min(timeout, max(0.0, self.refresh_due() - self.clock()))
+                version = await self.state.wait_changed(version, timeout)
+                changed = version != self._published_version or self._held
                 if self._panels_moved():
                     changed = True
                 if self._poked:
@@ -308,7 +359,7 @@ class LiveHub:
                 version = self.state.version
                 self._published_version = version
                 if self.clients:
-                    self.publish()
+                    self.publish(paced=True)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -11,8 +11,12 @@ second. Every ``marker_every_s`` one channel (B1) is given a new, unique current
 UI in a browser context (a window) of its own, visible, scrolled so that B1's tile is on
 screen, with its live WebSocket. Stamps are the machine's wall clock, in ms.
 
+The marker is a step on a channel that sat still, so the hub sends it at once (after its
+≤ 20 builds a second); the other channels' noise and fades wait for the display refresh
+(``host.web.pacing``, twice a second: ``refresh_frames_per_s``).
+
 Where the time goes, per page count: ``server_publish`` (report → frame built and published
-by the hub: the coalescing to ≤ 20 frames a second), ``server_send`` (report → that frame
+by the hub: the coalescing to ≤ 20 builds a second), ``server_send`` (report → that frame
 written to the page's socket: also the wait for the page's ack of the previous frame) and
 ``browser`` (socket → DOM shows it: delivery through chromium's network process, the wait
 for the page's main thread, the update). The CPU the browsers and the aggregator spend is
@@ -215,6 +219,7 @@ class _Capture:
     visible: int = 0
     reports: int = 0
     frames: int = 0
+    refresh_frames: int = 0
     wall: float = 1.0
     cpu_before: dict[str, float] = field(default_factory=dict)
     cpu_after: dict[str, float] = field(default_factory=dict)
@@ -276,6 +281,7 @@ async def _measure(
         for page in pages:
             cap.visible += bool(await page.evaluate("document.visibilityState === 'visible'"))
         frames_before = hub.stats.frames
+        refresh_before = hub.stats.refresh_frames
         cap.lagging_before = hub.stats.lagging_sends
         sent_before = marker["sent"]
         cap.cpu_before = _process_cpu()
@@ -292,6 +298,7 @@ async def _measure(
         cap.cpu_after = _process_cpu()
         cap.own_after = os.times()
         cap.frames = hub.stats.frames - frames_before
+        cap.refresh_frames = hub.stats.refresh_frames - refresh_before
         cap.lagging_after = hub.stats.lagging_sends
         cap.reports = marker["sent"] - sent_before
         for page in pages:
@@ -401,6 +408,7 @@ def _figures(
         "pages_visible": cap.visible,
         "reports_per_s": round(cap.reports / max(wall, 1e-9), 1),
         "frames_per_s": round(frames / wall, 1),
+        "refresh_frames_per_s": round(cap.refresh_frames / wall, 1),
         "lagging_sends_per_s": round((cap.lagging_after - cap.lagging_before) / wall, 1),
         "patch_bytes_mean": stats["mean_patch_bytes"],
         "full_view_bytes": stats["full_view_bytes"],

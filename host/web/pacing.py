@@ -1,0 +1,106 @@
+"""Which live frames go out at once and which wait for the display's refresh.
+
+A page redraws whatever a frame changes. Reports arrive 60-100 times a second and most of
+what they change is a number's last digit: reading noise, a dimmer's slow fade, a board's
+last-seen time. Those are refreshed ``REFRESH_S`` apart (twice a second, as a panel meter's
+display is); a browser that redraws 20 times a second for them spends most of a phone's (or a
+small machine's) CPU on digits nobody can read. Everything else goes out at once (after the
+hub's ``min_interval_s`` from the previous build), without the other channels' jitter (that
+waits for the refresh, so a step redraws one number): a channel's current that leaves the range
+it moved in over the last second (``HISTORY``) by more than ``STEP_FACTOR`` times its mean
+move between builds, or that jumps by more than ``JUMP_FACTOR`` mean moves since the last
+build (a load switched on or off, a step, a trip, a chase), a state, an alarm, the meter, an
+event, a board coming or going.
+
+The range test tells a step from jitter without a fixed threshold: a noisy channel's values
+stay inside their own recent range, a fade moves by about its mean move (well inside the
+margin), a value that flickers between two digits stays inside its range, and a channel that
+sat still moves out of it by any amount. A step widens the margin for the second after it: a
+smaller second step within that second may wait for the refresh.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import pairwise
+from typing import Any
+
+from host.web.view import JSON
+
+REFRESH_S = 0.5  # numbers that only jitter or drift: 2 frames a second
+HISTORY = 20  # builds a channel's range and mean move are taken over (1 s at 20 a second)
+STEP_FACTOR = 3.0
+JUMP_FACTOR = 6.0  # a move since the last build this many mean moves is news, even in range
+# What may change in a frame that waits for the refresh (every other member is urgent).
+_JITTER_TOP = frozenset({"taken_at", "channels", "groups"})
+_JITTER_GROUP = frozenset({"current_a", "phases", "board"})
+_JITTER_BOARD = frozenset({"last_seen", "frames_ok"})
+_JITTER_CHANNEL = frozenset({"current_a"})
+
+
+class _Track:
+    """One channel's last ``HISTORY`` currents, one per build."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: deque[float] = deque(maxlen=HISTORY)
+
+    def is_step(self, amps: float) -> bool:
+        values = self.values
+        if len(values) < 2:
+            return True
+        lo, hi = min(values), max(values)
+        moves = [abs(b - a) for a, b in pairwise(values)]
+        mean_move = sum(moves) / len(moves)
+        margin = STEP_FACTOR * mean_move
+        if amps < lo - margin or amps > hi + margin:
+            return True
+        # Back to a level of the last second (a load off again): a jump, not a wander.
+        return abs(amps - values[-1]) > JUMP_FACTOR * mean_move
+
+
+class FramePacer:
+    """Fed every view the hub builds; says which of its patch may wait for the refresh."""
+
+    def __init__(self) -> None:
+        self._tracks: dict[str, _Track] = {}
+
+    def observe(self, view: JSON) -> None:
+        """Record this build's currents (after ``split`` judged its patch)."""
+        channels: dict[str, Any] = view.get("channels") or {}
+        for cid, channel in channels.items():
+            amps = channel.get("current_a") if isinstance(channel, dict) else None
+            track = self._tracks.get(cid)
+            if track is None:
+                track = self._tracks[cid] = _Track()
+            if isinstance(amps, (int, float)):
+                track.values.append(float(amps))
+            else:
+                track.values.clear()  # no reading: the next one is news
+
+    def split(self, patch: JSON) -> tuple[bool, set[str]]:
+        """``(urgent, jitter)`` for ``patch`` (from the last published view to this build):
+        whether it holds more than jitter, and the channels whose change is jitter alone."""
+        jitter: set[str] = set()
+        urgent = not patch.keys() <= _JITTER_TOP
+        for group in (patch.get("groups") or {}).values():
+            if not isinstance(group, dict) or not group.keys() <= _JITTER_GROUP:
+                urgent = True
+                continue
+            board = group.get("board")
+            if board is not None and (
+                not isinstance(board, dict) or not board.keys() <= _JITTER_BOARD
+            ):
+                urgent = True
+        for cid, channel in (patch.get("channels") or {}).items():
+            if not isinstance(channel, dict) or not channel.keys() <= _JITTER_CHANNEL:
+                urgent = True
+                continue
+            amps = channel["current_a"]
+            track = self._tracks.get(cid)
+            if not isinstance(amps, (int, float)) or track is None or track.is_step(amps):
+                urgent = True
+            else:
+                jitter.add(cid)
+        return urgent, jitter
