@@ -285,7 +285,9 @@ class LiveHub:
             self.pacer.observe(view)
             stats.build_s += time.perf_counter() - started
             return None
-        urgent, jitter = (True, set[str]()) if patch is None else self.pacer.split(patch)
+        urgent, jitter, calm = (True, set[str](), set[str]())
+        if patch is not None:
+            urgent, jitter, calm = self.pacer.split(patch)
         self.pacer.observe(view)
         complete = True
         if paced and building_at - self._last_refresh < self.refresh_s:
@@ -294,14 +296,11 @@ class LiveHub:
                 stats.held_builds += 1
                 stats.build_s += time.perf_counter() - started
                 return None
-            if jitter and previous is not None:
-                # The step goes out now; the other channels' jitter waits for the refresh
-                # (the frame keeps what they last showed), so a step redraws one number.
-                shown = previous.view["channels"]
-                channels = dict(view["channels"])
-                for cid in jitter:
-                    channels[cid] = shown[cid]
-                view = {**view, "channels": channels}
+            if (jitter or calm) and previous is not None:
+                # The step goes out now; the other channels' jitter (and the totals of groups
+                # without a step) waits for the refresh, the frame keeping what they last
+                # showed: a step redraws its own numbers, not the page's.
+                view = _keep_shown(view, previous.view, jitter, calm)
                 patch = merge_diff(previous.view, view)
                 complete = False
         self._held = not complete
@@ -371,6 +370,20 @@ class LiveHub:
             with contextlib.suppress(Exception):
                 await client.ws.close(code=1001, message=b"server shutdown")
         self.clients.clear()
+
+
+def _keep_shown(view: JSON, shown: JSON, jitter: set[str], calm: set[str]) -> JSON:
+    """``view`` with the ``jitter`` channels as ``shown`` has them, and the ``calm`` groups
+    (whose own change is jitter alone) too when none of their channels has news."""
+    channels = dict(view["channels"])
+    for cid in jitter:
+        channels[cid] = shown["channels"][cid]
+    groups = dict(view["groups"])
+    for letter in calm:
+        members = view["groups"][letter]["channels"]
+        if all(channels[cid] == shown["channels"].get(cid) for cid in members):
+            groups[letter] = shown["groups"][letter]
+    return {**view, "channels": channels, "groups": groups}
 
 
 def _client_message(client: LiveClient, text: str) -> None:

@@ -79,12 +79,14 @@ class FramePacer:
             else:
                 track.values.clear()  # no reading: the next one is news
 
-    def split(self, patch: JSON) -> tuple[bool, set[str]]:
-        """``(urgent, jitter)`` for ``patch`` (from the last published view to this build):
-        whether it holds more than jitter, and the channels whose change is jitter alone."""
-        jitter: set[str] = set()
+    def split(self, patch: JSON) -> tuple[bool, set[str], set[str]]:
+        """``(urgent, channels, groups)`` for ``patch`` (from the last published view to this
+        build): whether it holds more than jitter, and the channels and groups whose change
+        is jitter alone."""
+        channels: set[str] = set()
+        groups: set[str] = set()
         urgent = not patch.keys() <= _JITTER_TOP
-        for group in (patch.get("groups") or {}).values():
+        for letter, group in (patch.get("groups") or {}).items():
             if not isinstance(group, dict) or not group.keys() <= _JITTER_GROUP:
                 urgent = True
                 continue
@@ -93,6 +95,8 @@ class FramePacer:
                 not isinstance(board, dict) or not board.keys() <= _JITTER_BOARD
             ):
                 urgent = True
+                continue
+            groups.add(letter)
         for cid, channel in (patch.get("channels") or {}).items():
             if not isinstance(channel, dict) or not channel.keys() <= _JITTER_CHANNEL:
                 urgent = True
@@ -102,5 +106,5 @@ class FramePacer:
             if not isinstance(amps, (int, float)) or track is None or track.is_step(amps):
                 urgent = True
             else:
-                jitter.add(cid)
-        return urgent, jitter
+                channels.add(cid)
+        return urgent, channels, groups

@@ -79,6 +79,7 @@ def test_anything_but_numbers_is_urgent() -> None:
     assert pacer.split({"taken_at": 1.0, "groups": {"A": {"board": {"last_seen": 1.0}}}}) == (
         False,
         set(),
+        {"A"},
     )
     assert pacer.split({"channels": {"X1": {"state": "slight"}}})[0] is True
     assert pacer.split({"groups": {"A": {"board": {"online": False}}}})[0] is True
@@ -92,10 +93,11 @@ def test_the_hub_holds_jitter_and_sends_a_step_without_it() -> None:
     hub = LiveHub(state, UnitDirectory(1), min_interval_s=0.05, refresh_s=0.5, clock=clock)
     hub.add(QuietSocket())  # type: ignore[arg-type]
     rng = random.Random(1)
-    for _ in range(HISTORY):  # A1 steady, A2 noisy; each build a refresh
+    for _ in range(HISTORY):  # A1 steady, A2 and B1 noisy; each build a refresh
         clock.now += 0.6
         feed(state, 1, [5.0, round(3.0 * (1 + rng.uniform(-0.003, 0.003)), 2)] + [0.0] * 10)
-        hub.publish(paced=True)  # None when A2 rounds as before
+        feed(state, 2, [round(7.0 * (1 + rng.uniform(-0.003, 0.003)), 2)] + [0.0] * 11)
+        hub.publish(paced=True)  # None when they round as before
     before = hub.frame
     assert before is not None
     clock.now += 0.05
@@ -108,16 +110,23 @@ def test_the_hub_holds_jitter_and_sends_a_step_without_it() -> None:
 
     clock.now += 0.05
     feed(state, 1, [9.0, jitter] + [0.0] * 10)  # A1 steps: out at once, A2 as it was
+    b1 = 7.01 if before.view["channels"]["B1"]["current_a"] != 7.01 else 6.99
+    feed(state, 2, [b1] + [0.0] * 11)  # B1 jitters: B's total moves, waits too
     step = hub.publish(paced=True)
     assert step is not None
     assert step.view["channels"]["A1"]["current_a"] == 9.0
     assert step.view["channels"]["A2"] == before.view["channels"]["A2"]
     assert step.patch_text is not None and '"A2"' not in step.patch_text
+    assert step.view["groups"]["A"] != before.view["groups"]["A"]  # the stepped group's total
+    assert step.view["channels"]["B1"] == before.view["channels"]["B1"]
+    assert step.view["groups"]["B"] == before.view["groups"]["B"]  # the others wait
 
     clock.now = before.published_at + 0.5 + 0.01  # the refresh: A2's jitter goes out
     feed(state, 1, [9.0, jitter] + [0.0] * 10)
     refresh = hub.publish(paced=True)
     assert refresh is not None and refresh.view["channels"]["A2"]["current_a"] == jitter
+    assert refresh.view["channels"]["B1"]["current_a"] == b1
+    assert refresh.view["groups"]["B"] != before.view["groups"]["B"]
     assert hub.stats.refresh_frames >= 1
 
 
