@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 
 from host.state import UnitState
-from host.web.pacing import REFRESH_S, FramePacer
+from host.web.pacing import REFRESH_S, FramePacer, currents_only
 from host.web.units import UnitDirectory
 from host.web.view import JSON, PanelView, build_view, merge_diff, panel_view
 
@@ -287,7 +287,8 @@ class LiveHub:
             return None
         urgent, jitter, calm = (True, set[str](), set[str]())
         if patch is not None:
-            urgent, jitter, calm = self.pacer.split(patch)
+            assert previous is not None
+            urgent, jitter, calm = self.pacer.split(patch, previous.view)
         self.pacer.observe(view)
         complete = True
         if paced and building_at - self._last_refresh < self.refresh_s:
@@ -296,13 +297,15 @@ class LiveHub:
                 stats.held_builds += 1
                 stats.build_s += time.perf_counter() - started
                 return None
-            if (jitter or calm) and previous is not None:
+            if previous is not None:
                 # The step goes out now; the other channels' jitter (and the totals of groups
-                # without a step) waits for the refresh, the frame keeping what they last
-                # showed: a step redraws its own numbers, not the page's.
-                view = _keep_shown(view, previous.view, jitter, calm)
-                patch = merge_diff(previous.view, view)
-                complete = False
+                # without a step, pane A's sums) waits for the refresh, the frame keeping what
+                # they last showed: a step redraws its own numbers, not the page's.
+                kept, kept_back = _keep_shown(view, previous.view, jitter, calm)
+                if kept_back:
+                    view = kept
+                    patch = merge_diff(previous.view, view)
+                    complete = False
         self._held = not complete
         seq = 1 if previous is None else previous.seq + 1
         frame = Frame(seq, view, patch, self.clock())
@@ -372,18 +375,26 @@ class LiveHub:
         self.clients.clear()
 
 
-def _keep_shown(view: JSON, shown: JSON, jitter: set[str], calm: set[str]) -> JSON:
-    """``view`` with the ``jitter`` channels as ``shown`` has them, and the ``calm`` groups
-    (whose own change is jitter alone) too when none of their channels has news."""
+def _keep_shown(view: JSON, shown: JSON, jitter: set[str], calm: set[str]) -> tuple[JSON, bool]:
+    """``view`` with the ``jitter`` channels as ``shown`` has them, the ``calm`` groups (whose
+    own change is jitter alone) too when none of their channels has news, and pane A's units
+    when only their currents moved; and whether anything was kept back."""
     channels = dict(view["channels"])
     for cid in jitter:
         channels[cid] = shown["channels"][cid]
+    kept_back = bool(jitter)
     groups = dict(view["groups"])
     for letter in calm:
         members = view["groups"][letter]["channels"]
         if all(channels[cid] == shown["channels"].get(cid) for cid in members):
             groups[letter] = shown["groups"][letter]
-    return {**view, "channels": channels, "groups": groups}
+            kept_back = True
+    kept = {**view, "channels": channels, "groups": groups}
+    units = view.get("units")
+    if units != shown.get("units") and currents_only(shown.get("units"), units):
+        kept["units"] = shown["units"]
+        kept_back = True
+    return kept, kept_back
 
 
 def _client_message(client: LiveClient, text: str) -> None:

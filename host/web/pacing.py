@@ -32,10 +32,11 @@ HISTORY = 20  # builds a channel's range and mean move are taken over (1 s at 20
 STEP_FACTOR = 3.0
 JUMP_FACTOR = 6.0  # a move since the last build this many mean moves is news, even in range
 # What may change in a frame that waits for the refresh (every other member is urgent).
-_JITTER_TOP = frozenset({"taken_at", "channels", "groups"})
+_JITTER_TOP = frozenset({"taken_at", "channels", "groups", "units"})
 _JITTER_GROUP = frozenset({"current_a", "phases", "board"})
 _JITTER_BOARD = frozenset({"last_seen", "frames_ok"})
 _JITTER_CHANNEL = frozenset({"current_a"})
+_UNIT_CURRENTS = frozenset({"l1", "l2", "l3", "n"})  # pane A: a unit's phase currents
 
 
 class _Track:
@@ -79,13 +80,16 @@ class FramePacer:
             else:
                 track.values.clear()  # no reading: the next one is news
 
-    def split(self, patch: JSON) -> tuple[bool, set[str], set[str]]:
-        """``(urgent, channels, groups)`` for ``patch`` (from the last published view to this
-        build): whether it holds more than jitter, and the channels and groups whose change
-        is jitter alone."""
+    def split(self, patch: JSON, shown: JSON) -> tuple[bool, set[str], set[str]]:
+        """``(urgent, channels, groups)`` for ``patch`` (from ``shown``, the last published
+        view, to this build): whether it holds more than jitter, and the channels and groups
+        whose change is jitter alone. Pane A's unit list is jitter when only its units'
+        currents moved (without a meter they are the sums of the outputs)."""
         channels: set[str] = set()
         groups: set[str] = set()
         urgent = not patch.keys() <= _JITTER_TOP
+        if "units" in patch and not currents_only(shown.get("units"), patch["units"]):
+            urgent = True
         for letter, group in (patch.get("groups") or {}).items():
             if not isinstance(group, dict) or not group.keys() <= _JITTER_GROUP:
                 urgent = True
@@ -108,3 +112,15 @@ class FramePacer:
             else:
                 channels.add(cid)
         return urgent, channels, groups
+
+
+def currents_only(before: Any, after: Any) -> bool:
+    """Whether two unit lists differ only in their units' currents."""
+    if not isinstance(before, list) or not isinstance(after, list) or len(before) != len(after):
+        return False
+    for old, new in zip(before, after, strict=True):
+        if not isinstance(old, dict) or not isinstance(new, dict) or old.keys() != new.keys():
+            return False
+        if any(old[key] != new[key] for key in old.keys() - _UNIT_CURRENTS):
+            return False
+    return True

@@ -25,7 +25,7 @@ def steps_in(series: list[float]) -> int:
     for n, amps in enumerate(series):
         if n:
             patch = view_of({"X1": amps})
-            urgent += pacer.split(patch)[0]
+            urgent += pacer.split(patch, {})[0]
         pacer.observe(view_of({"X1": amps}))
     return urgent - 1  # the second build has a one-value history: always news
 
@@ -51,7 +51,7 @@ def test_a_channel_that_sat_still_moving_by_one_digit_is_a_step() -> None:
     pacer = FramePacer()
     verdicts = []
     for amps in series:
-        verdicts.append(pacer.split(view_of({"X1": amps}))[0])
+        verdicts.append(pacer.split(view_of({"X1": amps}), {})[0])
         pacer.observe(view_of({"X1": amps}))
     # 1.01 -> 1.02 and 1.02 -> 1.03 leave the range; back to 1.02 is inside it but a jump
     # after sitting still
@@ -63,28 +63,34 @@ def test_a_step_on_a_noisy_channel_and_news_after_no_data_are_urgent() -> None:
     pacer = FramePacer()
     for _ in range(HISTORY):
         pacer.observe(view_of({"X1": round(8.0 * (1 + rng.uniform(-0.003, 0.003)), 2)}))
-    assert pacer.split(view_of({"X1": 8.0}))[0] is False
-    assert pacer.split(view_of({"X1": 8.4}))[0] is True  # +5 %: a load switched on
+    assert pacer.split(view_of({"X1": 8.0}), {})[0] is False
+    assert pacer.split(view_of({"X1": 8.4}), {})[0] is True  # +5 %: a load switched on
     for _ in range(5):
         pacer.observe(view_of({"X1": 8.4}))
-    assert pacer.split(view_of({"X1": 8.0}))[0] is True  # off again, inside the range
+    assert pacer.split(view_of({"X1": 8.0}), {})[0] is True  # off again, inside the range
     pacer.observe(view_of({"X1": None}))
-    assert pacer.split(view_of({"X1": 8.0}))[0] is True
+    assert pacer.split(view_of({"X1": 8.0}), {})[0] is True
 
 
 def test_anything_but_numbers_is_urgent() -> None:
     pacer = FramePacer()
     for _ in range(HISTORY):
         pacer.observe(view_of({"X1": 2.0}))
-    assert pacer.split({"taken_at": 1.0, "groups": {"A": {"board": {"last_seen": 1.0}}}}) == (
+    assert pacer.split({"taken_at": 1.0, "groups": {"A": {"board": {"last_seen": 1.0}}}}, {}) == (
         False,
         set(),
         {"A"},
     )
-    assert pacer.split({"channels": {"X1": {"state": "slight"}}})[0] is True
-    assert pacer.split({"groups": {"A": {"board": {"online": False}}}})[0] is True
-    assert pacer.split({"meter": {"readings": {}}})[0] is True
-    assert pacer.split({"events": 3})[0] is True
+    assert pacer.split({"channels": {"X1": {"state": "slight"}}}, {})[0] is True
+    assert pacer.split({"groups": {"A": {"board": {"online": False}}}}, {})[0] is True
+    assert pacer.split({"meter": {"readings": {}}}, {})[0] is True
+    assert pacer.split({"events": 3}, {})[0] is True
+    # Pane A's unit list: its units' currents are jitter, anything else is news.
+    row = {"id": "u1", "l1": 10.0, "l2": 9.0, "l3": 8.0, "n": 1.0, "online": True}
+    shown = {"units": [row]}
+    assert pacer.split({"units": [{**row, "l1": 10.1}]}, shown)[0] is False
+    assert pacer.split({"units": [{**row, "online": False}]}, shown)[0] is True
+    assert pacer.split({"units": [row, {**row, "id": "u2"}]}, shown)[0] is True
 
 
 def test_the_hub_holds_jitter_and_sends_a_step_without_it() -> None:
@@ -120,6 +126,7 @@ def test_the_hub_holds_jitter_and_sends_a_step_without_it() -> None:
     assert step.view["groups"]["A"] != before.view["groups"]["A"]  # the stepped group's total
     assert step.view["channels"]["B1"] == before.view["channels"]["B1"]
     assert step.view["groups"]["B"] == before.view["groups"]["B"]  # the others wait
+    assert step.view["units"] == before.view["units"]  # pane A's sums (no meter) wait too
 
     clock.now = before.published_at + 0.5 + 0.01  # the refresh: A2's jitter goes out
     feed(state, 1, [9.0, jitter] + [0.0] * 10)
@@ -127,6 +134,7 @@ def test_the_hub_holds_jitter_and_sends_a_step_without_it() -> None:
     assert refresh is not None and refresh.view["channels"]["A2"]["current_a"] == jitter
     assert refresh.view["channels"]["B1"]["current_a"] == b1
     assert refresh.view["groups"]["B"] != before.view["groups"]["B"]
+    assert refresh.view["units"] != before.view["units"]
     assert hub.stats.refresh_frames >= 1
 
 
