@@ -2,7 +2,7 @@
 
 A page redraws whatever a frame changes. Reports arrive 60-100 times a second and most of
 what they change is a number's last digit: reading noise, a dimmer's slow fade, a board's
-last-seen time. Those are refreshed ``REFRESH_S`` apart (twice a second, as a panel meter's
+last-seen time, the crest factors each TELEMETRY brings. Those are refreshed ``REFRESH_S`` apart (twice a second, as a panel meter's
 display is); a browser that redraws 20 times a second for them spends most of a phone's (or a
 small machine's) CPU on digits nobody can read. Everything else goes out at once (after the
 hub's ``min_interval_s`` from the previous build), without the other channels' jitter (that
@@ -35,7 +35,7 @@ JUMP_FACTOR = 6.0  # a move since the last build this many mean moves is news, e
 _JITTER_TOP = frozenset({"taken_at", "channels", "groups", "units"})
 _JITTER_GROUP = frozenset({"current_a", "phases", "board"})
 _JITTER_BOARD = frozenset({"last_seen", "frames_ok"})
-_JITTER_CHANNEL = frozenset({"current_a"})
+_JITTER_CHANNEL = frozenset({"current_a", "crest"})  # the crest factor moves with each TELEMETRY
 _UNIT_CURRENTS = frozenset({"l1", "l2", "l3", "n"})  # pane A: a unit's phase currents
 
 
@@ -105,12 +105,13 @@ class FramePacer:
             if not isinstance(channel, dict) or not channel.keys() <= _JITTER_CHANNEL:
                 urgent = True
                 continue
-            amps = channel["current_a"]
-            track = self._tracks.get(cid)
-            if not isinstance(amps, (int, float)) or track is None or track.is_step(amps):
-                urgent = True
-            else:
-                channels.add(cid)
+            if "current_a" in channel:
+                amps = channel["current_a"]
+                track = self._tracks.get(cid)
+                if not isinstance(amps, (int, float)) or track is None or track.is_step(amps):
+                    urgent = True
+                    continue
+            channels.add(cid)
         return urgent, channels, groups
 
 

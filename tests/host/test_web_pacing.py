@@ -82,6 +82,7 @@ def test_anything_but_numbers_is_urgent() -> None:
         {"A"},
     )
     assert pacer.split({"channels": {"X1": {"state": "slight"}}}, {})[0] is True
+    assert pacer.split({"channels": {"X1": {"crest": 1.5}}}, {}) == (False, {"X1"}, set())
     assert pacer.split({"groups": {"A": {"board": {"online": False}}}}, {})[0] is True
     assert pacer.split({"meter": {"readings": {}}}, {})[0] is True
     assert pacer.split({"events": 3}, {})[0] is True
