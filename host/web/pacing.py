@@ -2,9 +2,10 @@
 
 A page redraws whatever a frame changes. Reports arrive 60-100 times a second and most of
 what they change is a number's last digit: reading noise, a dimmer's slow fade, a board's
-last-seen time, the crest factors each TELEMETRY brings. Those are refreshed ``REFRESH_S`` apart (twice a second, as a panel meter's
-display is); a browser that redraws 20 times a second for them spends most of a phone's (or a
-small machine's) CPU on digits nobody can read. Everything else goes out at once (after the
+last-seen time, the crest factors each TELEMETRY brings, the virtual front panel's counters.
+Those are refreshed ``REFRESH_S`` apart (twice a second, as a panel meter's display is); a
+browser that redraws 20 times a second for them spends most of a phone's (or a small
+machine's) CPU on digits nobody can read. Everything else goes out at once (after the
 hub's ``min_interval_s`` from the previous build), without the other channels' jitter (that
 waits for the refresh, so a step redraws one number): a channel's current that leaves the range
 it moved in over the last second (``HISTORY``) by more than ``STEP_FACTOR`` times its mean
@@ -32,9 +33,13 @@ HISTORY = 20  # builds a channel's range and mean move are taken over (1 s at 20
 STEP_FACTOR = 3.0
 JUMP_FACTOR = 6.0  # a move since the last build this many mean moves is news, even in range
 # What may change in a frame that waits for the refresh (every other member is urgent).
-_JITTER_TOP = frozenset({"taken_at", "channels", "groups", "units"})
 _JITTER_GROUP = frozenset({"current_a", "phases", "board"})
-_JITTER_BOARD = frozenset({"last_seen", "frames_ok"})
+_JITTER_BOARD = frozenset({"last_seen", "frames_ok", "uptime_s"})
+# Top-level parts whose members move by themselves: the virtual front panel's counters (its
+# DATA TX counts the frames sent: urgent, it would send itself 20 times a second) and the
+# status node's time stamp.
+_JITTER_PARTS = {"frontpanel": frozenset({"tx", "beats"}), "mains": frozenset({"updated_at"})}
+_JITTER_TOP = frozenset({"taken_at", "channels", "groups", "units", *_JITTER_PARTS})
 _JITTER_CHANNEL = frozenset({"current_a", "crest"})  # the crest factor moves with each TELEMETRY
 _UNIT_CURRENTS = frozenset({"l1", "l2", "l3", "n"})  # pane A: a unit's phase currents
 
@@ -88,6 +93,10 @@ class FramePacer:
         channels: set[str] = set()
         groups: set[str] = set()
         urgent = not patch.keys() <= _JITTER_TOP
+        for key, members in _JITTER_PARTS.items():
+            part = patch.get(key)
+            if part is not None and (not isinstance(part, dict) or not part.keys() <= members):
+                urgent = True
         if "units" in patch and not currents_only(shown.get("units"), patch["units"]):
             urgent = True
         for letter, group in (patch.get("groups") or {}).items():

@@ -86,6 +86,12 @@ def test_anything_but_numbers_is_urgent() -> None:
     assert pacer.split({"groups": {"A": {"board": {"online": False}}}}, {})[0] is True
     assert pacer.split({"meter": {"readings": {}}}, {})[0] is True
     assert pacer.split({"events": 3}, {})[0] is True
+    # Counters that move by themselves: the virtual front panel's DATA TX counts the frames
+    # sent (urgent, it would send itself at every build), the status node's time stamp.
+    assert pacer.split({"frontpanel": {"tx": 7}, "mains": {"updated_at": 2.0}}, {})[0] is False
+    assert pacer.split({"groups": {"A": {"board": {"uptime_s": 24}}}}, {})[0] is False
+    assert pacer.split({"frontpanel": {"healthy": False}}, {})[0] is True
+    assert pacer.split({"mains": {"cause": "estop"}}, {})[0] is True
     # Pane A's unit list: its units' currents are jitter, anything else is news.
     row = {"id": "u1", "l1": 10.0, "l2": 9.0, "l3": 8.0, "n": 1.0, "online": True}
     shown = {"units": [row]}
