@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 
 from host.state import UnitState
-from host.web.pacing import REFRESH_S, FramePacer, currents_only
+from host.web.pacing import REFRESH_S, FramePacer, hold_back
 from host.web.units import UnitDirectory
 from host.web.view import JSON, PanelView, build_view, merge_diff, panel_view
 
@@ -205,9 +205,9 @@ class LiveHub:
         self.extras: dict[str, ViewPart] = {}  # view member -> part
         self._extra_versions: dict[str, int] = {}
         self._last_build = float("-inf")
-        self._last_publish = float("-inf")
-        self._last_refresh = float("-inf")  # the last frame that held every change
-        self._held = False  # a build of jitter alone is waiting for the refresh
+        # The last build whose every change the pages have: before the last build, jitter is
+        # waiting for the refresh.
+        self._last_refresh = float("-inf")
         self._published_version = -1
         self.on_publish: list[Callable[[Frame], None]] = []
         # (client, seq) once a frame is written to a client's socket (the benchmark's clock)
@@ -269,53 +269,49 @@ class LiveHub:
 
     def publish(self, *, paced: bool = False) -> Frame | None:
         """Build the view now and send what changed; None when nothing did (or, ``paced``,
-        when it is jitter alone and the last frame is younger than ``refresh_s``)."""
+        when it is jitter alone and the last complete frame is younger than ``refresh_s``)."""
         started = time.perf_counter()
+        try:
+            return self._publish(paced)
+        finally:
+            self.stats.build_s += time.perf_counter() - started
+
+    def _publish(self, paced: bool) -> Frame | None:
         # The interval counts from the start of a build: neither the build nor a late
         # wake-up stretches the next one (the builds keep to min_interval_s, not beyond).
         building_at = self.clock()
         self._last_build = building_at
         view = self.build()
-        self.stats.builds += 1
-        previous = self.frame
-        patch = None if previous is None else merge_diff(previous.view, view)
         stats = self.stats
-        if patch is not None and not (patch.keys() - {"taken_at"}):
-            self._held = False
+        stats.builds += 1
+        previous = self.frame
+        patch: JSON | None = None
+        urgent = complete = True
+        if previous is None:
             self.pacer.observe(view)
-            stats.build_s += time.perf_counter() - started
-            return None
-        urgent, jitter, calm = (True, set[str](), set[str]())
-        if patch is not None:
-            assert previous is not None
-            urgent, jitter, calm = self.pacer.split(patch, previous.view)
-        self.pacer.observe(view)
-        complete = True
-        if paced and building_at - self._last_refresh < self.refresh_s:
-            if not urgent:
-                self._held = True
-                stats.held_builds += 1
-                stats.build_s += time.perf_counter() - started
+        else:
+            diff: JSON = merge_diff(previous.view, view)
+            urgent, jitter, calm = self.pacer.split(diff, previous.view)
+            self.pacer.observe(view)
+            if not (diff.keys() - {"taken_at"}):
+                self._last_refresh = building_at  # the pages show every change there is
                 return None
-            if previous is not None:
-                # The step goes out now; the other channels' jitter (and the totals of groups
-                # without a step, pane A's sums) waits for the refresh, the frame keeping what
-                # they last showed: a step redraws its own numbers, not the page's.
-                kept, kept_back = _keep_shown(view, previous.view, jitter, calm)
-                if kept_back:
-                    view = kept
-                    patch = merge_diff(previous.view, view)
+            patch = diff
+            if paced and building_at - self._last_refresh < self.refresh_s:
+                if not urgent:
+                    stats.held_builds += 1
+                    return None
+                held = hold_back(diff, view, previous.view, jitter, calm)
+                if held is not None:
+                    view, patch = held
                     complete = False
-        self._held = not complete
         seq = 1 if previous is None else previous.seq + 1
         frame = Frame(seq, view, patch, self.clock())
         self.frame = frame
-        self._last_publish = building_at
         if complete:
             self._last_refresh = building_at
         stats.frames += 1
         stats.refresh_frames += not urgent
-        stats.build_s += time.perf_counter() - started
         if frame.patch_text is not None:
             stats.patch_bytes += len(frame.patch_text)
         else:
@@ -344,10 +340,11 @@ class LiveHub:
             try:
                 await self._has_clients.wait()
                 timeout = POLL_S
-                if self._held:
+                holding = self._last_refresh < self._last_build
+                if holding:
                     timeout = min(timeout, max(0.0, self.refresh_due() - self.clock()))
                 version = await self.state.wait_changed(version, timeout)
-                changed = version != self._published_version or self._held
+                changed = version != self._published_version or holding
                 if self._panels_moved():
                     changed = True
                 if self._poked:
@@ -373,28 +370,6 @@ class LiveHub:
             with contextlib.suppress(Exception):
                 await client.ws.close(code=1001, message=b"server shutdown")
         self.clients.clear()
-
-
-def _keep_shown(view: JSON, shown: JSON, jitter: set[str], calm: set[str]) -> tuple[JSON, bool]:
-    """``view`` with the ``jitter`` channels as ``shown`` has them, the ``calm`` groups (whose
-    own change is jitter alone) too when none of their channels has news, and pane A's units
-    when only their currents moved; and whether anything was kept back."""
-    channels = dict(view["channels"])
-    for cid in jitter:
-        channels[cid] = shown["channels"][cid]
-    kept_back = bool(jitter)
-    groups = dict(view["groups"])
-    for letter in calm:
-        members = view["groups"][letter]["channels"]
-        if all(channels[cid] == shown["channels"].get(cid) for cid in members):
-            groups[letter] = shown["groups"][letter]
-            kept_back = True
-    kept = {**view, "channels": channels, "groups": groups}
-    units = view.get("units")
-    if units != shown.get("units") and currents_only(shown.get("units"), units):
-        kept["units"] = shown["units"]
-        kept_back = True
-    return kept, kept_back
 
 
 def _client_message(client: LiveClient, text: str) -> None:

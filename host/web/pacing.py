@@ -93,38 +93,69 @@ class FramePacer:
         channels: set[str] = set()
         groups: set[str] = set()
         urgent = not patch.keys() <= _JITTER_TOP
-        for key, members in _JITTER_PARTS.items():
-            part = patch.get(key)
-            if part is not None and (not isinstance(part, dict) or not part.keys() <= members):
-                urgent = True
-        if "units" in patch and not currents_only(shown.get("units"), patch["units"]):
+        if any(not _within(patch.get(key), members) for key, members in _JITTER_PARTS.items()):
+            urgent = True
+        if "units" in patch and not _currents_only(shown.get("units"), patch["units"]):
             urgent = True
         for letter, group in (patch.get("groups") or {}).items():
-            if not isinstance(group, dict) or not group.keys() <= _JITTER_GROUP:
+            if _only(group, _JITTER_GROUP) and _within(group.get("board"), _JITTER_BOARD):
+                groups.add(letter)
+            else:
                 urgent = True
-                continue
-            board = group.get("board")
-            if board is not None and (
-                not isinstance(board, dict) or not board.keys() <= _JITTER_BOARD
-            ):
-                urgent = True
-                continue
-            groups.add(letter)
         for cid, channel in (patch.get("channels") or {}).items():
-            if not isinstance(channel, dict) or not channel.keys() <= _JITTER_CHANNEL:
+            if not _only(channel, _JITTER_CHANNEL):
                 urgent = True
-                continue
-            if "current_a" in channel:
-                amps = channel["current_a"]
-                track = self._tracks.get(cid)
-                if not isinstance(amps, (int, float)) or track is None or track.is_step(amps):
-                    urgent = True
-                    continue
-            channels.add(cid)
+            elif "current_a" in channel and self._is_step(cid, channel["current_a"]):
+                urgent = True  # the crest factor alone is jitter
+            else:
+                channels.add(cid)
         return urgent, channels, groups
 
+    def _is_step(self, cid: str, amps: Any) -> bool:
+        track = self._tracks.get(cid)
+        return not isinstance(amps, (int, float)) or track is None or track.is_step(amps)
 
-def currents_only(before: Any, after: Any) -> bool:
+
+def hold_back(
+    patch: JSON, view: JSON, shown: JSON, jitter: set[str], calm: set[str]
+) -> tuple[JSON, JSON] | None:
+    """The frame of a step, as ``(view, patch)``: the jitter left as ``shown`` has it (the
+    ``jitter`` channels, the ``calm`` groups none of whose channels has news, pane A's
+    currents), so the step redraws its own numbers; None when there is no jitter to leave."""
+    news = (patch.get("channels") or {}).keys() - jitter
+    kept_groups = {g for g in calm if not news & set(view["groups"][g]["channels"])}
+    kept_units = "units" in patch and _currents_only(shown.get("units"), patch["units"])
+    if not (jitter or kept_groups or kept_units):
+        return None
+    view = {
+        **view,
+        "channels": view["channels"] | {cid: shown["channels"][cid] for cid in jitter},
+        "groups": view["groups"] | {g: shown["groups"][g] for g in kept_groups},
+    }
+    patch = dict(patch)
+    for key, kept in (("channels", jitter), ("groups", kept_groups)):
+        rest = {k: v for k, v in (patch.get(key) or {}).items() if k not in kept}
+        if rest:
+            patch[key] = rest
+        else:
+            patch.pop(key, None)
+    if kept_units:
+        view["units"] = shown["units"]
+        del patch["units"]
+    return view, patch
+
+
+def _only(part: Any, members: frozenset[str]) -> bool:
+    """An object with no member outside ``members``."""
+    return isinstance(part, dict) and part.keys() <= members
+
+
+def _within(part: Any, members: frozenset[str]) -> bool:
+    """Absent, or an object with no member outside ``members``."""
+    return part is None or _only(part, members)
+
+
+def _currents_only(before: Any, after: Any) -> bool:
     """Whether two unit lists differ only in their units' currents."""
     if not isinstance(before, list) or not isinstance(after, list) or len(before) != len(after):
         return False
